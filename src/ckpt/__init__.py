@@ -1,0 +1,3 @@
+"""ckpt: checkpoint and restore Kubernetes pods, CPU and GPU."""
+
+__version__ = "0.1.0"

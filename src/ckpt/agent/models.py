@@ -1,0 +1,108 @@
+"""The node agent's v1 HTTP API: the single source of its request and response schemas."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GpuMode(StrEnum):
+    auto = "auto"
+    required = "required"
+    none = "none"
+
+
+class JobState(StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class ContainerTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253)
+    # The runtime's id, without the "containerd://" / "cri-o://" scheme of pod status.
+    container_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class CheckpointRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    namespace: str = Field(min_length=1, max_length=63)
+    pod: str = Field(min_length=1, max_length=253)
+    pod_uid: str = ""
+    containers: list[ContainerTarget] = Field(min_length=1)
+    leave_running: bool = True
+    gpu: GpuMode = GpuMode.auto
+    # Store URL or path; empty means the agent's configured default store.
+    destination: str = ""
+    compression: Literal["zstd", "none"] = "zstd"
+
+
+class Timings(BaseModel):
+    """Milliseconds spent in each phase of a job."""
+
+    freeze: int = 0
+    gpu: int = 0
+    dump: int = 0
+    store: int = 0
+    total: int = 0
+
+
+class CheckpointResult(BaseModel):
+    restore_path: str
+    checksum: str  # "sha256:<hex>" of the stored archive bytes
+    size_bytes: int
+    gpu: str  # GPU model(s), or "none"
+    platform: str  # e.g. "linux/amd64"
+    runtime: str
+    criu_version: str
+    containers: list[str] = []
+    timings: Timings = Timings()
+
+
+class CheckpointJob(BaseModel):
+    checkpoint_id: str
+    state: JobState
+    phase: str = ""  # freezing, gpu-lock, dumping, storing, done
+    bytes_done: int = 0
+    result: CheckpointResult | None = None
+    error: str | None = None
+
+
+class RestoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    restore_path: str = Field(min_length=1)
+    checksum: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    # Id for the restored container; the same id again returns the same job.
+    container_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # Which container of the archive to restore (default: the only one).
+    container: str | None = None
+    # runc bundle (rootfs + config.json) for the new container; default: the original bundle
+    # recorded in the archive.
+    bundle: str | None = None
+    gpu: GpuMode = GpuMode.auto
+
+
+class RestoreJob(BaseModel):
+    container_id: str
+    state: JobState
+    phase: str = ""
+    pid: int | None = None
+    error: str | None = None
+    timings: Timings = Timings()
+
+
+class AgentInfo(BaseModel):
+    node: str
+    runtimes: list[str]
+    criu_version: str
+    gpus: list[str]
+    driver_version: str | None
+    cuda_checkpoint: bool  # the driver exposes cuCheckpointProcess*
+    platform: str
