@@ -1,0 +1,84 @@
+# syntax=docker/dockerfile:1
+# One Dockerfile for every part of ckpt. Targets:
+#   docker build --target api      -t ghcr.io/ckpt-dev/ckpt:0.1.0 .        # checkpoints API
+#   docker build --target operator -t ghcr.io/ckpt-dev/ckpt:0.1.0 .        # kopf operator
+#   docker build --target agent    -t ghcr.io/ckpt-dev/ckpt-agent:0.1.0 .  # node agent
+# api and operator are the same image (Python slim, non-root) with a different default
+# command; deploy/ runs both from ghcr.io/ckpt-dev/ckpt and sets the command itself. The agent
+# is its own image: it needs CRIU >= 4 (Debian 13's package; Debian 12's CRIU 3.17 fails on
+# recent kernels), runc and iptables, and it runs as root.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG AGENT_BASE_IMAGE=debian:trixie-slim
+
+# ---------------------------------------------------------------------------- builder
+FROM ${PYTHON_IMAGE} AS builder
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+# The build backend (setuptools, from pyproject's build-system) is fetched in an isolated
+# build environment; --no-deps: only ckpt's own wheel, dependencies come from the index later.
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+
+# ---------------------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/ckpt \
+    PATH=/opt/ckpt/bin:$PATH
+# A named user (not only a uid) so that libraries asking for the user's name or home work.
+RUN groupadd --system --gid 65532 ckpt \
+    && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin ckpt
+# The wheel is bind-mounted from the builder, so it never becomes a layer of this image.
+# The postgres extra: the API can then use a PostgreSQL URL as well as SQLite. DL3013 (pin
+# versions) does not apply: this installs the local wheel, whose pyproject bounds its deps.
+# hadolint ignore=DL3013
+RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
+    python -m venv "$VIRTUAL_ENV" \
+    && wheel="$(ls /dist/ckpt-*.whl)" \
+    && pip install --no-cache-dir "${wheel}[postgres]" \
+    && ckpt --help >/dev/null
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["ckpt"]
+
+# ---------------------------------------------------------------------------- api
+FROM runtime AS api
+EXPOSE 8080
+CMD ["api", "serve", "--host", "0.0.0.0", "--port", "8080"]
+
+# ---------------------------------------------------------------------------- operator
+FROM runtime AS operator
+EXPOSE 8080
+CMD ["operator", "run", "--standalone", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+
+# ---------------------------------------------------------------------------- agent
+FROM ${AGENT_BASE_IMAGE} AS agent
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/ckpt \
+    PATH=/opt/ckpt/bin:$PATH
+# Unpinned on purpose: Debian stable only ships security and bug fixes, and exact versions
+# vanish from the archive when they are superseded, which would break every later build.
+# iptables: CRIU locks the container's network with iptables-restore during the dump.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+       ca-certificates criu iptables python3 python3-venv runc \
+    && rm -rf /var/lib/apt/lists/*
+# Fail the build, not the first checkpoint, if the distribution ever ships an older CRIU.
+RUN criu --version \
+    && criu --version | awk '/^Version:/ { split($2, v, "."); ok = (v[1] >= 4) } END { exit !ok }' \
+    && runc --version
+# Debian's python3 is "externally managed" (PEP 668): ckpt gets its own virtual environment.
+RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
+    python3 -m venv "$VIRTUAL_ENV" \
+    && pip install --no-cache-dir /dist/ckpt-*.whl \
+    && ckpt --help >/dev/null
+# No USER: the agent runs as root (the image's default) on purpose; CRIU and runc need it,
+# and the DaemonSet runs it privileged.
+EXPOSE 8443
+ENTRYPOINT ["ckpt"]
+CMD ["agent", "serve"]

@@ -1,0 +1,53 @@
+# ckpt: developer entry points. `make test` and `make demo` work on a fresh Debian machine
+# (as root, or with sudo for tools/system-deps.sh).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help setup deps tools test lint crd demo bench clean
+
+help:
+	@echo "make setup  - virtualenv with ckpt and its test tools ($(VENV))"
+	@echo "make deps   - Debian packages: runc, iptables, busybox-static, openssl, postgresql"
+	@echo "make tools  - build the test control plane and fetch CRIU >= 4 (cached in .cache/)"
+	@echo "make test   - the whole test suite against real apiserver, runc, CRIU, PostgreSQL"
+	@echo "make demo   - checkpoint and restore a container on a local control plane"
+	@echo "make bench  - benchmarks (tables; see BENCHMARKS.md)"
+	@echo "make lint   - ruff"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+setup: $(STAMP)
+
+deps:
+	tools/system-deps.sh
+
+tools: deps
+	tools/controlplane/build.sh >/dev/null
+	tools/criu/install.sh >/dev/null
+
+test: setup tools
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+crd: setup
+	$(BIN)/python -m ckpt.operator.crd > crds/checkpoint.yaml
+
+demo: setup tools
+	$(BIN)/python -m ckpt.demo
+
+bench: setup tools
+	$(BIN)/python bench/api.py
+	$(BIN)/python bench/agent.py
+	$(BIN)/python bench/operator.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

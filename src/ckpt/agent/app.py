@@ -1,0 +1,253 @@
+"""The node agent's HTTP service (API v1): checkpoint and restore jobs, info, health, metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ckpt.agent import pipeline
+from ckpt.agent.auth import Authenticator, TokenReviewer, api_client
+from ckpt.agent.context import build_context
+from ckpt.agent.errors import AgentError, ErrorBody
+from ckpt.agent.gpu import GpuError
+from ckpt.agent.jobs import CANCELLED, JobManager
+from ckpt.agent.metrics import AgentMetrics
+from ckpt.agent.models import (
+    AgentInfo,
+    CheckpointJob,
+    CheckpointRequest,
+    CheckpointResult,
+    GpuMode,
+    RestoreJob,
+    RestoreRequest,
+)
+from ckpt.agent.platform import platform_string
+from ckpt.agent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+ContextFactory = Callable[[AgentSettings], pipeline.PipelineContext]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No or invalid bearer token"},
+    403: {"model": ErrorBody, "description": "The token's identity may not call the agent"},
+    422: {"model": ErrorBody, "description": "Invalid request (the message names the field)"},
+    503: {"model": ErrorBody, "description": "The apiserver could not verify the token"},
+}
+
+
+@dataclass
+class Agent:
+    """What the routes need, created at start-up and kept on ``app.state.agent``."""
+
+    settings: AgentSettings
+    ctx: pipeline.PipelineContext
+    jobs: JobManager
+    auth: Authenticator
+    metrics: AgentMetrics
+
+
+def _agent(request: Request) -> Agent:
+    agent: Agent = request.app.state.agent
+    return agent
+
+
+async def require_caller(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    """Every route but /healthz: the bearer token must belong to an allowed identity."""
+    return await _agent(request).auth.authenticate(authorization)
+
+
+AgentDep = Annotated[Agent, Depends(_agent)]
+
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_caller)], responses=_ERRORS)
+
+
+def _refuse_gpu_required(mode: GpuMode, ctx: pipeline.PipelineContext) -> None:
+    # Refused up front rather than as a failed job: no job on this node could ever succeed.
+    if mode == GpuMode.required and not ctx.gpu.available():
+        raise AgentError(
+            422,
+            "gpu_unavailable",
+            "gpu: required, but this node cannot checkpoint or restore GPU state: "
+            f"{ctx.gpu.unavailable_reason()}",
+        )
+
+
+@v1.post("/checkpoints", status_code=202, response_model=CheckpointJob)
+async def create_checkpoint(body: CheckpointRequest, agent: AgentDep) -> CheckpointJob:
+    """Start a checkpoint job; the same checkpoint_id again answers the same job."""
+    if body.checkpoint_id not in agent.jobs.checkpoints.entries:
+        _refuse_gpu_required(body.gpu, agent.ctx)
+    return agent.jobs.checkpoints.submit(body)
+
+
+@v1.get("/checkpoints/{checkpoint_id}", response_model=CheckpointJob)
+async def get_checkpoint(checkpoint_id: str, agent: AgentDep) -> CheckpointJob:
+    return agent.jobs.checkpoints.get(checkpoint_id)
+
+
+@v1.delete("/checkpoints/{checkpoint_id}", response_model=CheckpointJob)
+async def cancel_checkpoint(checkpoint_id: str, agent: AgentDep) -> CheckpointJob:
+    """Cancel a queued or running job (containers are thawed, partial files removed)."""
+    return await agent.jobs.checkpoints.cancel(checkpoint_id, CANCELLED)
+
+
+@v1.post("/restores", status_code=202, response_model=RestoreJob)
+async def create_restore(body: RestoreRequest, agent: AgentDep) -> RestoreJob:
+    """Restore an archive as a new container; the same container_id again answers the same job."""
+    if body.container_id not in agent.jobs.restores.entries:
+        _refuse_gpu_required(body.gpu, agent.ctx)
+    return agent.jobs.restores.submit(body)
+
+
+@v1.get("/restores/{container_id}", response_model=RestoreJob)
+async def get_restore(container_id: str, agent: AgentDep) -> RestoreJob:
+    return agent.jobs.restores.get(container_id)
+
+
+@v1.delete("/restores/{container_id}", response_model=RestoreJob)
+async def cancel_restore(container_id: str, agent: AgentDep) -> RestoreJob:
+    return await agent.jobs.restores.cancel(container_id, CANCELLED)
+
+
+@v1.get("/info", response_model=AgentInfo)
+async def info(agent: AgentDep) -> AgentInfo:
+    gpu = agent.ctx.gpu
+    try:
+        models = gpu.models()
+        driver = gpu.driver_version()
+    except GpuError as exc:
+        # No GPU (or no driver) is a normal node; /v1/info says so instead of failing.
+        log.debug("no GPU facts: %s", exc)
+        models, driver = [], None
+    return AgentInfo(
+        node=agent.settings.node_name,
+        runtimes=sorted(agent.ctx.runtimes),
+        criu_version=agent.ctx.criu.version,
+        gpus=models,
+        driver_version=driver,
+        cuda_checkpoint=gpu.available(),
+        platform=platform_string(),
+    )
+
+
+def _metrics_route(app: FastAPI) -> None:
+    @app.get("/metrics", dependencies=[Depends(require_caller)], responses=_ERRORS)
+    async def metrics(agent: AgentDep) -> Response:
+        return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    body = ErrorBody(message=message, code=code, details=details)
+    return JSONResponse(jsonable_encoder(body.model_dump(exclude_none=True)), status_code=status)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    # ("body", "containers", 0, "container_id") -> "containers[0].container_id"
+    parts = [p for p in loc if p not in ("body", "path", "query", "header")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AgentError)
+    async def agent_error(_: Request, exc: AgentError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # The submitted values are left out: they may be large, and echoing them is pointless.
+        details = [
+            {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", ""),
+             "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+        return _error(422, "validation_error", f"invalid request: {summary}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return _error(500, "internal", "internal error in the node agent (see its log)")
+
+
+def create_app(
+    settings: AgentSettings, context_factory: ContextFactory = build_context
+) -> FastAPI:
+    """The agent's ASGI app; its resources start and stop with the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = context_factory(settings)
+        metrics = AgentMetrics()
+
+        async def checkpoint(
+            req: CheckpointRequest, progress: pipeline.ProgressFn
+        ) -> CheckpointResult:
+            return await pipeline.run_checkpoint(req, ctx, progress)
+
+        async def restore(
+            req: RestoreRequest, progress: pipeline.ProgressFn
+        ) -> pipeline.RestoreOutcome:
+            return await pipeline.run_restore(req, ctx, progress)
+
+        jobs = JobManager(
+            settings.state_dir,
+            max_concurrent=settings.max_concurrent_jobs,
+            timeout_seconds=settings.job_timeout_seconds,
+            run_checkpoint=checkpoint,
+            run_restore=restore,
+            metrics=metrics,
+        )
+        jobs.load()
+        kube = api_client(settings.kubeconfig)
+        auth = Authenticator(
+            TokenReviewer(kube, settings.token_audiences),
+            settings.allowed_identities,
+            settings.auth_cache_seconds,
+        )
+        app.state.agent = Agent(settings, ctx, jobs, auth, metrics)
+        log.info(
+            "node agent for %s: runtimes %s, CRIU %s, GPU %s",
+            settings.node_name, ", ".join(sorted(ctx.runtimes)), ctx.criu.version,
+            "available" if ctx.gpu.available() else "unavailable",
+        )
+        try:
+            yield
+        finally:
+            await jobs.shutdown()
+            kube.close()
+
+    app = FastAPI(
+        title="ckpt node agent",
+        version="1",
+        lifespan=lifespan,
+        description="Checkpoints and restores this node's containers with CRIU.",
+    )
+    _install_error_handlers(app)
+    app.include_router(v1)
+    _metrics_route(app)
+    return app

@@ -1,0 +1,286 @@
+"""The job manager: idempotent submission, a per-node concurrency limit, timeouts, cancellation.
+
+Checkpoint jobs are keyed by ``checkpoint_id`` and restore jobs by the new ``container_id``;
+submitting the same key again answers the existing job, so the operator can retry a POST
+safely. Every state or phase change is written to a record on disk (``records.py``): finished
+results survive a restart, and a job that was running when the agent died is reported failed
+on the next start instead of staying "running" forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from ckpt.agent.errors import AgentError
+from ckpt.agent.metrics import AgentMetrics
+from ckpt.agent.models import (
+    CheckpointJob,
+    CheckpointRequest,
+    CheckpointResult,
+    JobState,
+    RestoreJob,
+    RestoreRequest,
+)
+from ckpt.agent.pipeline import RestoreOutcome
+from ckpt.agent.records import JobRecord, RecordStore, utcnow
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "agent restarted while the job was running"
+SHUT_DOWN = "agent shut down while the job was running"
+CANCELLED = "cancelled on request"
+QUEUED = "queued"
+
+Progress = Callable[[str, int], None]
+CheckpointRunner = Callable[[CheckpointRequest, Progress], Awaitable[CheckpointResult]]
+RestoreRunner = Callable[[RestoreRequest, Progress], Awaitable[RestoreOutcome]]
+
+
+ReqT = TypeVar("ReqT", CheckpointRequest, RestoreRequest)
+JobT = TypeVar("JobT", CheckpointJob, RestoreJob)
+OutT = TypeVar("OutT", CheckpointResult, RestoreOutcome)
+
+
+@dataclass
+class _Entry(Generic[ReqT, JobT]):
+    record: JobRecord[ReqT, JobT]
+    task: asyncio.Task[None] | None = None
+    # Why the task is being cancelled; a bare CancelledError does not say who asked.
+    cancel_reason: str = ""
+    phase_since: float = field(default_factory=time.monotonic)
+
+
+class _Track(Generic[ReqT, JobT, OutT]):
+    """The jobs of one kind: their records, tasks and lifecycle."""
+
+    def __init__(
+        self,
+        kind: str,
+        records: RecordStore[ReqT, JobT],
+        record_model: type[JobRecord[ReqT, JobT]],
+        key: Callable[[ReqT], str],
+        new_job: Callable[[str], JobT],
+        run: Callable[[ReqT, Progress], Awaitable[OutT]],
+        apply: Callable[[JobT, OutT], None],
+        manager: JobManager,
+    ) -> None:
+        self.kind = kind
+        self._records = records
+        self._record_model = record_model
+        self._key = key
+        self._new_job = new_job
+        self._run = run
+        self._apply = apply
+        self._manager = manager
+        self.entries: dict[str, _Entry[ReqT, JobT]] = {}
+
+    def load(self, retention: timedelta) -> None:
+        cutoff = utcnow() - retention
+        for key, record in self._records.load_all().items():
+            job = record.job
+            if job.state == JobState.running:
+                job.state = JobState.failed
+                job.error = INTERRUPTED
+                self._records.save(key, record)
+                log.warning("%s job %s was interrupted by an agent restart", self.kind, key)
+            elif record.updated_at < cutoff:
+                self._records.delete(key)
+                continue
+            self.entries[key] = _Entry(record=record)
+
+    def submit(self, request: ReqT) -> JobT:
+        # No await between the lookup and the insert: concurrent POSTs of one key cannot
+        # both create a job.
+        key = self._key(request)
+        entry = self.entries.get(key)
+        if entry is not None:
+            if entry.record.request != request:
+                raise AgentError(
+                    409,
+                    "conflict",
+                    f"{self.kind} job {key!r} already exists with a different request",
+                )
+            return entry.record.job
+        job = self._new_job(key)
+        job.phase = QUEUED
+        record = self._record_model(request=request, job=job)
+        entry = _Entry(record=record)
+        self._records.save(key, record)
+        self.entries[key] = entry
+        entry.task = asyncio.create_task(self._execute(key, entry), name=f"{self.kind}-{key}")
+        return job
+
+    def get(self, key: str) -> JobT:
+        entry = self.entries.get(key)
+        if entry is None:
+            raise AgentError(404, "not_found", f"no {self.kind} job {key!r}")
+        return entry.record.job
+
+    async def cancel(self, key: str, reason: str) -> JobT:
+        entry = self.entries.get(key)
+        if entry is None:
+            raise AgentError(404, "not_found", f"no {self.kind} job {key!r}")
+        task = entry.task
+        if task is not None and not task.done():
+            entry.cancel_reason = reason
+            task.cancel()
+            # The pipeline thaws containers and removes partial files before it ends.
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return entry.record.job
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for entry in self.entries.values():
+            job = entry.record.job
+            state = QUEUED if job.phase == QUEUED and job.state == JobState.running else job.state
+            out[state] = out.get(state, 0) + 1
+        return out
+
+    def _set_phase(self, key: str, entry: _Entry[ReqT, JobT], phase: str) -> None:
+        job = entry.record.job
+        if phase == job.phase:
+            return
+        now = time.monotonic()
+        self._manager.metrics.phase_seconds.labels(self.kind, job.phase).observe(
+            now - entry.phase_since
+        )
+        entry.phase_since = now
+        job.phase = phase
+        self._records.save(key, entry.record)
+
+    async def _execute(self, key: str, entry: _Entry[ReqT, JobT]) -> None:
+        job = entry.record.job
+
+        def progress(phase: str, bytes_done: int) -> None:
+            # bytes_done changes many times a second while storing; it is kept in memory and
+            # written with the next phase change only.
+            if isinstance(job, CheckpointJob):
+                job.bytes_done = bytes_done
+            self._set_phase(key, entry, phase)
+
+        timeout = self._manager.timeout_seconds
+        try:
+            async with self._manager.slots:
+                self._set_phase(key, entry, "starting")
+                async with asyncio.timeout(timeout):
+                    outcome = await self._run(entry.record.request, progress)
+        except TimeoutError:
+            self._finish(key, entry, JobState.failed, f"timed out after {timeout:g} s")
+        except asyncio.CancelledError:
+            self._finish(key, entry, JobState.failed, entry.cancel_reason or SHUT_DOWN)
+            raise
+        except Exception as exc:
+            # The pipeline's messages are meant for the caller; anything else is a bug whose
+            # traceback belongs in the log, not in the API answer.
+            log.exception("%s job %s failed", self.kind, key)
+            self._finish(key, entry, JobState.failed, str(exc) or type(exc).__name__)
+        else:
+            self._apply(entry.record.job, outcome)
+            self._finish(key, entry, JobState.succeeded, None)
+
+    def _finish(
+        self, key: str, entry: _Entry[ReqT, JobT], state: JobState, error: str | None
+    ) -> None:
+        job = entry.record.job
+        self._manager.metrics.phase_seconds.labels(self.kind, job.phase).observe(
+            time.monotonic() - entry.phase_since
+        )
+        job.state = state
+        job.error = error
+        if state == JobState.succeeded:
+            job.phase = "done"
+        self._records.save(key, entry.record)
+        self._manager.metrics.jobs_finished.labels(self.kind, state.value).inc()
+        log.info("%s job %s %s%s", self.kind, key, state.value, f": {error}" if error else "")
+
+    async def shutdown(self) -> None:
+        running: list[tuple[_Entry[ReqT, JobT], asyncio.Task[None]]] = [
+            (e, e.task) for e in self.entries.values() if e.task is not None and not e.task.done()
+        ]
+        for entry, task in running:
+            entry.cancel_reason = SHUT_DOWN
+            task.cancel()
+        for _, task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+CheckpointRecord = JobRecord[CheckpointRequest, CheckpointJob]
+RestoreRecord = JobRecord[RestoreRequest, RestoreJob]
+
+
+def _apply_checkpoint(job: CheckpointJob, result: CheckpointResult) -> None:
+    job.result = result
+    job.bytes_done = result.size_bytes
+
+
+def _apply_restore(job: RestoreJob, outcome: RestoreOutcome) -> None:
+    job.pid = outcome.pid
+    job.timings = outcome.timings
+
+
+class JobManager:
+    """Checkpoint and restore jobs of one agent, sharing one concurrency limit."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        max_concurrent: int,
+        timeout_seconds: float,
+        run_checkpoint: CheckpointRunner,
+        run_restore: RestoreRunner,
+        metrics: AgentMetrics,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        # One semaphore for both kinds: a restore loads the node as much as a dump does.
+        self.slots = asyncio.Semaphore(max_concurrent)
+        self.timeout_seconds = timeout_seconds
+        self.metrics = metrics
+        self._retention = retention
+        self.checkpoints: _Track[CheckpointRequest, CheckpointJob, CheckpointResult] = _Track(
+            "checkpoint",
+            RecordStore(state_dir / "checkpoints", CheckpointRecord),
+            CheckpointRecord,
+            key=lambda r: r.checkpoint_id,
+            new_job=lambda k: CheckpointJob(checkpoint_id=k, state=JobState.running),
+            run=run_checkpoint,
+            apply=_apply_checkpoint,
+            manager=self,
+        )
+        self.restores: _Track[RestoreRequest, RestoreJob, RestoreOutcome] = _Track(
+            "restore",
+            RecordStore(state_dir / "restores", RestoreRecord),
+            RestoreRecord,
+            key=lambda r: r.container_id,
+            new_job=lambda k: RestoreJob(container_id=k, state=JobState.running),
+            run=run_restore,
+            apply=_apply_restore,
+            manager=self,
+        )
+        metrics.track_jobs(self.counts)
+
+    def load(self) -> None:
+        """Read the records of earlier runs; fail those that were running."""
+        self.checkpoints.load(self._retention)
+        self.restores.load(self._retention)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for track in (self.checkpoints, self.restores):
+            for state, n in track.counts().items():
+                out[(track.kind, state)] = n
+        return out
+
+    async def shutdown(self) -> None:
+        """Cancel running jobs (thawing containers, removing partial files) and wait for them."""
+        await asyncio.gather(self.checkpoints.shutdown(), self.restores.shutdown())

@@ -1,0 +1,477 @@
+"""The checkpoint and restore pipelines of the node agent.
+
+This is the interface the agent's HTTP service and job manager call:
+
+* ``await run_checkpoint(request, ctx, progress) -> CheckpointResult``
+* ``await run_restore(request, ctx, progress) -> RestoreOutcome``
+
+``progress(phase, bytes_done)`` is called from the event loop thread (never from a worker
+thread) whenever the phase changes and while the archive is being stored. Phases of a
+checkpoint: ``resolving``, ``gpu-lock``, ``freezing``, ``dumping``, ``storing``, ``done``; of a
+restore: ``verifying``, ``extracting``, ``restoring``, ``gpu-restore``, ``done``.
+
+Both coroutines are cancellable: a ``CancelledError`` removes partial files (work folder and
+the store's temporary file; a final archive path is never half written), thaws frozen
+containers and resumes locked CUDA processes before it propagates. Failures raise
+``PipelineError`` (or a subclass) whose message is fit for the job's ``error`` field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ckpt.agent import archive
+from ckpt.agent.criu import CriuInfo
+from ckpt.agent.gpu import GpuDriver, GpuError
+from ckpt.agent.models import (
+    CheckpointRequest,
+    CheckpointResult,
+    GpuMode,
+    RestoreRequest,
+    Timings,
+)
+from ckpt.agent.platform import platform_string
+from ckpt.agent.runtimes.base import (
+    ContainerRef,
+    DumpedContainer,
+    ResolvedContainer,
+    Runtime,
+    RuntimeError_,
+    frozen,
+)
+from ckpt.agent.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int], None]
+
+
+class PipelineError(Exception):
+    """A checkpoint or restore failed; ``str(exc)`` is the message for the job's error."""
+
+
+class GpuRequiredError(PipelineError):
+    """``gpu: required`` on a node or target without usable CUDA checkpoint support."""
+
+
+class ChecksumMismatch(PipelineError):
+    """The stored archive does not match the checksum the caller expects."""
+
+
+@dataclass
+class PipelineContext:
+    """Everything a pipeline run needs from the agent; built once by the service."""
+
+    #: Backends by name; checkpoints use ``default_runtime`` unless the call names another,
+    #: restores use the backend recorded in the archive.
+    runtimes: Mapping[str, Runtime]
+    default_runtime: str
+    #: The default store (``request.destination`` may name another).
+    store: Store
+    #: Scratch space for CRIU images; should be on the same fast disk as the store.
+    work_dir: Path
+    node_name: str
+    criu: CriuInfo
+    gpu: GpuDriver
+    gpu_lock_timeout_ms: int = 10_000
+    zstd_level: int = 1
+    zstd_threads: int = -1
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.runtimes[self.default_runtime]
+
+
+@dataclass
+class RestoreOutcome:
+    """What ``run_restore`` did; maps onto ``RestoreJob``."""
+
+    container_id: str
+    container: str  # the name of the archived container that was restored
+    pid: int
+    runtime: str
+    gpu_pids: list[int] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+
+def _ms(start: float) -> int:
+    return round((time.monotonic() - start) * 1000)
+
+
+def archive_name(checkpoint_id: str, compression: str) -> str:
+    return f"{checkpoint_id}.tar.zst" if compression == "zstd" else f"{checkpoint_id}.tar"
+
+
+async def run_checkpoint(
+    request: CheckpointRequest,
+    ctx: PipelineContext,
+    progress: ProgressFn,
+    *,
+    runtime: str | None = None,
+) -> CheckpointResult:
+    """Freeze, dump and store the request's containers; return the stored archive's facts."""
+    t_total = time.monotonic()
+    timings = Timings()
+    rt = ctx.runtimes[runtime or ctx.default_runtime]
+    store = open_store(request.destination) if request.destination else ctx.store
+
+    progress("resolving", 0)
+    resolved: list[ResolvedContainer] = []
+    for target in request.containers:
+        ref = ContainerRef(
+            name=target.name,
+            container_id=target.container_id,
+            namespace=request.namespace,
+            pod=request.pod,
+        )
+        try:
+            resolved.append(await rt.resolve(ref))
+        except RuntimeError_ as exc:
+            raise PipelineError(f"container {target.name!r}: {exc}") from exc
+
+    cuda_pids = _select_cuda_pids(request.gpu, ctx.gpu, rt, resolved)
+    gpu_models = _gpu_models(ctx.gpu) if cuda_pids else []
+
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    job_dir = ctx.work_dir / f"ckpt-{request.checkpoint_id}-{secrets.token_hex(4)}"
+    job_dir.mkdir()
+    dumped: list[DumpedContainer] = []
+    try:
+        await _dump_all(
+            request, ctx, rt, resolved, cuda_pids, job_dir, dumped, timings, progress
+        )
+
+        progress("storing", 0)
+        t = time.monotonic()
+        metadata = _metadata(request, ctx, rt, dumped, gpu_models, cuda_pids)
+        location, checksum, size = await _store_archive(
+            store, archive_name(request.checkpoint_id, request.compression),
+            dumped, metadata, request.compression, ctx, progress,
+        )
+        timings.store = _ms(t)
+    finally:
+        await asyncio.shield(asyncio.to_thread(_cleanup, job_dir, dumped))
+
+    timings.total = _ms(t_total)
+    progress("done", size)
+    return CheckpointResult(
+        restore_path=location,
+        checksum=f"sha256:{checksum}",
+        size_bytes=size,
+        gpu=", ".join(gpu_models) if gpu_models else "none",
+        platform=platform_string(),
+        runtime=rt.name,
+        criu_version=ctx.criu.version,
+        containers=[c.name for c in resolved],
+        timings=timings,
+    )
+
+
+async def _dump_all(
+    request: CheckpointRequest,
+    ctx: PipelineContext,
+    rt: Runtime,
+    resolved: list[ResolvedContainer],
+    cuda_pids: list[int],
+    job_dir: Path,
+    dumped: list[DumpedContainer],
+    timings: Timings,
+    progress: ProgressFn,
+) -> None:
+    """GPU lock + checkpoint, freeze all, dump all, thaw all, GPU restore + unlock."""
+    gpu_suspended: list[int] = []
+    ok = False
+    try:
+        if cuda_pids:
+            # The CUDA driver needs the target's threads running to lock and copy device
+            # memory to host, so the GPU pass happens before the cgroup freeze.
+            progress("gpu-lock", 0)
+            t = time.monotonic()
+            try:
+                await ctx.gpu.suspend(cuda_pids, ctx.gpu_lock_timeout_ms, done=gpu_suspended)
+            except GpuError as exc:
+                raise PipelineError(f"GPU checkpoint failed: {exc}") from exc
+            timings.gpu += _ms(t)
+
+        progress("freezing", 0)
+        t = time.monotonic()
+        try:
+            async with frozen(rt, resolved):
+                timings.freeze = _ms(t)
+                progress("dumping", 0)
+                t = time.monotonic()
+                for c in resolved:
+                    dumped.append(
+                        await rt.dump(c, job_dir, leave_running=request.leave_running)
+                    )
+                timings.dump = _ms(t)
+        except RuntimeError_ as exc:
+            raise PipelineError(f"dump failed: {exc}") from exc
+        ok = True
+    finally:
+        # Resume the GPU state where the processes still exist: after a leave-running dump,
+        # and after any failure. A successful dump without leave-running ended them.
+        if gpu_suspended and (request.leave_running or not ok):
+            t = time.monotonic()
+            try:
+                await asyncio.shield(ctx.gpu.resume(gpu_suspended))
+            except GpuError as exc:
+                if ok:
+                    raise PipelineError(f"GPU resume after dump failed: {exc}") from exc
+                log.warning("GPU resume after a failed dump failed: %s", exc)
+            timings.gpu += _ms(t)
+
+
+def _select_cuda_pids(
+    mode: GpuMode, gpu: GpuDriver, rt: Runtime, resolved: list[ResolvedContainer]
+) -> list[int]:
+    """The host pids whose GPU state must be checkpointed (empty: no GPU pass)."""
+    if mode == GpuMode.none:
+        return []
+    if not gpu.available():
+        if mode == GpuMode.required:
+            raise GpuRequiredError(
+                f"gpu: required, but this node cannot checkpoint GPU state: {gpu.unavailable_reason()}"
+            )
+        return []
+    pids: list[int] = []
+    for c in resolved:
+        pids.extend(rt.pids(c))
+    if mode == GpuMode.required and not pids:
+        raise GpuRequiredError(
+            f"gpu: required, but the {rt.name} runtime cannot see the target's processes"
+        )
+    cuda = gpu.cuda_pids(pids)
+    if mode == GpuMode.required and not cuda:
+        raise GpuRequiredError("gpu: required, but no process of the target uses the GPU")
+    return cuda
+
+
+def _gpu_models(gpu: GpuDriver) -> list[str]:
+    try:
+        return gpu.models()
+    except GpuError as exc:
+        log.warning("cannot read GPU models: %s", exc)
+        return ["unknown NVIDIA GPU"]
+
+
+def _metadata(
+    request: CheckpointRequest,
+    ctx: PipelineContext,
+    rt: Runtime,
+    dumped: list[DumpedContainer],
+    gpu_models: list[str],
+    cuda_pids: list[int],
+) -> dict[str, Any]:
+    return {
+        "format": archive.FORMAT_VERSION,
+        "checkpoint_id": request.checkpoint_id,
+        "namespace": request.namespace,
+        "pod": request.pod,
+        "pod_uid": request.pod_uid,
+        "node": ctx.node_name,
+        "runtime": rt.name,
+        "consistent_cut": rt.consistent_cut or len(dumped) == 1,
+        "leave_running": request.leave_running,
+        "criu_version": ctx.criu.version,
+        "platform": platform_string(),
+        "gpu": ", ".join(gpu_models) if gpu_models else "none",
+        "gpu_driver_version": ctx.gpu.driver_version() if cuda_pids else None,
+        "cuda_pids": cuda_pids,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "containers": [archive.container_entry(d) for d in dumped],
+    }
+
+
+async def _store_archive(
+    store: Store,
+    name: str,
+    dumped: list[DumpedContainer],
+    metadata: dict[str, Any],
+    compression: str,
+    ctx: PipelineContext,
+    progress: ProgressFn,
+) -> tuple[str, str, int]:
+    """Stream the archive into the store from a worker thread; returns (location, sha, size)."""
+    loop = asyncio.get_running_loop()
+    cancel = threading.Event()
+
+    def report(n: int) -> None:
+        loop.call_soon_threadsafe(progress, "storing", n)
+
+    def work() -> tuple[str, str, int]:
+        with store.open_write(name) as sink:
+            digest, size = archive.write_archive(
+                sink,
+                dumped,
+                metadata,
+                compression=compression,
+                level=ctx.zstd_level,
+                threads=ctx.zstd_threads,
+                progress=report,
+                cancel=cancel,
+            )
+            location = sink.commit()
+        return location, digest, size
+
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Stop the writer between chunks and wait for it to remove its temporary file.
+        cancel.set()
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+def _cleanup(job_dir: Path, dumped: list[DumpedContainer]) -> None:
+    shutil.rmtree(job_dir, ignore_errors=True)
+    for d in dumped:
+        if d.source_tar is not None and d.delete_source_after:
+            with contextlib.suppress(FileNotFoundError):
+                d.source_tar.unlink()
+
+
+async def run_restore(
+    request: RestoreRequest, ctx: PipelineContext, progress: ProgressFn
+) -> RestoreOutcome:
+    """Verify the archive's checksum, extract it and restore one container as a new one."""
+    t_total = time.monotonic()
+    timings = Timings()
+    store, location = open_store(request.restore_path), request.restore_path
+    expected = request.checksum.removeprefix("sha256:")
+
+    if request.gpu == GpuMode.required and not ctx.gpu.available():
+        raise GpuRequiredError(
+            f"gpu: required, but this node cannot restore GPU state: {ctx.gpu.unavailable_reason()}"
+        )
+
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    job_dir = ctx.work_dir / f"restore-{request.container_id}-{secrets.token_hex(4)}"
+    job_dir.mkdir()
+    cancel = threading.Event()
+    try:
+        progress("verifying", 0)
+        t = time.monotonic()
+        await _in_thread(cancel, _verify, store, location, expected, cancel)
+
+        progress("extracting", 0)
+        metadata = await _in_thread(
+            cancel, _extract, store, location, expected, job_dir, cancel
+        )
+        timings.store = _ms(t)
+
+        entry = _pick_container(metadata, request.container)
+        rt_name = entry.get("restore_runtime") or metadata["runtime"]
+        rt = ctx.runtimes.get(rt_name)
+        if rt is None:
+            raise PipelineError(f"archive needs the {rt_name!r} runtime, not configured here")
+        bundle = Path(request.bundle) if request.bundle else _recorded_bundle(entry)
+        images_dir = job_dir / entry["images"]
+
+        progress("restoring", 0)
+        t = time.monotonic()
+        try:
+            restored = await rt.restore(
+                images_dir,
+                container_id=request.container_id,
+                bundle=bundle,
+                work_dir=job_dir,
+            )
+        except RuntimeError_ as exc:
+            raise PipelineError(f"restore failed: {exc}") from exc
+        # For a restore, "store" is fetch + verify + extract and "dump" is the CRIU restore.
+        timings.dump = _ms(t)
+
+        gpu_pids: list[int] = []
+        had_gpu = bool(metadata.get("cuda_pids")) and request.gpu != GpuMode.none
+        if had_gpu:
+            progress("gpu-restore", 0)
+            t = time.monotonic()
+            if not ctx.gpu.available():
+                raise GpuRequiredError(
+                    "the archive holds GPU state, but this node cannot restore it: "
+                    f"{ctx.gpu.unavailable_reason()}"
+                )
+            try:
+                gpu_pids = await ctx.gpu.resume_checkpointed(rt.restored_pids(restored))
+            except GpuError as exc:
+                raise PipelineError(f"GPU restore failed: {exc}") from exc
+            timings.gpu = _ms(t)
+    finally:
+        await asyncio.shield(asyncio.to_thread(shutil.rmtree, job_dir, True))
+
+    timings.total = _ms(t_total)
+    progress("done", 0)
+    return RestoreOutcome(
+        container_id=restored.container_id,
+        container=entry["name"],
+        pid=restored.pid,
+        runtime=rt.name,
+        gpu_pids=gpu_pids,
+        timings=timings,
+    )
+
+
+async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` in a worker thread; on cancellation ask it to stop and wait for it."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        cancel.set()
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+def _verify(store: Store, location: str, expected: str, cancel: threading.Event) -> None:
+    try:
+        with store.open_read(location) as f:
+            archive.verify_checksum(f, expected, cancel=cancel)
+    except FileNotFoundError as exc:
+        raise PipelineError(f"archive not found: {location}") from exc
+    except archive.ChecksumError as exc:
+        raise ChecksumMismatch(str(exc)) from exc
+
+
+def _extract(
+    store: Store, location: str, expected: str, dest: Path, cancel: threading.Event
+) -> dict[str, Any]:
+    try:
+        with store.open_read(location) as f:
+            return archive.extract_archive(f, dest, expected_sha256=expected, cancel=cancel)
+    except archive.ChecksumError as exc:
+        raise ChecksumMismatch(str(exc)) from exc
+    except archive.ArchiveError as exc:
+        raise PipelineError(f"bad archive: {exc}") from exc
+
+
+def _pick_container(metadata: dict[str, Any], name: str | None) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = metadata.get("containers", [])
+    if name is None:
+        if len(entries) != 1:
+            names = ", ".join(e["name"] for e in entries)
+            raise PipelineError(f"the archive holds several containers ({names}); name one")
+        return entries[0]
+    for e in entries:
+        if e["name"] == name:
+            return e
+    raise PipelineError(f"the archive holds no container named {name!r}")
+
+
+def _recorded_bundle(entry: dict[str, Any]) -> Path | None:
+    bundle = entry.get("bundle")
+    return Path(bundle) if bundle else None

@@ -1,0 +1,66 @@
+"""Async subprocesses that never outlive a cancelled job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Completed:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        out = (self.stderr or self.stdout).strip()
+        return f"{' '.join(self.argv)} exited {self.returncode}: {out[-2000:]}"
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Completed:
+    """Run a command with stdin and stdout/stderr captured; kill its process group if the
+    caller is cancelled or the timeout passes (runc's CRIU child goes with it).
+
+    stdin is /dev/null and stdout/stderr are pipes: runc hands these to a container it starts
+    or restores detached, and a host file there would break a later dump (field notes).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except (asyncio.CancelledError, TimeoutError):
+        _kill_group(proc.pid)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(proc.wait())
+        raise
+    return Completed(
+        list(argv),
+        proc.returncode if proc.returncode is not None else -1,
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
+    )
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,70 @@
+"""The FastAPI application of the checkpoints API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+
+from . import errors, migrate, openapi
+from .auth import BearerAuthMiddleware
+from .cleanup import run_periodically
+from .db import Database
+from .metrics import ApiMetrics, MetricsMiddleware
+from .routes import ops, router
+from .service import CheckpointService
+from .settings import ApiSettings
+from .tokens import TokenResolver
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url, settings)
+        try:
+            await anyio.to_thread.run_sync(migrate.upgrade, db.engine)
+            app.state.db = db
+            app.state.service = CheckpointService(db)
+            app.state.resolver = TokenResolver(db, settings.token_cache_seconds)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(
+                    run_periodically,
+                    db,
+                    settings.deprecated_grace_seconds,
+                    settings.cleanup_interval_seconds,
+                )
+                yield
+                tasks.cancel_scope.cancel()
+        finally:
+            db.dispose()
+
+    app = FastAPI(
+        title="ckpt checkpoints API",
+        version="2",
+        description="Records of pod checkpoints (Cedana-compatible v2 checkpoints API).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    errors.install(app)
+    app.include_router(router)
+    app.include_router(ops)
+    # Starlette wraps in reverse order: metrics sees every response, including auth's 401s.
+    app.add_middleware(BearerAuthMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=[*router.routes, *ops.routes])
+    app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory ckpt.api.app:app_from_env`."""
+    return create_app(ApiSettings())

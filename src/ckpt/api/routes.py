@@ -1,0 +1,224 @@
+"""The five endpoints of the contract, plus health and metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from .auth import Tenant
+from .errors import ApiException
+from .models import ApiError, Checkpoint, CheckpointInfo, StorableText, UploadedBody
+from .service import CheckpointService
+
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+MAX_LIMIT = 1000
+
+
+async def _service(request: Request) -> CheckpointService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+Service = Annotated[CheckpointService, Depends(_service)]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ApiError, "description": description}
+
+
+_ID_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The checkpoint's id, a bare UUID.",
+        "content": {"text/plain": {"schema": {"type": "string", "format": "uuid"}}},
+    }
+}
+_COMMON: dict[int | str, dict[str, Any]] = {
+    401: _error("Missing, malformed or unknown bearer token."),
+    500: _error("Internal error."),
+}
+_BY_ID: dict[int | str, dict[str, Any]] = {
+    **_COMMON,
+    400: _error("The id is not a valid UUID."),
+    404: _error("No such checkpoint for this tenant."),
+}
+_TRANSITION: dict[int | str, dict[str, Any]] = {
+    **_BY_ID,
+    409: _error("The checkpoint's status does not allow this change."),
+    422: _error("The body is missing a required field or has one of the wrong type."),
+}
+
+router = APIRouter(prefix="/v2/checkpoints", tags=["checkpoints"])
+
+
+def _parse_ids(raw: str, max_ids: int) -> list[UUID]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if len(parts) > max_ids:
+        raise ApiException(
+            400,
+            f"ids: at most {max_ids} ids per request",
+            "validation_error",
+            details=[{"field": "query.ids", "message": "too many ids"}],
+        )
+    ids = []
+    for part in parts:
+        try:
+            ids.append(UUID(part))
+        except ValueError:
+            raise ApiException(
+                400,
+                f"ids: {part!r} is not a valid UUID",
+                "validation_error",
+                details=[{"field": "query.ids", "message": "not a valid UUID", "value": part}],
+            ) from None
+    return ids
+
+
+def _parse_cursor(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit():
+        raise ApiException(
+            400,
+            "cursor: not a cursor returned by this service",
+            "validation_error",
+            details=[{"field": "query.cursor", "message": "malformed cursor"}],
+        )
+    return int(raw)
+
+
+@router.get(
+    "",
+    response_model=list[Checkpoint],
+    summary="List checkpoints",
+    responses={
+        200: {
+            "description": "The caller's checkpoints, oldest first.",
+            "headers": {
+                NEXT_CURSOR_HEADER: {
+                    "description": "Present when `limit` cut the list: pass it as `cursor`.",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        400: _error("A malformed UUID in `ids`, or a bad `limit`/`cursor`."),
+        **_COMMON,
+    },
+)
+def list_checkpoints(
+    tenant: Tenant,
+    service: Service,
+    request: Request,
+    response: Response,
+    ids: Annotated[
+        str | None,
+        Query(description="Comma-separated checkpoint UUIDs; absent or empty: all."),
+    ] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_LIMIT, description="Extension: page size.")
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=20, description="Extension: the previous page's X-Next-Cursor."),
+    ] = None,
+) -> list[Checkpoint]:
+    parsed_ids = _parse_ids(ids, request.app.state.settings.list_max_ids) if ids else None
+    after = _parse_cursor(cursor) if cursor else None
+    if parsed_ids == []:
+        parsed_ids = None
+    items, next_cursor = service.list(tenant, parsed_ids, limit, after)
+    if next_cursor is not None:
+        response.headers[NEXT_CURSOR_HEADER] = str(next_cursor)
+    return items
+
+
+@router.post(
+    "",
+    response_class=PlainTextResponse,
+    summary="Create a checkpoint",
+    responses={
+        **_ID_RESPONSE,
+        400: _error("A malformed `name` or `Idempotency-Key`."),
+        **_COMMON,
+    },
+)
+def create_checkpoint(
+    tenant: Tenant,
+    service: Service,
+    name: Annotated[
+        StorableText | None,
+        Query(max_length=253, description="Extension: a human name."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Extension: the same key from the same tenant returns the same id.",
+        ),
+    ] = None,
+) -> PlainTextResponse:
+    return PlainTextResponse(str(service.create(tenant, idempotency_key, name)))
+
+
+@router.patch(
+    "/deprecate/{id}",
+    response_class=PlainTextResponse,
+    summary="Deprecate a checkpoint",
+    responses={**_ID_RESPONSE, **_BY_ID},
+)
+def deprecate_checkpoint(tenant: Tenant, service: Service, id: UUID) -> PlainTextResponse:
+    service.deprecate(tenant, id)
+    return PlainTextResponse(str(id))
+
+
+@router.put(
+    "/info/{id}",
+    response_class=PlainTextResponse,
+    summary="Put a checkpoint's info",
+    responses={**_ID_RESPONSE, **_TRANSITION},
+)
+def put_info(
+    tenant: Tenant,
+    service: Service,
+    id: UUID,
+    body: Annotated[CheckpointInfo, Body()],
+) -> PlainTextResponse:
+    service.put_info(tenant, id, body)
+    return PlainTextResponse(str(id))
+
+
+@router.post(
+    "/uploaded/{id}",
+    response_class=PlainTextResponse,
+    summary="Mark a checkpoint uploaded",
+    responses={**_ID_RESPONSE, **_TRANSITION},
+)
+def mark_uploaded(
+    tenant: Tenant,
+    service: Service,
+    id: UUID,
+    body: Annotated[UploadedBody, Body()],
+) -> PlainTextResponse:
+    service.uploaded(tenant, id, body)
+    return PlainTextResponse(str(id))
+
+
+ops = APIRouter()
+
+
+@ops.get("/healthz", response_class=PlainTextResponse, summary="Liveness")
+async def healthz() -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+@ops.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    payload, content_type = request.app.state.metrics.render()
+    return Response(payload, media_type=content_type)

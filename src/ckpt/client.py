@@ -1,0 +1,253 @@
+"""Client of the checkpoints API (CHECKPOINTS_API.md): async first, with a sync wrapper.
+
+Schemas come from `ckpt.api.models`, so client and server cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID, uuid4
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from ckpt.api.models import ApiError, Checkpoint, CheckpointInfo, UploadedBody
+
+__all__ = [
+    "ApiClientError",
+    "Checkpoint",
+    "CheckpointsClient",
+    "RetryPolicy",
+    "SyncCheckpointsClient",
+]
+
+_CHECKPOINTS = TypeAdapter(list[Checkpoint])
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+
+
+class ApiClientError(Exception):
+    """The API answered with an error status (after any retries)."""
+
+    def __init__(self, status: int, error: ApiError) -> None:
+        super().__init__(f"{status}: {error.message}")
+        self.status = status
+        self.error = error
+
+    @property
+    def message(self) -> str:
+        return self.error.message
+
+    @property
+    def code(self) -> str | int | None:
+        return self.error.code
+
+
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded in attempts and in each delay."""
+
+    def __init__(self, attempts: int = 5, base: float = 0.1, cap: float = 2.0) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        self.attempts = attempts
+        self.base = base
+        self.cap = cap
+
+    def delay(self, attempt: int) -> float:
+        # Full jitter keeps many operator workers from retrying in lock-step.
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311 - jitter, not a secret
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        return ApiError.model_validate_json(response.content)
+    except ValidationError:
+        # A proxy in front of the API may answer with HTML or nothing; keep a readable message.
+        text = response.text.strip()[:200] or response.reason_phrase
+        return ApiError(message=text, code=response.status_code)
+
+
+def _id_of(response: httpx.Response) -> UUID:
+    return UUID(response.text.strip())
+
+
+class CheckpointsClient:
+    """Async client. Use as `async with CheckpointsClient(url, token) as api: ...`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._retry = retry or RetryPolicy()
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create(self, idempotency_key: str | None = None, name: str | None = None) -> UUID:
+        # Without a caller's key, a fresh one per call still makes retries safe: a request
+        # whose answer was lost cannot create a second checkpoint when it is retried.
+        headers = {"Idempotency-Key": idempotency_key or f"client-{uuid4()}"}
+        params = {"name": name} if name is not None else None
+        response = await self._request("POST", "/v2/checkpoints", headers=headers, params=params)
+        return _id_of(response)
+
+    async def put_info(
+        self, checkpoint_id: UUID | str, gpu: str, platform: str, info: Any = None
+    ) -> UUID:
+        body = CheckpointInfo(gpu=gpu, platform=platform, info=info)
+        response = await self._request(
+            "PUT", f"/v2/checkpoints/info/{checkpoint_id}", json=body.model_dump(mode="json")
+        )
+        return _id_of(response)
+
+    async def uploaded(
+        self, checkpoint_id: UUID | str, restore_path: str | None, checksum: str | None = None
+    ) -> UUID:
+        body = UploadedBody(restore_path=restore_path, checksum=checksum)
+        payload = body.model_dump(mode="json", exclude_none=False)
+        if checksum is None:
+            # Plain contract body unless the extension is used.
+            payload.pop("checksum")
+        response = await self._request(
+            "POST", f"/v2/checkpoints/uploaded/{checkpoint_id}", json=payload
+        )
+        return _id_of(response)
+
+    async def deprecate(self, checkpoint_id: UUID | str) -> UUID:
+        response = await self._request("PATCH", f"/v2/checkpoints/deprecate/{checkpoint_id}")
+        return _id_of(response)
+
+    async def list(self, ids: Iterable[UUID | str] | None = None) -> list[Checkpoint]:
+        """The caller's checkpoints, or only those of `ids` that exist."""
+        if ids is not None:
+            wanted = [str(i) for i in ids]
+            if not wanted:
+                return []
+            response = await self._request(
+                "GET", "/v2/checkpoints", params={"ids": ",".join(wanted)}
+            )
+            return _CHECKPOINTS.validate_json(response.content)
+        items: list[Checkpoint] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.list_page(limit=500, cursor=cursor)
+            items.extend(page)
+            if cursor is None:
+                return items
+
+    async def list_page(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[Checkpoint], str | None]:
+        """One page of the paging extension, and the cursor of the next page (None at the end)."""
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = await self._request("GET", "/v2/checkpoints", params=params)
+        return _CHECKPOINTS.validate_json(response.content), response.headers.get(
+            NEXT_CURSOR_HEADER
+        )
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        # Every call is safe to repeat: create carries an idempotency key, the others are
+        # idempotent by the contract's lifecycle. So transport errors and 5xx are retried.
+        last_error: Exception | None = None
+        for attempt in range(self._retry.attempts):
+            if attempt:
+                await asyncio.sleep(self._retry.delay(attempt - 1))
+            try:
+                response = await self._http.request(
+                    method, path, params=params, headers=headers, json=json
+                )
+            except httpx.TransportError as exc:
+                last_error = exc
+                continue
+            if response.status_code >= 500:
+                last_error = ApiClientError(response.status_code, _api_error(response))
+                continue
+            if response.status_code >= 400:
+                raise ApiClientError(response.status_code, _api_error(response))
+            return response
+        assert last_error is not None
+        raise last_error
+
+
+class SyncCheckpointsClient:
+    """Blocking wrapper for code without an event loop (the CLI). Not for use inside one."""
+
+    def __init__(self, base_url: str, token: str, **kwargs: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._client = CheckpointsClient(base_url, token, **kwargs)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._client.aclose())
+        finally:
+            self._runner.close()
+
+    def create(self, idempotency_key: str | None = None, name: str | None = None) -> UUID:
+        return self._runner.run(self._client.create(idempotency_key, name))
+
+    def put_info(
+        self, checkpoint_id: UUID | str, gpu: str, platform: str, info: Any = None
+    ) -> UUID:
+        return self._runner.run(self._client.put_info(checkpoint_id, gpu, platform, info))
+
+    def uploaded(
+        self, checkpoint_id: UUID | str, restore_path: str | None, checksum: str | None = None
+    ) -> UUID:
+        return self._runner.run(self._client.uploaded(checkpoint_id, restore_path, checksum))
+
+    def deprecate(self, checkpoint_id: UUID | str) -> UUID:
+        return self._runner.run(self._client.deprecate(checkpoint_id))
+
+    def list(self, ids: Sequence[UUID | str] | None = None) -> list[Checkpoint]:
+        return self._runner.run(self._client.list(ids))
+
+    def list_page(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[Checkpoint], str | None]:
+        return self._runner.run(self._client.list_page(limit, cursor))

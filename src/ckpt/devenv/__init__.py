@@ -1,0 +1,1 @@
+"""Development and test environment helpers: real runc containers for tests, demos, benches."""

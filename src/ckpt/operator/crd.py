@@ -1,0 +1,145 @@
+"""Generates the Checkpoint CRD from the pydantic models, so the two cannot drift.
+
+`python -m ckpt.operator.crd > crds/checkpoint.yaml` writes it; a test checks that the committed
+file is exactly what this module generates.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from ckpt.operator.models import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    CheckpointSpec,
+    CheckpointStatus,
+)
+
+# JSON-schema keywords pydantic emits that a structural CRD schema does not accept.
+_DROPPED = {"title", "additionalProperties", "$defs"}
+
+
+def structural_schema(model: type[BaseModel], *, defaults: bool = True) -> dict[str, Any]:
+    """The model's JSON schema rewritten as a Kubernetes structural schema.
+
+    `defaults=False` leaves defaulting to the writer: the operator owns every status field, and
+    apiserver-side defaults there would only make a fresh status look half-written.
+    """
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    return _structural(schema, schema.get("$defs", {}), defaults)
+
+
+def _structural(node: Any, defs: dict[str, Any], defaults: bool) -> Any:
+    if isinstance(node, list):
+        return [_structural(item, defs, defaults) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs, defaults)
+    any_of = node.get("anyOf")
+    if any_of is not None:
+        # Optional[X] arrives as anyOf [X, null]; Kubernetes spells it `nullable: true`.
+        others = [branch for branch in any_of if branch.get("type") != "null"]
+        if len(others) != 1:
+            raise ValueError(f"cannot express anyOf with {len(others)} non-null branches")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        return _structural({**others[0], **rest, "nullable": True}, defs, defaults)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED or (key == "default" and (value is None or not defaults)):
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(prop, defs, defaults) for name, prop in value.items()}
+        elif key == "items":
+            out[key] = _structural(value, defs, defaults)
+        else:
+            out[key] = value
+    return out
+
+
+def checkpoint_crd() -> dict[str, Any]:
+    spec = structural_schema(CheckpointSpec)
+    spec["x-kubernetes-validations"] = [
+        {
+            "rule": "self == oldSelf",
+            "message": "spec is immutable once accepted: create a new Checkpoint instead",
+        }
+    ]
+    status = structural_schema(CheckpointStatus, defaults=False)
+    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
+    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    status["properties"]["conditions"]["items"]["required"] = ["type", "status"]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["ckpt"],
+                "categories": ["all"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": _printer_columns(),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A checkpoint of a running pod's containers "
+                            "(CRIU, with GPU state when asked).",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _printer_columns() -> list[dict[str, Any]]:
+    def column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+        return {"name": name, "type": kind, "jsonPath": path, **extra}
+
+    return [
+        column("Phase", ".status.phase"),
+        column("Pod", ".spec.podName"),
+        column("Node", ".status.nodeName"),
+        column("GPU", ".status.gpu"),
+        column("Size", ".status.size"),
+        column("Age", ".metadata.creationTimestamp", "date"),
+        column("Message", ".status.message", priority=1),
+        column("Checkpoint-ID", ".status.checkpointId", priority=1),
+    ]
+
+
+def render() -> str:
+    header = "# Generated by `python -m ckpt.operator.crd` from ckpt.operator.models; do not edit.\n"
+    return header + yaml.safe_dump(checkpoint_crd(), sort_keys=False, width=100)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

@@ -1,0 +1,36 @@
+"""Fixtures shared by every part's tests: the Kubernetes API they run against."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ckpt.devenv.controlplane import Cluster, cluster_for_tests
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kubeconfig",
+        default=None,
+        help="run against this existing cluster (e.g. kind) instead of a local control plane; "
+        "KUBECONFIG is used too when CKPT_TEST_USE_KUBECONFIG=1",
+    )
+
+
+def _existing_kubeconfig(config: pytest.Config) -> Path | None:
+    explicit = config.getoption("--kubeconfig")
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("CKPT_TEST_USE_KUBECONFIG") == "1" and os.environ.get("KUBECONFIG"):
+        return Path(os.environ["KUBECONFIG"])
+    return None
+
+
+@pytest.fixture(scope="session")
+def kube(pytestconfig: pytest.Config) -> Iterator[Cluster]:
+    """A real kube-apiserver (RBAC on, token auth, ServiceAccount tokens) for the whole session."""
+    with cluster_for_tests(_existing_kubeconfig(pytestconfig)) as cluster:
+        yield cluster
