@@ -58,7 +58,8 @@ def test_token_review_rejects_a_forged_token(kube: Cluster, mangle: str) -> None
     token = kube.service_account_token("default", "forged")
     header, payload, signature = token.split(".")
     if mangle == "signature":
-        forged = ".".join([header, payload, signature[:-4] + ("AAAA" if signature[-4:] != "AAAA" else "BBBB")])
+        tail = "AAAA" if signature[-4:] != "AAAA" else "BBBB"
+        forged = ".".join([header, payload, signature[:-4] + tail])
     else:
         # Same signature, but claims to be someone else: the signature no longer matches.
         import base64

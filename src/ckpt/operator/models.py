@@ -1,4 +1,4 @@
-"""The Checkpoint custom resource: the single source of its schema (the CRD is generated from it)."""
+"""The Checkpoint custom resource: the single source of its schema (its CRD is generated)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,37 @@
+"""`ckpt operator run`: the kopf operator process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+def run(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch only these (default: the whole cluster)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the operator: reconcile Checkpoints until stopped (SIGTERM/SIGINT)."""
+    import kopf
+
+    from ckpt.operator import handlers  # registers the handlers with kopf
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = handlers.CONFIG
+    namespaces = namespace or config.namespaces
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz",
+    )

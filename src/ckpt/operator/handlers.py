@@ -1,0 +1,123 @@
+"""kopf handlers: decorators only. Each one delegates to plain code in this package."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+import kopf
+
+from ckpt.operator import reconcile, retention
+from ckpt.operator.agents import AgentPod, agent_from_pod
+from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
+from ckpt.operator.runtime import Clients, build_clients, configure_kopf, serve_metrics
+from ckpt.operator.settings import OperatorSettings
+
+CONFIG = OperatorSettings()
+CHECKPOINTS = (GROUP, VERSION, PLURAL)
+
+
+def _active(status: dict[str, Any], **_: Any) -> bool:
+    return status.get("phase") not in {p.value for p in reconcile.TERMINAL}
+
+
+def _ready(status: dict[str, Any], **_: Any) -> bool:
+    return status.get("phase") == "Ready"
+
+
+def _agents(index: kopf.Index[str, AgentPod]) -> list[AgentPod]:
+    return [agent for store in index.values() for agent in store]
+
+
+class _Reporter:
+    def __init__(self, clients: Clients, body: kopf.Body) -> None:
+        self._clients, self._body = clients, body
+
+    async def save(self, status: CheckpointStatus) -> None:
+        await self._clients.kube.patch_status(
+            self._body.metadata.namespace or "", self._body.metadata.name or "", status
+        )
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        kopf.event(self._body, type=kind, reason=reason, message=message)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure_kopf(settings, CONFIG)
+    memo.clients = build_clients(CONFIG)
+    serve_metrics(CONFIG)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.clients.aclose()
+
+
+@kopf.index("pods")
+def agent_pods(body: kopf.Body, **_: Any) -> dict[str, AgentPod] | None:
+    agent = agent_from_pod(
+        body, kind_label=CONFIG.agent_kind_label, default_port=CONFIG.agent_port
+    )
+    return {agent.node: agent} if agent else None
+
+
+@kopf.daemon(*CHECKPOINTS, when=_active, cancellation_timeout=5.0)
+async def checkpoint(
+    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
+    memo: kopf.Memo, agent_pods: kopf.Index[str, AgentPod], **_: Any,
+) -> None:
+    clients: Clients = memo.clients
+    deps = reconcile.Dependencies(
+        api=clients.api,
+        agents=clients.agents,
+        get_pod=clients.kube.get_pod,
+        agent_pods=lambda: _agents(agent_pods),
+        poll_interval=CONFIG.poll_interval,
+    )
+    resource = reconcile.Resource(
+        namespace=meta.namespace or "",
+        name=meta.name or "",
+        uid=meta.uid or "",
+        created=dt.datetime.fromisoformat(str(meta.creation_timestamp).replace("Z", "+00:00")),
+        spec=CheckpointSpec.from_resource(spec),
+    )
+    current = CheckpointStatus.model_validate(dict(status))
+    await reconcile.Checkpointer(deps, resource, current, _Reporter(clients, body)).run()
+
+
+@kopf.timer(*CHECKPOINTS, when=_ready, interval=CONFIG.sync_interval, idle=CONFIG.sync_interval)
+async def sync(
+    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any
+) -> None:
+    clients: Clients = memo.clients
+    current = CheckpointStatus.model_validate(dict(status))
+    api_status = await reconcile.sync_api_status(clients.api, current)
+    if api_status and api_status != current.api_status:
+        current.api_status = api_status
+        await _Reporter(clients, body).save(current)
+
+
+@kopf.on.delete(*CHECKPOINTS, retries=6, backoff=5)
+async def release(
+    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo,
+    agent_pods: kopf.Index[str, AgentPod], **_: Any,
+) -> None:
+    clients: Clients = memo.clients
+    done = await _release(clients, spec, status, _agents(agent_pods))
+    if done:
+        kopf.info(body, reason="Released", message="; ".join(done))
+
+
+async def _release(
+    clients: Clients, spec: kopf.Spec, status: kopf.Status, agents: Iterable[AgentPod]
+) -> list[str]:
+    try:
+        return await retention.release(
+            CheckpointSpec.from_resource(spec),
+            CheckpointStatus.model_validate(dict(status)),
+            clients.api, clients.agents, agents,
+        )
+    except retention.RetentionError as exc:
+        raise kopf.TemporaryError(str(exc), delay=10) from exc

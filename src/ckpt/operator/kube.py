@@ -1,0 +1,51 @@
+"""The operator's few direct Kubernetes calls (official client, run in a thread).
+
+Target pods are read with a GET when a checkpoint needs them instead of being cached from a
+cluster-wide pod watch: a checkpoint is rare, pods are many, and only agent pods are indexed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+
+from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointStatus
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+
+    async def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        def read() -> Mapping[str, Any] | None:
+            try:
+                # Raw JSON keeps the apiserver's camelCase keys, as kopf bodies have them.
+                response = self._core.read_namespaced_pod(name, namespace, _preload_content=False)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return json.loads(response.data)
+
+        return await asyncio.to_thread(read)
+
+    async def patch_status(self, namespace: str, name: str, status: CheckpointStatus) -> None:
+        body = {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, namespace, PLURAL, name, body,
+        )

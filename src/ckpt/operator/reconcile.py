@@ -1,0 +1,430 @@
+"""The checkpoint flow: accept, route, register, dump, record, ready.
+
+Plain async code, free of kopf: the handlers hand it the resource and the ways to reach
+Kubernetes, the checkpoints API and the agents. Every step is idempotent and keyed, so a
+restart at any point resumes without duplicates:
+
+- the API record is created with the resource uid as `Idempotency-Key`, and its id is
+  written to status at once;
+- the agent job is keyed by the checkpoint id (the same POST returns the same job);
+- recording looks at the API record's status first and only moves it forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import httpx
+
+from ckpt.agent.models import CheckpointJob, CheckpointRequest, JobState, Timings
+from ckpt.api.models import CheckpointStatus as ApiStatus
+from ckpt.client import ApiClientError, CheckpointsClient
+from ckpt.operator import metrics
+from ckpt.operator.agents import AgentClient, AgentError, AgentPod, choose_agent
+from ckpt.operator.conditions import (
+    ACCEPTED,
+    DUMPED,
+    READY,
+    REGISTERED,
+    now_rfc3339,
+    set_condition,
+)
+from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
+from ckpt.operator.target import Blocked, Target, resolve_target
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TERMINAL = frozenset({Phase.Ready, Phase.Failed})
+_UNRECORDED = frozenset({ApiStatus.initializing, ApiStatus.updated_info})
+# Agent phases during which the archive is being written to the store.
+STORING_PHASES = frozenset({"storing"})
+
+
+class Failure(Exception):
+    """The checkpoint cannot succeed; it ends Failed with this reason and message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Reporter(Protocol):
+    """Where the flow writes what it does: the resource's status and its Events."""
+
+    async def save(self, status: CheckpointStatus) -> None: ...
+
+    def event(self, kind: str, reason: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Resource:
+    namespace: str
+    name: str
+    uid: str
+    created: dt.datetime
+    spec: CheckpointSpec
+
+    @property
+    def deadline(self) -> dt.datetime:
+        return self.created + dt.timedelta(seconds=self.spec.timeout_seconds)
+
+
+@dataclass
+class Dependencies:
+    api: CheckpointsClient
+    agents: AgentClient
+    get_pod: Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+    agent_pods: Callable[[], Iterable[AgentPod]]
+    poll_interval: float = 0.5
+    max_poll_interval: float = 2.0
+
+
+class Checkpointer:
+    """Drives one Checkpoint from wherever its status says it is to Ready or Failed."""
+
+    def __init__(
+        self, deps: Dependencies, resource: Resource, status: CheckpointStatus, report: Reporter
+    ) -> None:
+        self.deps = deps
+        self.res = resource
+        self.status = status
+        self.report = report
+        self._target: Target | None = None
+
+    async def run(self) -> CheckpointStatus:
+        if self.status.phase in TERMINAL:
+            return self.status
+        remaining = (self.res.deadline - _utcnow()).total_seconds()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                await self._flow()
+        except TimeoutError:
+            await self._fail(
+                "Timeout",
+                f"not Ready within {self.res.spec.timeout_seconds}s"
+                + (f"; last: {self.status.message}" if self.status.message else ""),
+            )
+        except Failure as failure:
+            await self._fail(failure.reason, failure.message)
+        return self.status
+
+    async def _flow(self) -> None:
+        agent = await self._accept()
+        if not self.status.checkpoint_id:
+            await self._register()
+        job = await self._dump(agent)
+        await self._record(job)
+        await self._ready(job)
+
+    # -- accept and route -------------------------------------------------------------------
+
+    async def _accept(self) -> AgentPod:
+        """Resolves target and agent, waiting (with the reason in status) while either is
+        missing. A dump already handed to an agent goes back to that agent: the pod may be
+        stopped by then (leaveRunning: false), which must not look like a missing target."""
+        delay = self.deps.poll_interval
+        while True:
+            try:
+                if self.status.checkpoint_id and self.status.agent:
+                    return self._recorded_agent()
+                target = resolve_target(
+                    self.res.spec,
+                    self.res.namespace,
+                    await self.deps.get_pod(self.res.namespace, self.res.spec.pod_name),
+                )
+                agent = choose_agent(target.node, self.deps.agent_pods(), target.needs_gpu)
+            except Blocked as blocked:
+                await self._blocked(blocked)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            await self._accepted(target, agent)
+            return agent
+
+    def _recorded_agent(self) -> AgentPod:
+        for agent in self.deps.agent_pods():
+            if agent.ref == self.status.agent:
+                return agent
+        raise Blocked("NoAgent", f"agent {self.status.agent}, which holds the dump, is gone")
+
+    async def _blocked(self, blocked: Blocked) -> None:
+        changed = set_condition(self.status, ACCEPTED, False, blocked.reason, blocked.message)
+        self.status.message = f"waiting: {blocked.message}"
+        if changed:
+            self.report.event("Warning", blocked.reason, blocked.message)
+            await self.report.save(self.status)
+
+    async def _accepted(self, target: Target, agent: AgentPod) -> None:
+        self._target = target
+        self.status.node_name = target.node
+        self.status.agent = agent.ref
+        self.status.started_at = self.status.started_at or now_rfc3339()
+        self.status.message = f"checkpointing on node {target.node}"
+        set_condition(
+            self.status, ACCEPTED, True, "Accepted",
+            f"{len(target.containers)} container(s) on node {target.node}, agent {agent.ref}"
+            + (" (GPU)" if target.needs_gpu else ""),
+        )
+        self.report.event(
+            "Normal", "Accepted",
+            f"checkpointing {target.namespace}/{target.pod} "
+            f"({', '.join(c.name for c in target.containers)}) on node {target.node} "
+            f"via agent {agent.ref}",
+        )
+        await self.report.save(self.status)
+
+    # -- register -----------------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        checkpoint_id = await self._api(
+            "create",
+            lambda: self.deps.api.create(
+                idempotency_key=self.res.uid, name=f"{self.res.namespace}/{self.res.name}"
+            ),
+        )
+        self.status.checkpoint_id = str(checkpoint_id)
+        self.status.api_status = ApiStatus.initializing.value
+        set_condition(self.status, REGISTERED, True, "Registered", f"API id {checkpoint_id}")
+        self.report.event("Normal", "Registered", f"checkpoint {checkpoint_id} in the API")
+        await self.report.save(self.status)
+
+    # -- dump ----------------------------------------------------------------------------------
+
+    def _agent_request(self) -> CheckpointRequest:
+        target = self._target
+        assert target is not None, "a job is only started after the target was resolved"
+        return CheckpointRequest(
+            checkpoint_id=str(self.status.checkpoint_id),
+            namespace=target.namespace,
+            pod=target.pod,
+            pod_uid=target.pod_uid,
+            containers=list(target.containers),
+            leave_running=self.res.spec.leave_running,
+            gpu=self.res.spec.gpu,
+            destination=self.res.spec.storage or "",
+        )
+
+    async def _dump(self, agent: AgentPod) -> CheckpointJob:
+        if self.status.phase is Phase.Pending:
+            self.status.phase = Phase.Checkpointing
+            await self.report.save(self.status)
+        job = await self._start_or_find_job(agent)
+        delay = self.deps.poll_interval
+        checkpoint_id = job.checkpoint_id
+        while job.state is JobState.running:
+            await self._follow(job)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, self.deps.max_poll_interval)
+            job = await self._agent_call(
+                agent, lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id)
+            )
+        if job.state is JobState.failed or job.result is None:
+            raise Failure("DumpFailed", f"agent {agent.ref}: {job.error or 'no result'}")
+        set_condition(
+            self.status, DUMPED, True, "Dumped",
+            f"{_human(job.result.size_bytes)} at {job.result.restore_path}",
+        )
+        self.report.event(
+            "Normal", "Dumped",
+            f"{_human(job.result.size_bytes)} in {job.result.timings.total} ms "
+            f"(freeze {job.result.timings.freeze} ms, dump {job.result.timings.dump} ms, "
+            f"store {job.result.timings.store} ms)",
+        )
+        return job
+
+    async def _start_or_find_job(self, agent: AgentPod) -> CheckpointJob:
+        checkpoint_id = str(self.status.checkpoint_id)
+        try:
+            return await self._agent_call(
+                agent, lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id)
+            )
+        except _NotFound:
+            pass
+        if self._target is None:
+            # The agent lost the job (its state is gone) and the target must be resolved
+            # again to restart it; the job is keyed by checkpoint id, so this cannot dupe.
+            self.status.agent = None
+            agent = await self._accept()
+        return await self._agent_call(
+            agent, lambda: self.deps.agents.start_checkpoint(agent, self._agent_request())
+        )
+
+    async def _follow(self, job: CheckpointJob) -> None:
+        phase = Phase.Uploading if job.phase in STORING_PHASES else Phase.Checkpointing
+        message = f"agent: {job.phase or 'started'}" + (
+            f", {_human(job.bytes_done)} stored" if job.bytes_done else ""
+        )
+        if (phase, message) != (self.status.phase, self.status.message):
+            self.status.phase, self.status.message = phase, message
+            await self.report.save(self.status)
+
+    # -- record and ready --------------------------------------------------------------------
+
+    async def _record(self, job: CheckpointJob) -> None:
+        result = job.result
+        assert result is not None
+        self.status.phase = Phase.Uploading
+        checkpoint_id = str(self.status.checkpoint_id)
+        records = await self._api("list", lambda: self.deps.api.list([checkpoint_id]))
+        current = records[0].status if records else None
+        if current is None:
+            raise Failure("ApiRecordGone", f"checkpoint {checkpoint_id} is not in the API")
+        if current is ApiStatus.deprecated:
+            raise Failure("ApiRecordDeprecated", f"checkpoint {checkpoint_id} was deprecated")
+        if current in _UNRECORDED:
+            info = {
+                "namespace": self.res.namespace,
+                "pod": self.res.spec.pod_name,
+                "node": self.status.node_name,
+                "agent": self.status.agent,
+                "runtime": result.runtime,
+                "criu_version": result.criu_version,
+                "containers": result.containers,
+                "size_bytes": result.size_bytes,
+                "timings": result.timings.model_dump(),
+            }
+            await self._api(
+                "put_info",
+                lambda: self.deps.api.put_info(checkpoint_id, result.gpu, result.platform, info),
+            )
+        if current is not ApiStatus.ready:
+            await self._api(
+                "uploaded",
+                lambda: self.deps.api.uploaded(
+                    checkpoint_id, result.restore_path, checksum=result.checksum
+                ),
+            )
+
+    async def _ready(self, job: CheckpointJob) -> None:
+        result = job.result
+        assert result is not None
+        started = _parse_time(self.status.started_at) or self.res.created
+        total_ms = int((_utcnow() - started).total_seconds() * 1000)
+        self.status.phase = Phase.Ready
+        self.status.message = ""
+        self.status.api_status = ApiStatus.ready.value
+        self.status.gpu = result.gpu
+        self.status.platform = result.platform
+        self.status.restore_path = result.restore_path
+        self.status.checksum = result.checksum
+        self.status.size_bytes = result.size_bytes
+        self.status.size = _human(result.size_bytes)
+        self.status.completed_at = now_rfc3339()
+        self.status.timings = Timings(**{**result.timings.model_dump(), "total": total_ms})
+        set_condition(self.status, READY, True, "Ready", f"restore from {result.restore_path}")
+        await self.report.save(self.status)
+        self.report.event("Normal", "Ready", f"{self.status.size} in {total_ms} ms")
+        metrics.CHECKPOINTS.labels("Ready", "Ready").inc()
+        metrics.DURATION.observe(total_ms / 1000)
+
+    async def _fail(self, reason: str, message: str) -> None:
+        self.status.phase = Phase.Failed
+        self.status.message = message
+        self.status.completed_at = now_rfc3339()
+        set_condition(self.status, READY, False, reason, message)
+        metrics.CHECKPOINTS.labels("Failed", reason).inc()
+        self.report.event("Warning", reason, message)
+        if self.status.checkpoint_id:
+            self.status.api_status = await self._abandon_record(reason, message)
+        await self.report.save(self.status)
+
+    async def _abandon_record(self, reason: str, message: str) -> str | None:
+        """Leaves the API record saying why it failed, then deprecated so cleanup removes it:
+        never an `initializing` record without a reason."""
+        checkpoint_id = str(self.status.checkpoint_id)
+        try:
+            async with asyncio.timeout(30):
+                records = await self.deps.api.list([checkpoint_id])
+                if records and records[0].status in _UNRECORDED:
+                    await self.deps.api.put_info(
+                        checkpoint_id, "", "",
+                        {"error": {"reason": reason, "message": message},
+                         "namespace": self.res.namespace, "pod": self.res.spec.pod_name},
+                    )
+                await self.deps.api.deprecate(checkpoint_id)
+        except (ApiClientError, httpx.HTTPError, TimeoutError) as exc:
+            metrics.API_ERRORS.labels("abandon").inc()
+            log.warning("could not mark checkpoint %s failed in the API: %s", checkpoint_id, exc)
+            return self.status.api_status
+        return ApiStatus.deprecated.value
+
+    # -- transient failures -------------------------------------------------------------------
+
+    async def _api(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Calls the API until it answers; 4xx is final, outages wait for the deadline."""
+        delay = 1.0
+        while True:
+            try:
+                return await call()
+            except ApiClientError as exc:
+                metrics.API_ERRORS.labels(what).inc()
+                if exc.status < 500:
+                    raise Failure("ApiRejected", f"checkpoints API refused {what}: {exc}") from exc
+                problem = f"checkpoints API {what} failed: {exc}"
+            except httpx.HTTPError as exc:
+                metrics.API_ERRORS.labels(what).inc()
+                problem = f"checkpoints API unreachable ({what}): {exc!r}"
+            await self._transient("ApiUnavailable", problem)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+    async def _agent_call(self, agent: AgentPod, call: Callable[[], Awaitable[T]]) -> T:
+        delay = 1.0
+        while True:
+            try:
+                return await call()
+            except AgentError as exc:
+                metrics.AGENT_ERRORS.labels(str(exc.status or "transport")).inc()
+                if exc.status == 404:
+                    raise _NotFound(str(exc)) from exc
+                if not exc.retryable:
+                    raise Failure("AgentRejected", str(exc)) from exc
+                await self._transient("AgentUnavailable", str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _transient(self, reason: str, message: str) -> None:
+        log.warning("%s/%s: %s", self.res.namespace, self.res.name, message)
+        if self.status.message != f"retrying: {message}":
+            self.status.message = f"retrying: {message}"
+            self.report.event("Warning", reason, message)
+            # Status writes go to the apiserver, not the failing service, so this is safe.
+            await self.report.save(self.status)
+
+
+class _NotFound(Exception):
+    pass
+
+
+async def sync_api_status(api: CheckpointsClient, status: CheckpointStatus) -> str | None:
+    """The API's current status of a Ready checkpoint ("absent" once cleanup removed it)."""
+    if not status.checkpoint_id:
+        return None
+    records = await api.list([status.checkpoint_id])
+    return records[0].status.value if records else "absent"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "Ki", "Mi", "Gi"):
+        if value < 1024 or unit == "Gi":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,64 @@
+"""Wiring of the running operator: kopf settings and the long-lived clients."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import kopf
+from prometheus_client import start_http_server
+
+from ckpt.client import CheckpointsClient
+from ckpt.operator.agents import AgentClient
+from ckpt.operator.kube import Kube, load_api_client
+from ckpt.operator.settings import OperatorSettings
+
+PREFIX = "ckpt.dev"
+
+
+def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
+    # Progress and the last-handled spec live in our own annotations, not in status: status
+    # belongs to the Checkpoint schema, and kopf's fields there would be pruned.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    # One replica (Deployment strategy Recreate); kopf peering is not leader election.
+    settings.peering.standalone = True
+    # Our Events say what happened; kopf's per-handler log lines would bury them.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "ckpt-operator"
+    # Watches are re-established before intermediaries (load balancers) drop idle streams.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    # Only agent pods are watched, and the apiserver filters them.
+    settings.watching.label_selectors["v1", "pods"] = config.agent_selector
+
+
+@dataclass
+class Clients:
+    api: CheckpointsClient
+    agents: AgentClient
+    kube: Kube
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
+        await self.agents.aclose()
+
+
+def build_clients(config: OperatorSettings) -> Clients:
+    return Clients(
+        api=CheckpointsClient(config.api_url, config.api_token.get_secret_value()),
+        agents=AgentClient(
+            config.agent_token_file, scheme=config.agent_scheme, ca_file=config.agent_ca_file
+        ),
+        kube=Kube(load_api_client()),
+    )
+
+
+def serve_metrics(config: OperatorSettings) -> None:
+    start_http_server(config.metrics_port, addr="0.0.0.0")
