@@ -33,5 +33,5 @@ def run(
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz",
+        liveness_endpoint=f"http://{config.listen_host}:{config.liveness_port}/healthz",
     )

@@ -61,4 +61,4 @@ def build_clients(config: OperatorSettings) -> Clients:
 
 
 def serve_metrics(config: OperatorSettings) -> None:
-    start_http_server(config.metrics_port, addr="0.0.0.0")
+    start_http_server(config.metrics_port, addr=config.listen_host)

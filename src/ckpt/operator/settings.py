@@ -45,5 +45,6 @@ class OperatorSettings(BaseSettings):
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty means the whole cluster."
     )
+    listen_host: str = Field(default="0.0.0.0", description="Address of /healthz and /metrics.")
     liveness_port: int = Field(default=8080, description="Port of /healthz (kopf liveness).")
     metrics_port: int = Field(default=9090, description="Port of /metrics (Prometheus).")

@@ -1,0 +1,231 @@
+"""The whole of ckpt on one machine: what `make demo` runs and the operator tests run against.
+
+On a Kubernetes API (the local control plane, or any cluster reachable by kubeconfig) it
+installs the CRD and the identities and RBAC exactly as `deploy/` renders them, then starts
+the checkpoints API (SQLite), one node agent and the operator as real processes, each
+authenticating as its own ServiceAccount. There is no kubelet: pods are API objects whose
+status this module writes, pointing at real runc containers on this machine, and the agent's
+pod object carries the agent's loopback address as its pod IP.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ckpt.devenv.containers import BusyboxContainer, Runc
+from ckpt.devenv.controlplane import REPO_ROOT, Cluster, free_port, write_kubeconfig
+from ckpt.devenv.processes import ManagedProcess
+from ckpt.operator.models import GROUP, PLURAL
+
+SYSTEM_NAMESPACE = "ckpt-system"
+OPERATOR_SA = "ckpt-operator"
+AGENT_SA = "ckpt-agent"
+DEFAULT_NODE = "ckpt-node-1"
+AGENT_LABELS = {"app.kubernetes.io/name": "ckpt-agent"}
+_IDENTITY_KINDS = {
+    "Namespace", "CustomResourceDefinition", "ServiceAccount",
+    "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+}
+
+
+def install_identities(cluster: Cluster) -> None:
+    """Applies the CRD, namespace, ServiceAccounts and RBAC that `deploy/` renders."""
+    rendered = cluster.kubectl("kustomize", str(REPO_ROOT / "deploy")).stdout
+    documents = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in _IDENTITY_KINDS]
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(documents))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}"
+    )
+
+
+class LocalStack:
+    def __init__(
+        self, cluster: Cluster, workdir: Path, runc: Runc, *, node: str = DEFAULT_NODE,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.cluster = cluster
+        self.workdir = workdir
+        self.runc = runc
+        self.node = node
+        self.poll_interval = poll_interval
+        self.archives = workdir / "archives"
+        self.api: ManagedProcess | None = None
+        self.agent: ManagedProcess | None = None
+        self.operator: ManagedProcess | None = None
+        self.api_url = ""
+        self.api_token = ""
+        self.api_database = f"sqlite:///{workdir / 'api.db'}"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        install_identities(self.cluster)
+        self.start_api()
+        self.agent = self.start_agent(self.node, name=f"ckpt-agent-{self.node}")
+        self.start_operator()
+        return self
+
+    def stop(self) -> None:
+        for process in (self.operator, self.agent, self.api):
+            if process is not None:
+                process.stop()
+
+    def __enter__(self) -> LocalStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- parts ---------------------------------------------------------------------------------
+
+    def start_api(self) -> ManagedProcess:
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.api = ManagedProcess(
+            "api",
+            ["api", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--database", self.api_database],
+            env={}, health_url=f"{self.api_url}/healthz", log_path=self.workdir / "api.log",
+        ).start()
+        self.api_token = subprocess.run(
+            [sys.executable, "-m", "ckpt", "api", "token", "create", "--tenant", "local",
+             "--database", self.api_database],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return self.api
+
+    def start_agent(
+        self, node: str, *, name: str, gpu: bool = False, register: bool = True
+    ) -> ManagedProcess:
+        """An agent process for `node`, and (with `register`) its pod object, Ready."""
+        port = free_port()
+        token = self.cluster.service_account_token(SYSTEM_NAMESPACE, AGENT_SA)
+        kubeconfig = self.cluster.kubeconfig_for_token(token, self.workdir / f"{name}.kubeconfig")
+        state = self.workdir / name
+        agent = ManagedProcess(
+            name,
+            ["agent", "serve"],
+            env={
+                "CKPT_AGENT_NODE_NAME": node,
+                "CKPT_AGENT_HOST": "127.0.0.1",
+                "CKPT_AGENT_PORT": str(port),
+                "CKPT_AGENT_RUNTIME": "runc",
+                "CKPT_AGENT_RUNC_ROOT": str(self.runc.root),
+                "CKPT_AGENT_CRIU_BINARY": self.runc.criu or "",
+                "CKPT_AGENT_STORE": str(self.archives),
+                "CKPT_AGENT_WORK_DIR": str(state / "work"),
+                "CKPT_AGENT_STATE_DIR": str(state / "jobs"),
+                "CKPT_AGENT_KUBECONFIG": str(kubeconfig),
+                "CKPT_AGENT_ALLOWED_IDENTITIES":
+                    f"system:serviceaccount:{SYSTEM_NAMESPACE}:{OPERATOR_SA}",
+            },
+            health_url=f"http://127.0.0.1:{port}/healthz",
+            log_path=self.workdir / f"{name}.log",
+        ).start()
+        if register:
+            self.register_agent_pod(name, node, port, gpu=gpu)
+        return agent
+
+    def register_agent_pod(self, name: str, node: str, port: int, *, gpu: bool = False) -> None:
+        labels = {**AGENT_LABELS, "ckpt.dev/agent-kind": "gpu" if gpu else "cpu"}
+        self._create_pod(
+            SYSTEM_NAMESPACE, name, node,
+            containers=[{"name": "agent", "image": "ghcr.io/ckpt-dev/ckpt-agent:0.1.0",
+                         "ports": [{"name": "agent", "containerPort": port}]}],
+            labels=labels,
+        )
+        self._set_pod_status(
+            SYSTEM_NAMESPACE, name,
+            {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+             "conditions": [{"type": "Ready", "status": "True"}]},
+        )
+
+    def start_operator(self) -> ManagedProcess:
+        token = self.cluster.service_account_token(SYSTEM_NAMESPACE, OPERATOR_SA)
+        token_file = self.workdir / "operator.token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        kubeconfig = self.workdir / "operator.kubeconfig"
+        write_kubeconfig(kubeconfig, self.cluster.server, self.cluster.ca_file, token, OPERATOR_SA)
+        liveness = free_port()
+        self.operator = ManagedProcess(
+            "operator",
+            ["operator", "run"],
+            env={
+                "KUBECONFIG": str(kubeconfig),
+                "CKPT_OPERATOR_API_URL": self.api_url,
+                "CKPT_OPERATOR_API_TOKEN": self.api_token,
+                "CKPT_OPERATOR_AGENT_TOKEN_FILE": str(token_file),
+                "CKPT_OPERATOR_LISTEN_HOST": "127.0.0.1",
+                "CKPT_OPERATOR_LIVENESS_PORT": str(liveness),
+                "CKPT_OPERATOR_METRICS_PORT": str(free_port()),
+                "CKPT_OPERATOR_POLL_INTERVAL": str(self.poll_interval),
+                "CKPT_OPERATOR_SYNC_INTERVAL": "5",
+            },
+            health_url=f"http://127.0.0.1:{liveness}/healthz",
+            log_path=self.workdir / "operator.log",
+        ).start()
+        return self.operator
+
+    # -- workload pods -------------------------------------------------------------------------
+
+    def register_pod(
+        self,
+        namespace: str,
+        name: str,
+        containers: Mapping[str, BusyboxContainer],
+        *,
+        node: str | None = None,
+        gpus: int = 0,
+        phase: str = "Running",
+    ) -> dict[str, Any]:
+        """A Pod object for real runc containers: scheduled to `node`, status Running with
+        each container's runtime id, as a kubelet would report it."""
+        self.cluster.ensure_namespace(namespace)
+        resources = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
+        pod = self._create_pod(
+            namespace, name, node or self.node,
+            containers=[{"name": c, "image": "busybox", "resources": resources}
+                        for c in containers],
+        )
+        self._set_pod_status(namespace, name, {
+            "phase": phase,
+            "containerStatuses": [
+                {"name": c, "containerID": f"containerd://{box.id}", "ready": True,
+                 "restartCount": 0, "image": "busybox", "imageID": "",
+                 "state": {"running": {}} if phase == "Running" else {"waiting": {}}}
+                for c, box in containers.items()
+            ],
+        })
+        return pod
+
+    def _create_pod(
+        self, namespace: str, name: str, node: str, *, containers: list[dict[str, Any]],
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+            "spec": {"nodeName": node, "containers": containers},
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
+        return pod
+
+    def _set_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.cluster.kubectl(
+            "-n", namespace, "patch", "pod", name, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": status}),
+        )

@@ -1,0 +1,69 @@
+"""The operator tests' world: the local stack (API, agent, operator as real processes, with
+the RBAC from deploy/) on the test control plane, and real runc containers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from operator_support import Checkpoints
+
+from ckpt.client import SyncCheckpointsClient
+from ckpt.devenv.containers import BusyboxContainer, Runc
+from ckpt.devenv.controlplane import Cluster
+from ckpt.devenv.fixtures import install_criu
+from ckpt.devenv.stack import LocalStack
+
+
+@pytest.fixture(scope="module")
+def stack(kube: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    runc = Runc(root=workdir / "runc", criu=install_criu())
+    with LocalStack(kube, workdir, runc) as running:
+        yield running
+        for cid in runc.list_ids():
+            runc.run("delete", "--force", cid, check=False)
+
+
+@pytest.fixture
+def namespace(kube: Cluster) -> str:
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    kube.ensure_namespace(name)
+    return name
+
+
+@pytest.fixture
+def container(stack: LocalStack, tmp_path: Path) -> Iterator[Callable[..., BusyboxContainer]]:
+    """Starts counter containers under the stack's runc root; all are removed afterwards."""
+    started: list[BusyboxContainer] = []
+
+    def start(ballast_mib: int = 0) -> BusyboxContainer:
+        box = BusyboxContainer.create(tmp_path / "bundles", stack.runc, ballast_mib=ballast_mib)
+        started.append(box)
+        box.start()
+        box.wait_ready()
+        return box
+
+    yield start
+    for box in started:
+        box.close()
+
+
+@pytest.fixture
+def api(stack: LocalStack) -> Iterator[SyncCheckpointsClient]:
+    with SyncCheckpointsClient(stack.api_url, stack.api_token) as http:
+        yield http
+
+
+@pytest.fixture
+def custom(kube: Cluster) -> Iterator[client.CustomObjectsApi]:
+    with kube.api_client() as api:
+        yield client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def checkpoints(custom: client.CustomObjectsApi, namespace: str) -> Checkpoints:
+    return Checkpoints(custom, namespace)
