@@ -26,7 +26,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/ckpt \
     PATH=/opt/ckpt/bin:$PATH
-# A named user (not only a uid) so that libraries asking for the user's name or home work.
+# A named user, not only a uid, so that lookups of the user (getpass, ps) work. No home: in
+# the cluster the root filesystem is read-only and /tmp is the only writable place.
 RUN groupadd --system --gid 65532 ckpt \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin ckpt
@@ -50,8 +51,9 @@ CMD ["api", "serve", "--host", "0.0.0.0", "--port", "8080"]
 
 # ---------------------------------------------------------------------------- operator
 FROM runtime AS operator
-EXPOSE 8080
-CMD ["operator", "run", "--standalone", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+# kopf's liveness endpoint and Prometheus metrics.
+EXPOSE 8080 9090
+CMD ["operator", "run"]
 
 # ---------------------------------------------------------------------------- agent
 FROM ${AGENT_BASE_IMAGE} AS agent

@@ -1,32 +1,11 @@
-"""Fixtures for the deploy/ tests: the kustomizations rendered by the real kubectl."""
+"""Fixtures for the deploy/ tests."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-
-from ckpt.devenv.controlplane import kubectl_binary
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = REPO_ROOT / "deploy"
-NAMESPACE = "ckpt-system"
-
-Manifest = dict[str, Any]
-
-
-def render(directory: Path) -> list[Manifest]:
-    """`kubectl kustomize DIR`, parsed: exactly what `kubectl apply -k DIR` would send."""
-    proc = subprocess.run(
-        [kubectl_binary(), "kustomize", str(directory)],
-        capture_output=True, text=True, check=False, timeout=60,
-    )
-    assert proc.returncode == 0, f"kubectl kustomize {directory} failed:\n{proc.stderr}"
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+from deploy_render import DEPLOY, Manifest, render
 
 
 @pytest.fixture(scope="session")

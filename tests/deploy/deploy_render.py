@@ -1,0 +1,45 @@
+"""Helpers shared by the deploy/ tests: the kustomizations rendered by the real kubectl."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ckpt.devenv.controlplane import kubectl_binary
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = REPO_ROOT / "deploy"
+NAMESPACE = "ckpt-system"
+
+Manifest = dict[str, Any]
+
+# What each ClusterRole of deploy/ grants, as (apiGroup, resource, verb): the manifest tests
+# compare the rendered rules with these, the cluster tests what the apiserver answers.
+OPERATOR_RULES = {
+    *{("ckpt.dev", "checkpoints", v) for v in ("get", "list", "watch", "patch", "update")},
+    *{("ckpt.dev", "checkpoints/status", v) for v in ("get", "patch", "update")},
+    *{("", "pods", v) for v in ("get", "list", "watch")},
+    *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},
+    *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
+    *{("", "namespaces", v) for v in ("list", "watch")},
+}
+AGENT_RULES = {
+    ("authentication.k8s.io", "tokenreviews", "create"),
+    ("", "nodes/checkpoint", "create"),
+}
+
+
+def render(directory: Path) -> list[Manifest]:
+    """`kubectl kustomize DIR`, parsed: exactly what `kubectl apply -k DIR` would send."""
+    proc = subprocess.run(
+        [kubectl_binary(), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"kubectl kustomize {directory} failed:\n{proc.stderr}"
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]

@@ -1,0 +1,377 @@
+"""deploy/ as rendered by `kubectl kustomize`: the objects, their security and their wiring.
+
+These need no cluster; test_deploy_cluster.py sends the same objects to a real apiserver.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from deploy_render import AGENT_RULES, NAMESPACE, OPERATOR_RULES, REPO_ROOT, Manifest
+
+from ckpt.agent.settings import AgentSettings
+from ckpt.api.settings import ApiSettings
+from ckpt.operator.settings import OperatorSettings
+
+Find = Callable[[str, str], Manifest]
+
+EXPECTED_OBJECTS = {
+    ("Namespace", "ckpt-system"),
+    ("CustomResourceDefinition", "checkpoints.ckpt.dev"),
+    ("ServiceAccount", "ckpt-api"),
+    ("PersistentVolumeClaim", "ckpt-api-data"),
+    ("Deployment", "ckpt-api"),
+    ("Service", "ckpt-api"),
+    ("ServiceAccount", "ckpt-operator"),
+    ("ClusterRole", "ckpt-operator"),
+    ("ClusterRoleBinding", "ckpt-operator"),
+    ("Deployment", "ckpt-operator"),
+    ("ServiceAccount", "ckpt-agent"),
+    ("ClusterRole", "ckpt-agent"),
+    ("ClusterRoleBinding", "ckpt-agent"),
+    ("DaemonSet", "ckpt-agent"),
+    ("DaemonSet", "ckpt-agent-gpu"),
+}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+WORKLOADS = {"Deployment", "DaemonSet"}
+
+# Host paths an agent may mount, and nothing else (see the comment atop deploy/base/agent.yaml).
+AGENT_HOST_PATHS = {
+    "/run/containerd": "Directory",
+    "/sys/fs/cgroup": "Directory",
+    "/var/lib/ckpt/archives": "DirectoryOrCreate",
+    "/var/lib/ckpt/agent": "DirectoryOrCreate",
+    "/var/lib/kubelet/checkpoints": "DirectoryOrCreate",
+}
+
+
+def project_version() -> str:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
+def workloads(manifests: list[Manifest]) -> Iterator[Manifest]:
+    return (m for m in manifests if m["kind"] in WORKLOADS)
+
+
+def containers(workload: Manifest) -> list[dict[str, Any]]:
+    spec = workload["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def expand(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+
+
+def test_exactly_the_expected_objects(manifests: list[Manifest]) -> None:
+    found = [(m["kind"], m["metadata"]["name"]) for m in manifests]
+    assert len(found) == len(set(found)), "an object is rendered twice"
+    # No Secret (the API token is created by hand, see deploy/README.md) and no Role: the
+    # operator runs --standalone and needs no peering objects.
+    assert set(found) == EXPECTED_OBJECTS
+
+
+def test_namespaces_and_labels(manifests: list[Manifest]) -> None:
+    for m in manifests:
+        meta = m["metadata"]
+        where = f"{m['kind']}/{meta['name']}"
+        if m["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in meta, where
+        else:
+            assert meta.get("namespace") == NAMESPACE, where
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "ckpt", where
+    for w in workloads(manifests):
+        # The part-of label reaches the pods but not the (immutable) selector.
+        assert w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "ckpt"
+        assert "app.kubernetes.io/part-of" not in w["spec"]["selector"]["matchLabels"]
+        selector = w["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_namespace_admits_the_privileged_agents(find: Find) -> None:
+    labels = find("Namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_images_are_pinned_to_the_project_version(manifests: list[Manifest]) -> None:
+    version = project_version()
+    allowed = {f"ghcr.io/ckpt-dev/ckpt:{version}", f"ghcr.io/ckpt-dev/ckpt-agent:{version}"}
+    for w in workloads(manifests):
+        for c in containers(w):
+            assert c["image"] in allowed, f"{w['metadata']['name']}: {c['image']}"
+
+
+def test_every_container_has_requests_and_limits(manifests: list[Manifest]) -> None:
+    for w in workloads(manifests):
+        for c in containers(w):
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= c["resources"].get(kind, {}).keys(), (
+                    f"{w['metadata']['name']}/{c['name']}: {kind}"
+                )
+
+
+@pytest.mark.parametrize("name", ["ckpt-api", "ckpt-operator"])
+def test_api_and_operator_meet_the_restricted_pod_security_level(find: Find, name: str) -> None:
+    deployment = find("Deployment", name)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for key in ("hostPID", "hostNetwork", "hostIPC"):
+        assert not pod.get(key), key
+    assert all("hostPath" not in v for v in pod.get("volumes", []))
+    for c in containers(deployment):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert not sc.get("privileged")
+        assert "runAsUser" not in sc or sc["runAsUser"] != 0
+
+
+@pytest.mark.parametrize("name", ["ckpt-api", "ckpt-operator"])
+def test_single_replica_recreated_not_rolled(find: Find, name: str) -> None:
+    spec = find("Deployment", name)["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_api_deployment(find: Find) -> None:
+    deployment = find("Deployment", "ckpt-api")
+    pod = deployment["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    assert api["command"] == ["ckpt", "api", "serve", "--host", "0.0.0.0", "--port", "8080"]
+    assert api["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert api["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+    # The API never calls Kubernetes: no token, neither by the ServiceAccount nor the pod.
+    assert pod["serviceAccountName"] == "ckpt-api"
+    assert pod["automountServiceAccountToken"] is False
+    assert find("ServiceAccount", "ckpt-api")["automountServiceAccountToken"] is False
+
+    # SQLite lives on the claim: the URL's absolute path is under the claim's mount.
+    url = env_of(api)["CKPT_API_DATABASE_URL"]["value"]
+    assert url.startswith("sqlite:////")
+    mounts = {m["name"]: m["mountPath"] for m in api["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert url.removeprefix("sqlite:///").startswith(mounts["data"] + "/")
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "ckpt-api-data"
+    # fsGroup makes the claim writable by the non-root user.
+    assert pod["securityContext"]["fsGroup"] == 65532
+    pvc = find("PersistentVolumeClaim", "ckpt-api-data")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+    service = find("Service", "ckpt-api")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http"}]
+    assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
+
+
+def pod_labels(workload: Manifest) -> dict[str, str]:
+    return dict(workload["spec"]["template"]["metadata"]["labels"])
+
+
+def test_api_env_names_are_settings_of_the_api(find: Find) -> None:
+    (api,) = find("Deployment", "ckpt-api")["spec"]["template"]["spec"]["containers"]
+    for name in env_of(api):
+        assert name.startswith("CKPT_API_")
+        field = name.removeprefix("CKPT_API_").lower()
+        assert field in ApiSettings.model_fields, f"{name} is not an ApiSettings field"
+
+
+def test_operator_deployment(find: Find) -> None:
+    deployment = find("Deployment", "ckpt-operator")
+    pod = deployment["spec"]["template"]["spec"]
+    (operator,) = pod["containers"]
+    assert pod["serviceAccountName"] == "ckpt-operator"
+    # `ckpt operator run` runs kopf standalone and cluster-wide: one replica is safe only as
+    # long as no second operator joins.
+    assert operator["command"] == ["ckpt", "operator", "run"]
+    assert "args" not in operator
+
+    # The liveness probe asks kopf's own health endpoint, on the port the operator uses.
+    defaults = OperatorSettings()
+    ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
+    probe = operator["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    assert ports[probe["port"]] == defaults.liveness_port
+    assert ports["metrics"] == defaults.metrics_port
+
+    env = env_of(operator)
+    assert env["CKPT_OPERATOR_API_URL"]["value"] == "http://ckpt-api.ckpt-system.svc:8080"
+    # The token comes from the Secret through the kubelet: the operator needs no RBAC on it.
+    assert env["CKPT_OPERATOR_API_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "ckpt-api-token", "key": "token"}
+    }
+    for name in env:
+        field = name.removeprefix("CKPT_OPERATOR_").lower()
+        assert field in OperatorSettings.model_fields, f"{name} is not an OperatorSettings field"
+
+
+def test_operator_finds_the_agents_by_their_labels_and_port(find: Find) -> None:
+    settings = OperatorSettings()
+    key, value = settings.agent_selector.split("=")
+    for name in ("ckpt-agent", "ckpt-agent-gpu"):
+        pod = find("DaemonSet", name)["spec"]["template"]
+        assert pod["metadata"]["labels"][key] == value
+        assert settings.agent_kind_label in pod["metadata"]["labels"]
+        (agent,) = pod["spec"]["containers"]
+        assert {"name": "agent", "containerPort": settings.agent_port} in agent["ports"]
+
+
+def agent_daemonsets(find: Find) -> dict[str, Manifest]:
+    return {"cpu": find("DaemonSet", "ckpt-agent"), "gpu": find("DaemonSet", "ckpt-agent-gpu")}
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_agent_daemonset(find: Find, kind: str) -> None:
+    daemonset = agent_daemonsets(find)[kind]
+    labels = pod_labels(daemonset)
+    # The operator routes by exactly these labels.
+    assert labels["app.kubernetes.io/name"] == "ckpt-agent"
+    assert labels["ckpt.dev/agent-kind"] == kind
+    assert daemonset["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "ckpt-agent",
+        "ckpt.dev/agent-kind": kind,
+    }
+
+    pod = daemonset["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    assert pod["serviceAccountName"] == "ckpt-agent"
+    assert pod["hostPID"] is True
+    assert not pod.get("hostNetwork")
+    assert agent["command"] == ["ckpt", "agent", "serve"]
+    assert agent["securityContext"]["privileged"] is True
+
+    env = env_of(agent)
+    assert env["CKPT_AGENT_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["CKPT_AGENT_PORT"]["value"] == "8443"
+    assert agent["ports"] == [{"name": "agent", "containerPort": 8443}]
+    assert "hostPort" not in agent["ports"][0]
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "agent"}
+    # See agent.yaml: a liveness restart mid-dump could leave the target frozen.
+    assert "livenessProbe" not in agent
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_agent_mounts_only_the_host_paths_it_needs(find: Find, kind: str) -> None:
+    pod = agent_daemonsets(find)[kind]["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    host_paths = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
+    assert {hp["path"]: hp["type"] for hp in host_paths.values()} == AGENT_HOST_PATHS
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    for name, host_path in host_paths.items():
+        # Each host path appears at the same place inside, where runc and CRIU expect it.
+        assert mounts[name]["mountPath"] == host_path["path"]
+    containerd = next(n for n, hp in host_paths.items() if hp["path"] == "/run/containerd")
+    assert mounts[containerd]["mountPropagation"] == "HostToContainer"
+    # Everything else the agent writes goes to an emptyDir (its root filesystem is read-only).
+    assert agent["securityContext"]["readOnlyRootFilesystem"] is True
+    assert all("hostPath" in v or "emptyDir" in v for v in pod["volumes"])
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_agent_settings_accept_the_manifest_and_point_into_host_paths(
+    find: Find, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (agent,) = agent_daemonsets(find)[kind]["spec"]["template"]["spec"]["containers"]
+    for name, entry in env_of(agent).items():
+        if not name.startswith("CKPT_AGENT_"):
+            continue  # NVIDIA_*, and HOST_IP that CKPT_AGENT_KUBELET_URL refers to
+        field = name.removeprefix("CKPT_AGENT_").lower()
+        assert field in AgentSettings.model_fields, f"{name} is not an AgentSettings field"
+        monkeypatch.setenv(name, entry.get("value", "node-1"))
+    settings = AgentSettings()
+    assert settings.port == 8443
+    # Kubernetes expands $(HOST_IP), defined earlier in the list, to the node's address.
+    names = list(env_of(agent))
+    assert names.index("HOST_IP") < names.index("CKPT_AGENT_KUBELET_URL")
+    assert env_of(agent)["HOST_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    assert settings.kubelet_url == "https://$(HOST_IP):10250"
+    mounted = [m["mountPath"] for m in agent["volumeMounts"]]
+    for path in (settings.store, settings.state_dir, settings.work_dir, settings.runc_root):
+        assert any(str(path).startswith(m) for m in mounted), f"{path} is not on a mounted volume"
+
+
+def test_gpu_agent_runs_only_on_gpu_nodes_with_the_nvidia_runtime(find: Find) -> None:
+    daemonsets = agent_daemonsets(find)
+    gpu = daemonsets["gpu"]["spec"]["template"]["spec"]
+    assert gpu["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists"} in gpu["tolerations"]
+    assert gpu["runtimeClassName"] == "nvidia"
+    (agent,) = gpu["containers"]
+    env = env_of(agent)
+    assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"]["value"] == "compute,utility"
+    # The agent must not take a GPU away from the workloads it checkpoints.
+    for kind in ("requests", "limits"):
+        assert "nvidia.com/gpu" not in agent["resources"][kind]
+
+    # The CPU agent stays off GPU nodes: one privileged agent per node.
+    cpu = daemonsets["cpu"]["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in cpu
+    assert "tolerations" not in cpu
+    (term,) = cpu["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert term["matchExpressions"] == [
+        {"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]}
+    ]
+
+
+def test_rbac_rules_are_exactly_what_each_part_needs(manifests: list[Manifest], find: Find) -> None:
+    assert expand(find("ClusterRole", "ckpt-operator")["rules"]) == OPERATOR_RULES
+    assert expand(find("ClusterRole", "ckpt-agent")["rules"]) == AGENT_RULES
+    for m in manifests:
+        if m["kind"] in {"ClusterRole", "Role"}:
+            for rule in m["rules"]:
+                assert "resourceNames" not in rule
+                for key in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule[key], f"{m['metadata']['name']}: wildcard {key}"
+    for name in ("ckpt-operator", "ckpt-agent"):
+        binding = find("ClusterRoleBinding", name)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": name,
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}
+        ]
+
+
+def test_postgresql_overlay_takes_the_url_from_the_secret(
+    manifests: list[Manifest], postgresql_manifests: list[Manifest]
+) -> None:
+    objects = {(m["kind"], m["metadata"]["name"]) for m in postgresql_manifests}
+    assert objects == EXPECTED_OBJECTS - {("PersistentVolumeClaim", "ckpt-api-data")}
+    (deployment,) = [
+        m
+        for m in postgresql_manifests
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "ckpt-api"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    assert env_of(api)["CKPT_API_DATABASE_URL"] == {
+        "name": "CKPT_API_DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "ckpt-api-database", "key": "url"}},
+    }
+    assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
+    # Everything but the API's database settings is the same as the SQLite install.
+    base = {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+    for m in postgresql_manifests:
+        if (m["kind"], m["metadata"]["name"]) != ("Deployment", "ckpt-api"):
+            assert m == base[(m["kind"], m["metadata"]["name"])]

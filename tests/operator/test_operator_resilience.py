@@ -1,0 +1,82 @@
+"""Crashes and outages in the middle of a checkpoint: each ends Ready, or Failed with the
+reason, and always with exactly one record in the checkpoints API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from operator_support import Checkpoints, condition, records_named
+
+from ckpt.client import SyncCheckpointsClient
+from ckpt.devenv.containers import BusyboxContainer
+from ckpt.devenv.stack import LocalStack
+
+
+def test_api_down_for_a_while(
+    stack: LocalStack,
+    namespace: str,
+    container: Callable[..., BusyboxContainer],
+    checkpoints: Checkpoints,
+    api: SyncCheckpointsClient,
+) -> None:
+    assert stack.api is not None
+    stack.register_pod(namespace, "web", {"app": container()})
+    stack.api.stop()
+    try:
+        checkpoints.create("during-outage", podName="web")
+        waiting = checkpoints.wait(
+            "during-outage", lambda s: "checkpoints API unreachable" in s.get("message", "")
+        )
+        assert waiting["phase"] == "Pending"
+    finally:
+        stack.api.start()
+    ready = checkpoints.wait_phase("during-outage", "Ready", "Failed", timeout=180)
+    assert ready["phase"] == "Ready", ready
+    assert len(records_named(api, f"{namespace}/during-outage")) == 1
+
+
+def test_operator_restarted_in_the_middle(
+    stack: LocalStack,
+    namespace: str,
+    container: Callable[..., BusyboxContainer],
+    checkpoints: Checkpoints,
+    api: SyncCheckpointsClient,
+) -> None:
+    assert stack.operator is not None
+    stack.register_pod(namespace, "web", {"app": container(ballast_mib=128)})
+    checkpoints.create("across-restart", podName="web")
+    midway = checkpoints.wait("across-restart", lambda s: bool(s.get("checkpointId")))
+    stack.operator.kill()
+    stack.operator.start()
+    ready = checkpoints.wait_phase("across-restart", "Ready", "Failed", timeout=180)
+    assert ready["phase"] == "Ready", ready
+    assert ready["checkpointId"] == midway["checkpointId"]
+    records = records_named(api, f"{namespace}/across-restart")
+    assert [str(r.id) for r in records] == [ready["checkpointId"]]
+    assert records[0].status.value == "ready"
+
+
+def test_agent_killed_in_the_middle_of_a_dump(
+    stack: LocalStack,
+    namespace: str,
+    container: Callable[..., BusyboxContainer],
+    checkpoints: Checkpoints,
+    api: SyncCheckpointsClient,
+) -> None:
+    assert stack.agent is not None
+    stack.register_pod(namespace, "big", {"app": container(ballast_mib=256)})
+    checkpoints.create("agent-dies", podName="big")
+    checkpoints.wait("agent-dies", lambda s: s.get("message", "").startswith("agent: "))
+    stack.agent.kill()
+    stack.agent.start()
+    final = checkpoints.wait_phase("agent-dies", "Ready", "Failed", timeout=180)
+    records = records_named(api, f"{namespace}/agent-dies")
+    assert len(records) == 1
+    if final["phase"] == "Failed":
+        # The reason says what happened, and the API record says it too and is retired.
+        assert condition(final, "Ready")["reason"] == "DumpFailed"
+        assert "restart" in final["message"]
+        assert records[0].status.value == "deprecated"
+        assert records[0].info["error"]["reason"] == "DumpFailed"
+    else:
+        assert records[0].status.value == "ready"
