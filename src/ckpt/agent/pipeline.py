@@ -50,7 +50,7 @@ from ckpt.agent.runtimes.base import (
     RuntimeError_,
     frozen,
 )
-from ckpt.agent.store import Store, open_store
+from ckpt.agent.store import Store, StoreError, open_store, store_for_location
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,10 @@ async def run_checkpoint(
     t_total = time.monotonic()
     timings = Timings()
     rt = ctx.runtimes[runtime or ctx.default_runtime]
-    store = open_store(request.destination) if request.destination else ctx.store
+    try:
+        store = open_store(request.destination) if request.destination else ctx.store
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from exc
 
     progress("resolving", 0)
     resolved: list[ResolvedContainer] = []
@@ -242,7 +245,8 @@ def _select_cuda_pids(
     if not gpu.available():
         if mode == GpuMode.required:
             raise GpuRequiredError(
-                f"gpu: required, but this node cannot checkpoint GPU state: {gpu.unavailable_reason()}"
+                "gpu: required, but this node cannot checkpoint GPU state: "
+                f"{gpu.unavailable_reason()}"
             )
         return []
     pids: list[int] = []
@@ -350,7 +354,11 @@ async def run_restore(
     """Verify the archive's checksum, extract it and restore one container as a new one."""
     t_total = time.monotonic()
     timings = Timings()
-    store, location = open_store(request.restore_path), request.restore_path
+    location = request.restore_path
+    try:
+        store = store_for_location(location)
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from exc
     expected = request.checksum.removeprefix("sha256:")
 
     if request.gpu == GpuMode.required and not ctx.gpu.available():

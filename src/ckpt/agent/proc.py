@@ -27,12 +27,12 @@ class Completed:
 async def run(
     argv: Sequence[str],
     *,
-    timeout: float | None = None,
+    limit_s: float | None = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> Completed:
     """Run a command with stdin and stdout/stderr captured; kill its process group if the
-    caller is cancelled or the timeout passes (runc's CRIU child goes with it).
+    caller is cancelled or ``limit_s`` passes (runc's CRIU child goes with it).
 
     stdin is /dev/null and stdout/stderr are pipes: runc hands these to a container it starts
     or restores detached, and a host file there would break a later dump (field notes).
@@ -47,7 +47,7 @@ async def run(
         start_new_session=True,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(), limit_s)
     except (asyncio.CancelledError, TimeoutError):
         _kill_group(proc.pid)
         with contextlib.suppress(Exception):

@@ -76,8 +76,7 @@ class Runc:
         proc = subprocess.run(
             self.argv(*args),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
             timeout=timeout,
             cwd=cwd,
@@ -182,11 +181,11 @@ def counter_script(interval: float = 0.1, ballast_mib: int = 0) -> str:
         # 3 random bytes -> 4 base64 characters: N MiB of text needs 3/4 N MiB of input.
         raw = ballast_mib * 1024 * 1024 * 3 // 4
         lines.append(
-            "( b=$(head -c %d /dev/urandom | base64 -w 0); echo ${#b} > /%s;"
-            " while true; do sleep 3600; done ) &" % (raw, BALLAST_READY_FILE)
+            f"( b=$(head -c {raw} /dev/urandom | base64 -w 0);"
+            f" echo ${{#b}} > /{BALLAST_READY_FILE}; while true; do sleep 3600; done ) &"
         )
     lines.append(
-        "i=0; while true; do i=$((i+1)); echo $i > /%s; sleep %s; done" % (COUNTER_FILE, interval)
+        f"i=0; while true; do i=$((i+1)); echo $i > /{COUNTER_FILE}; sleep {interval}; done"
     )
     return "\n".join(lines)
 
@@ -234,7 +233,7 @@ def oci_config(
                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
             },
             {
-                "destination": "/dev/shm",
+                "destination": "/dev/shm",  # noqa: S108 - a path inside the container
                 "type": "tmpfs",
                 "source": "shm",
                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
@@ -252,7 +251,9 @@ def oci_config(
                 {"type": t} for t in ("pid", "network", "ipc", "uts", "mount")
             ],
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+            ],
         },
     }
 

@@ -68,6 +68,12 @@ class DumpedContainer:
     source_tar: Path | None = None
     # Remove source_tar once archived (the kubelet leaves its tars behind otherwise).
     delete_source_after: bool = False
+    # Where the CRIU images sit inside this container's part of the archive ("" = its top;
+    # "checkpoint" for the kubelet's tar layout).
+    images_subdir: str = ""
+    # The backend that restores these images, if not the one that dumped them (a kubelet
+    # archive is restored by runc).
+    restore_runtime: str | None = None
 
 
 @dataclass

@@ -1,0 +1,25 @@
+"""Runtime backends: runc, kubelet, process (see base.Runtime)."""
+
+from ckpt.agent.runtimes.base import (
+    ContainerNotFound,
+    ContainerNotRunning,
+    ContainerRef,
+    DumpedContainer,
+    ResolvedContainer,
+    RestoredContainer,
+    Runtime,
+    RuntimeError_,
+    frozen,
+)
+
+__all__ = [
+    "ContainerNotFound",
+    "ContainerNotRunning",
+    "ContainerRef",
+    "DumpedContainer",
+    "ResolvedContainer",
+    "RestoredContainer",
+    "Runtime",
+    "RuntimeError_",
+    "frozen",
+]

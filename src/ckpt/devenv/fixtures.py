@@ -1,0 +1,58 @@
+"""pytest fixtures for real runc containers; conftest files import the ones they use.
+
+``criu_bin`` runs tools/criu/install.sh once per session (cached, instant after the first
+run) and yields the CRIU path; ``runc_cli`` is runc bound to a private state root and that
+CRIU; ``busybox_container`` yields a started counter container and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ckpt.devenv.containers import BusyboxContainer, Runc
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+INSTALL_SCRIPT = REPO_ROOT / "tools" / "criu" / "install.sh"
+
+
+def install_criu() -> str:
+    """Run tools/criu/install.sh; returns the CRIU path it prints last."""
+    proc = subprocess.run(
+        ["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"tools/criu/install.sh failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def criu_bin() -> str:
+    if os.geteuid() != 0:
+        pytest.skip("runc and CRIU checkpoints need root")
+    path = install_criu()
+    for tool in ("runc", "iptables-restore"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} missing after tools/criu/install.sh")
+    return path
+
+
+@pytest.fixture
+def runc_cli(criu_bin: str, tmp_path: Path) -> Iterator[Runc]:
+    runc = Runc(root=tmp_path / "runc-state", criu=criu_bin)
+    yield runc
+    # Leave no container behind, whatever the test did.
+    for cid in runc.list_ids():
+        runc.run("delete", "--force", cid, check=False)
+
+
+@pytest.fixture
+def busybox_container(runc_cli: Runc, tmp_path: Path) -> Iterator[BusyboxContainer]:
+    """A running counter container (``.id``, ``.pid``, ``.counter()``), deleted afterwards."""
+    with BusyboxContainer.launch(tmp_path / "bundles", runc_cli) as c:
+        yield c
