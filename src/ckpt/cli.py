@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from ckpt import user_cli
+from ckpt.agent.cli import app as agent_app
+from ckpt.api.cli import app as api_app
+from ckpt.operator.cli import app as operator_app
 
 app = typer.Typer(
     name="ckpt",
@@ -12,38 +15,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-# Each part owns its command group; importing them lazily keeps `ckpt --help` fast and
-# lets a part's heavy dependencies (kopf, SQLAlchemy) load only when that part runs.
-_GROUPS = {
-    "api": ("ckpt.api.cli", "The checkpoints API service and its tokens."),
-    "agent": ("ckpt.agent.cli", "The node agent that dumps and restores containers."),
-    "operator": ("ckpt.operator.cli", "The kopf operator that reconciles Checkpoints."),
-}
-
-
-def _register_groups() -> None:
-    for name, (module, help_text) in _GROUPS.items():
-        try:
-            group = importlib.import_module(module).app
-        except ModuleNotFoundError as exc:
-            if not exc.name or not module.startswith(exc.name):
-                raise
-            continue
-        app.add_typer(group, name=name, help=help_text)
-
-
-def _register_user_verbs() -> None:
-    try:
-        verbs = importlib.import_module("ckpt.user_cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "ckpt.user_cli":
-            raise
-        return
-    verbs.register(app)
+user_cli.register(app)
+app.add_typer(api_app, name="api", help="The checkpoints API service and its tokens.")
+app.add_typer(agent_app, name="agent", help="The node agent that dumps and restores containers.")
+app.add_typer(operator_app, name="operator", help="The kopf operator that reconciles Checkpoints.")
 
 
 def main() -> None:
-    _register_groups()
-    _register_user_verbs()
     app()

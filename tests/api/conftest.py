@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
 import httpx
 import pytest
+from api_support import Backend, Running
 
 from ckpt.api import migrate
 from ckpt.api.db import Database
 from ckpt.api.testing import ApiServer, PostgresServer
-from ckpt.api.tokens import create_token
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -23,16 +22,6 @@ def postgres() -> Iterator[PostgresServer]:
     # Never skipped: a missing PostgreSQL is an environment error that must fail loudly.
     with PostgresServer() as server:
         yield server
-
-
-@dataclass
-class Backend:
-    name: str
-    url: str
-    db: Database
-
-    def token(self, tenant: str | None = None) -> str:
-        return create_token(self.db, tenant or f"tenant-{uuid4()}")
 
 
 def _backend(name: str, tmp: Path, request: pytest.FixtureRequest) -> Backend:
@@ -57,23 +46,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     b = _backend(request.param, tmp_path, request)
     yield b
     b.db.dispose()
-
-
-@dataclass
-class Running:
-    backend: Backend
-    server: ApiServer
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        """An HTTP client authenticated as a new tenant (or with `token`)."""
-        token = token or self.backend.token()
-        return httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-        )
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

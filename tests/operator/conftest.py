@@ -14,14 +14,14 @@ from operator_support import Checkpoints
 from ckpt.client import SyncCheckpointsClient
 from ckpt.devenv.containers import BusyboxContainer, Runc
 from ckpt.devenv.controlplane import Cluster
-from ckpt.devenv.fixtures import install_criu
 from ckpt.devenv.stack import LocalStack
+from ckpt.devenv.tools import criu_binary
 
 
 @pytest.fixture(scope="module")
 def stack(kube: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     workdir = tmp_path_factory.mktemp("stack")
-    runc = Runc(root=workdir / "runc", criu=install_criu())
+    runc = Runc(root=workdir / "runc", criu=criu_binary())
     with LocalStack(kube, workdir, runc) as running:
         yield running
         for cid in runc.list_ids():

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def purge_deprecated(db: Database, grace_seconds: float, now: datetime | None = None) -> int:
     """Delete checkpoints deprecated at least `grace_seconds` ago; return how many."""
     cutoff = (now or utcnow()) - timedelta(seconds=grace_seconds)
-    with db.writer() as session, session.begin():
+    with db.transaction() as session:
         result = session.execute(
             delete(CheckpointRow).where(
                 CheckpointRow.status == CheckpointStatus.deprecated.value,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -77,13 +80,20 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, settings)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if is_sqlite(self.engine) else None
         self._write = sessionmaker(self.engine.execution_options(**WRITE), expire_on_commit=False)
 
     def reader(self) -> Session:
         return self._read()
 
-    def writer(self) -> Session:
-        return self._write()
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction, committed on success and rolled back on error."""
+        # SQLite has one writer at a time, and its busy handler waits by sleeping in steps of
+        # up to 100 ms; queueing this process's writers on a lock instead keeps the tail
+        # latency of concurrent writes down to the time the writes themselves take.
+        with self._write_lock or nullcontext(), self._write() as session, session.begin():
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()

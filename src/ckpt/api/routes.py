@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,6 +15,7 @@ from .models import ApiError, Checkpoint, CheckpointInfo, StorableText, Uploaded
 from .service import CheckpointService
 
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 MAX_LIMIT = 1000
 
 
@@ -63,15 +65,15 @@ def _parse_ids(raw: str, max_ids: int) -> list[UUID]:
         )
     ids = []
     for part in parts:
-        try:
-            ids.append(UUID(part))
-        except ValueError:
+        # Only the canonical form: uuid.UUID() would also take braces, URNs and bare hex.
+        if _CANONICAL_UUID.fullmatch(part) is None:
             raise ApiException(
                 400,
                 f"ids: {part!r} is not a valid UUID",
                 "validation_error",
                 details=[{"field": "query.ids", "message": "not a valid UUID", "value": part}],
-            ) from None
+            )
+        ids.append(UUID(part))
     return ids
 
 

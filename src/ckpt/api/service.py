@@ -51,7 +51,7 @@ class CheckpointService:
             updated_at=now,
         )
         try:
-            with self._db.writer() as session, session.begin():
+            with self._db.transaction() as session:
                 session.add(row)
         except IntegrityError:
             # A concurrent request with the same key won the unique constraint; its id is
@@ -65,7 +65,7 @@ class CheckpointService:
         return new_id
 
     def put_info(self, tenant_id: int, checkpoint_id: UUID, body: CheckpointInfo) -> None:
-        with self._db.writer() as session, session.begin():
+        with self._db.transaction() as session:
             row = self._locked(session, tenant_id, checkpoint_id)
             row.status = _transition(lambda: lifecycle.after_info(_status(row))).value
             row.gpu = body.gpu
@@ -74,7 +74,7 @@ class CheckpointService:
             row.updated_at = utcnow()
 
     def uploaded(self, tenant_id: int, checkpoint_id: UUID, body: UploadedBody) -> None:
-        with self._db.writer() as session, session.begin():
+        with self._db.transaction() as session:
             row = self._locked(session, tenant_id, checkpoint_id)
             repeat = row.restore_path == body.restore_path and row.checksum == body.checksum
             current = _status(row)
@@ -87,7 +87,7 @@ class CheckpointService:
             row.updated_at = utcnow()
 
     def deprecate(self, tenant_id: int, checkpoint_id: UUID) -> None:
-        with self._db.writer() as session, session.begin():
+        with self._db.transaction() as session:
             row = self._locked(session, tenant_id, checkpoint_id)
             if _status(row) is CheckpointStatus.deprecated:
                 # Idempotent, and the grace period keeps counting from the first call.

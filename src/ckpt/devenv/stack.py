@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from ckpt.devenv.containers import BusyboxContainer, Runc
-from ckpt.devenv.controlplane import REPO_ROOT, Cluster, free_port, write_kubeconfig
+from ckpt.devenv.controlplane import Cluster, free_port, write_kubeconfig
 from ckpt.devenv.processes import ManagedProcess
+from ckpt.devenv.tools import REPO_ROOT
 from ckpt.operator.models import GROUP, PLURAL
 
 SYSTEM_NAMESPACE = "ckpt-system"

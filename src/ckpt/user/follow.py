@@ -1,0 +1,80 @@
+"""Following a Checkpoint until it is Ready or Failed, with a live progress display."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+TERMINAL = {"Ready", "Failed"}
+# The flow's phases in order; the bar shows how far along the checkpoint is.
+STEPS = ["Pending", "Checkpointing", "Uploading", "Ready"]
+
+
+def follow(
+    read_status: Callable[[], dict[str, Any]],
+    console: Console,
+    *,
+    timeout: float,
+    interval: float = 0.3,
+) -> dict[str, Any]:
+    """Polls the status until a terminal phase (or `timeout`); returns the last status."""
+    status: dict[str, Any] = {}
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[phase]:<13}"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("waiting for the operator", total=len(STEPS) - 1, phase="")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = read_status()
+            phase = status.get("phase", "Pending")
+            step = STEPS.index(phase) if phase in STEPS else 0
+            progress.update(
+                task, completed=step, phase=phase,
+                description=status.get("message") or _latest_condition(status),
+            )
+            if phase in TERMINAL:
+                break
+            time.sleep(interval)
+    return status
+
+
+def _latest_condition(status: dict[str, Any]) -> str:
+    conditions = status.get("conditions") or []
+    if not conditions:
+        return "waiting for the operator"
+    latest = max(conditions, key=lambda c: c.get("lastTransitionTime", ""))
+    return f"{latest['type']}: {latest.get('message', '')}"
+
+
+def summary(namespace: str, name: str, status: dict[str, Any]) -> Table:
+    table = Table(title=f"checkpoint {namespace}/{name}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("phase", status.get("phase", "")),
+        ("checkpoint id", status.get("checkpointId", "")),
+        ("node / agent", f"{status.get('nodeName', '')} / {status.get('agent', '')}"),
+        ("gpu / platform", f"{status.get('gpu', '')} / {status.get('platform', '')}"),
+        ("size", f"{status.get('size', '')} ({status.get('sizeBytes', '')} bytes)"),
+        ("checksum", status.get("checksum", "")),
+        ("restore path", status.get("restorePath", "")),
+        ("api status", status.get("apiStatus", "")),
+    ]
+    timings = status.get("timings")
+    if timings:
+        rows.append(("timings (ms)", "  ".join(f"{k} {v}" for k, v in timings.items())))
+    if status.get("phase") == "Failed":
+        rows.append(("reason", status.get("message", "")))
+    for key, value in rows:
+        if value not in ("", None, " / "):
+            table.add_row(key, str(value))
+    return table

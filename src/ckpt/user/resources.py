@@ -1,0 +1,111 @@
+"""Checkpoint resources as the user's kubeconfig sees them (official Kubernetes client)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+from ckpt.operator.models import GROUP, KIND, PLURAL, VERSION, CheckpointSpec
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+def api_client(kubeconfig: Path | None = None, context: str | None = None) -> client.ApiClient:
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None,
+            context=context,
+            client_configuration=configuration,
+        )
+    except (config.ConfigException, FileNotFoundError) as exc:
+        raise UserError(
+            f"cannot load a kubeconfig ({exc}); pass --kubeconfig or set KUBECONFIG"
+        ) from exc
+    return client.ApiClient(configuration)
+
+
+class Checkpoints:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    def create(self, namespace: str, name: str, spec: CheckpointSpec) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name},
+            "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+        try:
+            return self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, body
+            )
+        except client.ApiException as exc:
+            raise UserError(_explain(exc, f"create checkpoint {namespace}/{name}")) from exc
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except client.ApiException as exc:
+            raise UserError(_explain(exc, f"read checkpoint {namespace}/{name}")) from exc
+
+    def list(self, namespace: str | None) -> list[dict[str, Any]]:
+        try:
+            if namespace is None:
+                found = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            else:
+                found = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL
+                )
+        except client.ApiException as exc:
+            raise UserError(_explain(exc, "list checkpoints")) from exc
+        return list(found.get("items", []))
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+        except client.ApiException as exc:
+            raise UserError(_explain(exc, f"read pod {namespace}/{name}")) from exc
+        import json
+
+        return dict(json.loads(response.data))
+
+    def service_account_token(self, namespace: str, name: str, seconds: int = 600) -> str:
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
+        )
+        try:
+            response = self.core.create_namespaced_service_account_token(
+                name, namespace, request
+            )
+        except client.ApiException as exc:
+            raise UserError(
+                _explain(exc, f"mint a token for {namespace}/{name}")
+                + " (restoring through an agent needs a token of the operator's "
+                "ServiceAccount; pass --token-file if you have one)"
+            ) from exc
+        return str(response.status.token)
+
+
+def _explain(exc: client.ApiException, doing: str) -> str:
+    import json
+
+    try:
+        message = json.loads(exc.body or "{}").get("message") or exc.reason
+    except ValueError:
+        message = exc.reason
+    hint = {
+        401: "your credentials were refused; check the kubeconfig",
+        403: "your user lacks permission; ask a cluster admin",
+        404: "not found; is ckpt installed (kubectl apply -k deploy/) and the name right?",
+        409: "it already exists; pick another --name",
+        422: "the apiserver refused the spec",
+    }.get(exc.status or 0, "")
+    return f"could not {doing}: {message}" + (f" ({hint})" if hint else "")
