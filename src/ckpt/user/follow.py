@@ -64,7 +64,7 @@ def summary(namespace: str, name: str, status: dict[str, Any]) -> Table:
         ("checkpoint id", status.get("checkpointId", "")),
         ("node / agent", f"{status.get('nodeName', '')} / {status.get('agent', '')}"),
         ("gpu / platform", f"{status.get('gpu', '')} / {status.get('platform', '')}"),
-        ("size", f"{status.get('size', '')} ({status.get('sizeBytes', '')} bytes)"),
+        ("size", f"{status['size']} ({status['sizeBytes']} bytes)" if "size" in status else ""),
         ("checksum", status.get("checksum", "")),
         ("restore path", status.get("restorePath", "")),
         ("api status", status.get("apiStatus", "")),

@@ -1,0 +1,49 @@
+"""README.md stays true: its configuration reference is the code's, its commands exist."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ckpt import settings_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+CODE = "\n".join(re.findall(r"```(?:sh|bash)?\n(.*?)```", README, re.DOTALL))
+
+
+def test_configuration_reference_matches_the_settings_models() -> None:
+    assert settings_reference.splice(README) == README, (
+        "README.md's configuration reference is stale: python -m ckpt.settings_reference --write"
+    )
+
+
+def test_every_setting_has_a_meaning() -> None:
+    for _, model in settings_reference.PARTS:
+        undocumented = [name for name, f in model.model_fields.items() if not f.description]
+        assert not undocumented, f"{model.__name__} fields without description: {undocumented}"
+
+
+@pytest.mark.parametrize(
+    "command", sorted(set(re.findall(r"^ckpt ((?:api|agent|operator) [a-z]+|[a-z]+)", CODE, re.MULTILINE)))
+)
+def test_ckpt_commands_in_the_readme_exist(command: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckpt", *command.split(), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("target", sorted(set(re.findall(r"make ([a-z]+)", README))))
+def test_make_targets_in_the_readme_exist(target: str) -> None:
+    proc = subprocess.run(
+        ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
