@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ckpt.agent import pipeline
 from ckpt.agent.auth import Authenticator, TokenReviewer, api_client
-from ckpt.agent.context import build_context
+from ckpt.agent.context import build_context, thaw_interrupted
 from ckpt.agent.errors import AgentError, ErrorBody
 from ckpt.agent.gpu import GpuError
 from ckpt.agent.jobs import CANCELLED, JobManager
@@ -221,8 +222,9 @@ def create_app(
             run_checkpoint=checkpoint,
             run_restore=restore,
             metrics=metrics,
+            retention=timedelta(hours=settings.job_retention_hours),
         )
-        jobs.load()
+        await thaw_interrupted(ctx, jobs.load())
         kube = api_client(settings.kubeconfig)
         auth = Authenticator(
             TokenReviewer(kube, settings.token_audiences),
@@ -241,13 +243,23 @@ def create_app(
             await jobs.shutdown()
             kube.close()
 
+    # No unauthenticated docs: every route but /healthz needs the operator's token, the
+    # OpenAPI document included (served under /v1).
     app = FastAPI(
         title="ckpt node agent",
         version="1",
         lifespan=lifespan,
         description="Checkpoints and restores this node's containers with CRIU.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     _install_error_handlers(app)
     app.include_router(v1)
     _metrics_route(app)
+
+    @app.get("/v1/openapi.json", dependencies=[Depends(require_caller)], include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
     return app

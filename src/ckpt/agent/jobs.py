@@ -29,7 +29,7 @@ from ckpt.agent.models import (
     RestoreJob,
     RestoreRequest,
 )
-from ckpt.agent.pipeline import RestoreOutcome
+from ckpt.agent.pipeline import PipelineError, RestoreOutcome
 from ckpt.agent.records import JobRecord, RecordStore, utcnow
 
 log = logging.getLogger(__name__)
@@ -82,19 +82,23 @@ class _Track(Generic[ReqT, JobT, OutT]):
         self._manager = manager
         self.entries: dict[str, _Entry[ReqT, JobT]] = {}
 
-    def load(self, retention: timedelta) -> None:
+    def load(self, retention: timedelta) -> list[ReqT]:
+        """Read the records; fail (and return the requests of) jobs a dead agent left running."""
         cutoff = utcnow() - retention
+        interrupted: list[ReqT] = []
         for key, record in self._records.load_all().items():
             job = record.job
             if job.state == JobState.running:
                 job.state = JobState.failed
                 job.error = INTERRUPTED
                 self._records.save(key, record)
+                interrupted.append(record.request)
                 log.warning("%s job %s was interrupted by an agent restart", self.kind, key)
             elif record.updated_at < cutoff:
                 self._records.delete(key)
                 continue
             self.entries[key] = _Entry(record=record)
+        return interrupted
 
     def submit(self, request: ReqT) -> JobT:
         # No await between the lookup and the insert: concurrent POSTs of one key cannot
@@ -168,19 +172,29 @@ class _Track(Generic[ReqT, JobT, OutT]):
             self._set_phase(key, entry, phase)
 
         timeout = self._manager.timeout_seconds
+        # The limit runs from when the job gets a slot: time spent queued is not its fault.
+        deadline: asyncio.Timeout | None = None
         try:
             async with self._manager.slots:
                 self._set_phase(key, entry, "starting")
-                async with asyncio.timeout(timeout):
+                deadline = asyncio.timeout(timeout)
+                async with deadline:
                     outcome = await self._run(entry.record.request, progress)
-        except TimeoutError:
-            self._finish(key, entry, JobState.failed, f"timed out after {timeout:g} s")
+        except TimeoutError as exc:
+            # A TimeoutError of the pipeline's own (a subprocess limit) keeps its message.
+            expired = deadline is not None and deadline.expired()
+            message = f"timed out after {timeout:g} s" if expired else str(exc)
+            self._finish(key, entry, JobState.failed, message or "timed out")
         except asyncio.CancelledError:
             self._finish(key, entry, JobState.failed, entry.cancel_reason or SHUT_DOWN)
             raise
+        except PipelineError as exc:
+            # An expected failure (container gone, CRIU refused, bad archive): its message is
+            # written for the caller.
+            log.warning("%s job %s failed: %s", self.kind, key, exc)
+            self._finish(key, entry, JobState.failed, str(exc))
         except Exception as exc:
-            # The pipeline's messages are meant for the caller; anything else is a bug whose
-            # traceback belongs in the log, not in the API answer.
+            # Anything else is a bug: the traceback belongs in the log, not in the API answer.
             log.exception("%s job %s failed", self.kind, key)
             self._finish(key, entry, JobState.failed, str(exc) or type(exc).__name__)
         else:
@@ -269,10 +283,11 @@ class JobManager:
         )
         metrics.track_jobs(self.counts)
 
-    def load(self) -> None:
-        """Read the records of earlier runs; fail those that were running."""
-        self.checkpoints.load(self._retention)
+    def load(self) -> list[CheckpointRequest]:
+        """Read the records of earlier runs and fail those that were running; returns the
+        interrupted checkpoints, whose containers may still be frozen."""
         self.restores.load(self._retention)
+        return self.checkpoints.load(self._retention)
 
     def counts(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}

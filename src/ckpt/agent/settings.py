@@ -29,7 +29,12 @@ class AgentSettings(BaseSettings):
     # containerd's runc state root for the k8s.io namespace; CRI-O uses /run/runc.
     runc_root: Path = Path("/run/containerd/runc/k8s.io")
     runc_binary: str = "runc"
-    criu_binary: str = "criu"
+    # Unset: the first CRIU >= 4.0 among $CKPT_CRIU, PATH and the development wrapper.
+    criu_binary: str | None = None
+    # The kubelet backend: its checkpoint API (nodes/checkpoint permission needed).
+    kubelet_url: str = "https://127.0.0.1:10250"
+    kubelet_ca_file: Path | None = None
+    kubelet_insecure_skip_verify: bool = False
 
     # Where archives go when a request names no destination: a host path or a mounted PVC.
     store: str = "/var/lib/ckpt/archives"
@@ -37,11 +42,16 @@ class AgentSettings(BaseSettings):
     work_dir: Path = Path("/var/lib/ckpt/work")
     # One JSON record per job, so finished results survive an agent restart.
     state_dir: Path = Path("/var/lib/ckpt/jobs")
+    # zstd level 1 with all cores is the speed/ratio sweet spot for memory pages (field notes).
+    zstd_level: int = Field(default=1, ge=-7, le=22)
+    zstd_threads: int = -1
 
     # CRIU freezes and dumps are memory- and IO-heavy; more than a couple at once on one
     # node slows every workload on it.
     max_concurrent_jobs: int = Field(default=2, ge=1)
     job_timeout_seconds: float = Field(default=1800.0, gt=0)
+    # Finished job records older than this are dropped at start-up.
+    job_retention_hours: float = Field(default=168.0, gt=0)
 
     # Identities (TokenReview `status.user.username`) allowed to call the API.
     allowed_identities: Annotated[list[str], NoDecode] = [DEFAULT_OPERATOR_IDENTITY]

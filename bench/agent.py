@@ -1,0 +1,224 @@
+"""Benchmark of the node agent's checkpoint pipeline against plain `runc checkpoint` + `tar`.
+
+Run: .venv/bin/python bench/agent.py [--sizes 256 1024 2048] [--reps 3] [--workdir DIR]
+
+For each size, one busybox counter container holds that many MiB of touched memory (the
+devenv launcher's ballast: base64 text of random bytes, about 75% compressible). Each
+repetition measures, in the same run and on the same container:
+
+* baseline: `runc checkpoint --leave-running` into a directory, then `tar -cf` of it;
+* pipeline: `ckpt.agent.pipeline.run_checkpoint` (freeze, CRIU dump, tar -> zstd -> sha256
+  -> file store with temporary name + fsync + rename), as the agent runs it;
+* restore: baseline `tar -xf` + `runc restore`, against `run_restore` (sha256 verification,
+  zstd decompression, extraction, `runc restore`), each into a fresh container.
+
+It prints medians and the pipeline/baseline ratio as a Markdown table. Needs root, runc and
+CRIU >= 4 (tools/criu/install.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ckpt.agent import pipeline
+from ckpt.agent.context import build_context
+from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
+from ckpt.agent.settings import AgentSettings
+from ckpt.devenv.containers import BusyboxContainer, Runc
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Sample:
+    base_dump: float
+    base_tar: float
+    base_bytes: int
+    pipe_total: float
+    pipe_dump: float
+    pipe_store: float
+    pipe_bytes: int
+    base_restore: float
+    pipe_restore: float
+    pipe_restore_fetch: float  # verify + decompress + extract
+    pipe_restore_runc: float
+
+    @property
+    def base_total(self) -> float:
+        return self.base_dump + self.base_tar
+
+
+@dataclass
+class Row:
+    mib: int
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        return statistics.median(float(getattr(s, attr)) for s in self.samples)
+
+
+def _criu() -> str:
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "tools" / "criu" / "install.sh")],
+        capture_output=True, text=True, check=True,
+    )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _drop(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fresh_bundle(container: BusyboxContainer, dest: Path) -> Path:
+    _drop(dest)
+    shutil.copytree(container.bundle, dest, symlinks=True)
+    return dest
+
+
+def _baseline(container: BusyboxContainer, runc: Runc, scratch: Path, rep: int) -> tuple:
+    images, tar_path = scratch / "base-images", scratch / "base.tar"
+    images.mkdir()
+    t0 = time.perf_counter()
+    container.checkpoint(images, leave_running=True, timeout=900)
+    t1 = time.perf_counter()
+    subprocess.run(["tar", "-cf", str(tar_path), "-C", str(images), "."], check=True)
+    # The pipeline fsyncs its archive before the rename; the baseline must pay the same.
+    with tar_path.open("rb+") as f:
+        os.fsync(f.fileno())
+    t2 = time.perf_counter()
+    size = tar_path.stat().st_size
+    _drop(images)
+
+    restored_images = scratch / "base-restore"
+    restored_images.mkdir()
+    bundle = _fresh_bundle(container, scratch / "base-bundle")
+    cid = f"bench-base-{rep}"
+    t3 = time.perf_counter()
+    subprocess.run(["tar", "-xf", str(tar_path), "-C", str(restored_images)], check=True)
+    runc.run(
+        "restore", "-d", "--image-path", str(restored_images), "--bundle", str(bundle),
+        "--manage-cgroups-mode", runc.cgroups_mode(), cid, timeout=900,
+    )
+    t4 = time.perf_counter()
+    runc.run("delete", "--force", cid, check=False)
+    for p in (restored_images, tar_path, bundle):
+        _drop(p)
+    return t1 - t0, t2 - t1, size, t4 - t3
+
+
+async def _pipeline(
+    container: BusyboxContainer, ctx: pipeline.PipelineContext, runc: Runc, scratch: Path,
+    mib: int, rep: int,
+) -> tuple:
+    request = CheckpointRequest(
+        checkpoint_id=f"bench-{mib}-{rep}", namespace="bench", pod="ballast",
+        containers=[ContainerTarget(name="app", container_id=container.id)],
+    )
+    t0 = time.perf_counter()
+    result = await pipeline.run_checkpoint(request, ctx, lambda phase, n: None)
+    t1 = time.perf_counter()
+
+    bundle = _fresh_bundle(container, scratch / "pipe-bundle")
+    cid = f"bench-pipe-{rep}"
+    t2 = time.perf_counter()
+    outcome = await pipeline.run_restore(
+        RestoreRequest(
+            restore_path=result.restore_path, checksum=result.checksum, container_id=cid,
+            bundle=str(bundle),
+        ),
+        ctx, lambda phase, n: None,
+    )
+    t3 = time.perf_counter()
+    runc.run("delete", "--force", cid, check=False)
+    ctx.store.delete(result.restore_path)
+    _drop(bundle)
+    return (
+        t1 - t0, result.timings.dump / 1000, result.timings.store / 1000, result.size_bytes,
+        t3 - t2, outcome.timings.store / 1000, outcome.timings.dump / 1000,
+    )
+
+
+async def run(sizes: list[int], reps: int, workdir: Path) -> list[Row]:
+    criu = _criu()
+    runc = Runc(root=workdir / "runc", criu=criu)
+    settings = AgentSettings(
+        node_name="bench", runc_root=runc.root, criu_binary=criu,
+        store=str(workdir / "archives"), work_dir=workdir / "work",
+        state_dir=workdir / "state",
+    )
+    ctx = build_context(settings)
+    scratch = workdir / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for mib in sizes:
+        row = Row(mib)
+        with BusyboxContainer.launch(workdir / "bundles", runc, ballast_mib=mib) as container:
+            for rep in range(reps):
+                # Alternate the order so neither side always runs on a warmer page cache.
+                if rep % 2 == 0:
+                    b = _baseline(container, runc, scratch, rep)
+                    p = await _pipeline(container, ctx, runc, scratch, mib, rep)
+                else:
+                    p = await _pipeline(container, ctx, runc, scratch, mib, rep)
+                    b = _baseline(container, runc, scratch, rep)
+                row.samples.append(Sample(*b[:3], *p[:4], b[3], *p[4:]))
+                print(f"  {mib} MiB rep {rep}: {row.samples[-1]}", file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| touched memory | baseline dump + tar (s) | pipeline (s) | ratio | pipeline dump / "
+        "store (s) | throughput (MiB/s) | tar size (MiB) | archive size (MiB) | "
+        "restore baseline (s) | restore pipeline (s) | ratio | restore pipeline fetch + verify "
+        "+ extract / runc restore (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        base, pipe = r.median("base_total"), r.median("pipe_total")
+        rb, rp = r.median("base_restore"), r.median("pipe_restore")
+        lines.append(
+            f"| {r.mib} MiB | {base:.2f} | {pipe:.2f} | {pipe / base:.2f}x | "
+            f"{r.median('pipe_dump'):.2f} / {r.median('pipe_store'):.2f} | "
+            f"{r.mib / pipe:.0f} | {r.median('base_bytes') / 2**20:.0f} | "
+            f"{r.median('pipe_bytes') / 2**20:.0f} | {rb:.2f} | {rp:.2f} | {rp / rb:.2f}x | "
+            f"{r.median('pipe_restore_fetch'):.2f} / {r.median('pipe_restore_runc'):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 2048])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so containers and files are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ckpt-bench-agent-"))
+    try:
+        rows = asyncio.run(run(args.sizes, args.reps, workdir))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"{args.reps} repetitions, medians; {os.cpu_count()} CPUs")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Builds the pipeline's context (runtimes, store, CRIU, GPU) from the agent's settings."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import ssl
+from pathlib import Path
+
+from ckpt.agent.criu import find_criu
+from ckpt.agent.gpu import GpuDriver
+from ckpt.agent.models import CheckpointRequest
+from ckpt.agent.pipeline import PipelineContext
+from ckpt.agent.runtimes.base import ContainerRef, Runtime, RuntimeError_
+from ckpt.agent.runtimes.kubelet import KubeletRuntime
+from ckpt.agent.runtimes.process import ProcessRuntime
+from ckpt.agent.runtimes.runc import RuncRuntime
+from ckpt.agent.settings import AgentSettings
+from ckpt.agent.store import FileStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+def build_context(settings: AgentSettings) -> PipelineContext:
+    """Everything a job needs; fails at start-up (not at the first job) without a CRIU >= 4."""
+    criu = find_criu(settings.criu_binary)
+    runc = RuncRuntime(
+        settings.runc_root,
+        runc=settings.runc_binary,
+        criu=criu.path,
+        timeout_s=settings.job_timeout_seconds,
+    )
+    # runc is always there: every archive, the kubelet's included, is restored through it.
+    runtimes: dict[str, Runtime] = {
+        "runc": runc,
+        "process": ProcessRuntime(criu.path, timeout_s=settings.job_timeout_seconds),
+    }
+    if settings.runtime == "kubelet":
+        verify: ssl.SSLContext | bool = True
+        if settings.kubelet_insecure_skip_verify:
+            # Many kubelets serve a self-signed certificate; the token is still checked.
+            verify = False
+        elif settings.kubelet_ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(settings.kubelet_ca_file))
+        runtimes["kubelet"] = KubeletRuntime(
+            settings.kubelet_url,
+            verify=verify,
+            timeout_s=settings.job_timeout_seconds,
+            restore_runtime=runc,
+        )
+    store = open_store(settings.store)
+    if isinstance(store, FileStore):
+        # Temporary files of dumps that a crashed agent never finished. The store may be a
+        # volume other agents write to as well: only files idle for longer than any job may
+        # run are certainly abandoned.
+        removed = store.clean_partials(older_than_s=settings.job_timeout_seconds)
+        if removed:
+            log.warning("removed %d partial archive(s) left by an interrupted agent", removed)
+    _clean_work_dir(settings.work_dir)
+    return PipelineContext(
+        runtimes=runtimes,
+        default_runtime=settings.runtime,
+        store=store,
+        work_dir=settings.work_dir,
+        node_name=settings.node_name,
+        criu=criu,
+        gpu=GpuDriver.load(),
+        zstd_level=settings.zstd_level,
+        zstd_threads=settings.zstd_threads,
+    )
+
+
+def _clean_work_dir(work_dir: Path) -> None:
+    """Remove the CRIU image folders of jobs a killed agent left behind (often GiBs).
+
+    The work dir is this agent's own scratch space and no job runs before start-up ends.
+    """
+    if not work_dir.is_dir():
+        return
+    for entry in work_dir.iterdir():
+        if entry.is_dir() and entry.name.startswith(("ckpt-", "restore-")):
+            log.warning("removing %s left by an interrupted job", entry.name)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+async def thaw_interrupted(ctx: PipelineContext, requests: list[CheckpointRequest]) -> None:
+    """Resume containers that an agent killed mid-dump left frozen.
+
+    The dead agent paused them for a consistent cut and never got to resume them; a paused
+    container of an interrupted job is taken to be ours. Failures are logged, not raised:
+    start-up must not depend on containers that may be gone.
+    """
+    runtime = ctx.runtime
+    for request in requests:
+        for target in request.containers:
+            ref = ContainerRef(target.name, target.container_id, request.namespace, request.pod)
+            try:
+                container = await runtime.resolve(ref)
+                if container.extra.get("status") != "paused":
+                    continue
+                container.extra["paused_by_ckpt"] = True
+                await runtime.thaw(container)
+                log.warning(
+                    "resumed container %s left paused by interrupted job %s",
+                    target.container_id, request.checkpoint_id,
+                )
+            except RuntimeError_ as exc:
+                log.info("container %s of job %s: %s", target.container_id,
+                         request.checkpoint_id, exc)

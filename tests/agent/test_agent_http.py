@@ -1,0 +1,158 @@
+"""The agent's HTTP surface against a real agent process and the real apiserver: bearer
+authentication by TokenReview, error bodies, validation, info, health and metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from ckpt.devenv.controlplane import Cluster
+
+if TYPE_CHECKING:
+    from conftest import AgentProcess
+
+PROTECTED = [
+    ("GET", "/v1/info"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/checkpoints/any"),
+    ("POST", "/v1/checkpoints"),
+    ("POST", "/v1/restores"),
+    ("GET", "/v1/restores/any"),
+    ("DELETE", "/v1/checkpoints/any"),
+]
+
+
+def _error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["code"] == code
+    assert "Traceback" not in response.text
+    return str(body["message"])
+
+
+def test_healthz_needs_no_token(agent: AgentProcess) -> None:
+    response = httpx.get(f"{agent.url}/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_no_token_is_401(agent: AgentProcess, method: str, path: str) -> None:
+    response = httpx.request(method, f"{agent.url}{path}", json={})
+    assert "Bearer" in _error(response, 401, "unauthenticated")
+
+
+def test_invalid_or_malformed_token_is_401(agent: AgentProcess, operator_token: str) -> None:
+    for header in ("Bearer not-a-token", f"Basic {operator_token}", "Bearer"):
+        response = httpx.get(f"{agent.url}/v1/info", headers={"Authorization": header})
+        _error(response, 401, "unauthenticated")
+
+
+def test_valid_token_of_another_identity_is_403(agent: AgentProcess, other_token: str) -> None:
+    for method, path in PROTECTED:
+        response = httpx.request(
+            method, f"{agent.url}{path}", json={},
+            headers={"Authorization": f"Bearer {other_token}"},
+        )
+        message = _error(response, 403, "forbidden")
+        assert "system:serviceaccount:default:not-the-operator" in message
+
+
+def test_admin_token_is_not_the_operator(agent: AgentProcess, kube: Cluster) -> None:
+    # Cluster-admin rights do not make a caller the operator: only listed identities pass.
+    if kube.admin_token is None:
+        pytest.skip("the cluster under test has no admin token")
+    response = httpx.get(
+        f"{agent.url}/v1/info", headers={"Authorization": f"Bearer {kube.admin_token}"}
+    )
+    _error(response, 403, "forbidden")
+
+
+def test_token_is_never_logged(
+    agent: AgentProcess, operator_token: str, other_token: str
+) -> None:
+    for token in (operator_token, other_token, "Bearer not-a-token"):
+        httpx.get(f"{agent.url}/v1/info", headers={"Authorization": f"Bearer {token}"})
+    log = agent.log_tail(1_000_000)
+    assert operator_token not in log
+    assert other_token not in log
+
+
+def test_info_describes_the_node(client: httpx.Client) -> None:
+    response = client.get("/v1/info")
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert info["node"] == "test-node"
+    assert "runc" in info["runtimes"]
+    assert int(info["criu_version"].split(".")[0]) >= 4
+    assert info["platform"].startswith("linux/")
+    if not info["cuda_checkpoint"]:
+        assert info["gpus"] == [] or info["driver_version"] is not None
+
+
+def test_validation_error_names_the_field(client: httpx.Client) -> None:
+    body = {
+        "checkpoint_id": "../escape",
+        "namespace": "default",
+        "pod": "p",
+        "containers": [{"name": "app", "container_id": "abc"}],
+    }
+    message = _error(client.post("/v1/checkpoints", json=body), 422, "validation_error")
+    assert "checkpoint_id" in message
+
+    body = {"checkpoint_id": "ok", "namespace": "default", "pod": "p", "containers": []}
+    message = _error(client.post("/v1/checkpoints", json=body), 422, "validation_error")
+    assert "containers" in message
+
+    body = {"restore_path": "/x", "checksum": "md5:00", "container_id": "new"}
+    response = client.post("/v1/restores", json=body)
+    assert "checksum" in _error(response, 422, "validation_error")
+    details = response.json()["details"]
+    assert details[0]["field"] == "checksum"
+
+    response = client.post("/v1/checkpoints", content=b"{not json", headers={
+        "content-type": "application/json"})
+    _error(response, 422, "validation_error")
+
+
+def test_unknown_jobs_and_routes_are_json_404(client: httpx.Client) -> None:
+    assert "nope" in _error(client.get("/v1/checkpoints/nope"), 404, "not_found")
+    _error(client.get("/v1/restores/nope"), 404, "not_found")
+    _error(client.get("/v1/nothing-here"), 404, "not_found")
+
+
+def test_gpu_required_is_refused_without_a_gpu(client: httpx.Client) -> None:
+    if client.get("/v1/info").json()["cuda_checkpoint"]:
+        pytest.skip("this node can checkpoint GPU state; the refusal is for nodes without")
+    body = {
+        "checkpoint_id": "gpu-required",
+        "namespace": "default",
+        "pod": "p",
+        "containers": [{"name": "app", "container_id": "abc"}],
+        "gpu": "required",
+    }
+    message = _error(client.post("/v1/checkpoints", json=body), 422, "gpu_unavailable")
+    assert "gpu: required" in message
+    # Refused up front: no job exists for it.
+    _error(client.get("/v1/checkpoints/gpu-required"), 404, "not_found")
+
+
+def test_metrics_exposes_job_counters(client: httpx.Client) -> None:
+    body = {
+        "checkpoint_id": "metrics-missing-container",
+        "namespace": "default",
+        "pod": "p",
+        "containers": [{"name": "app", "container_id": "no-such-container"}],
+    }
+    assert client.post("/v1/checkpoints", json=body).status_code == 202
+    for _ in range(200):
+        if client.get("/v1/checkpoints/metrics-missing-container").json()["state"] != "running":
+            break
+    text = client.get("/metrics").text
+    assert 'ckpt_agent_jobs{kind="checkpoint",state="failed"} 1.0' in text
+    assert 'ckpt_agent_jobs_finished_total{kind="checkpoint",state="failed"} 1.0' in text
+    assert "ckpt_agent_phase_duration_seconds_bucket" in text
+    assert "ckpt_agent_archive_bytes_written_total" in text

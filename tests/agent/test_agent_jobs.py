@@ -1,0 +1,285 @@
+"""Checkpoint and restore jobs through a real agent process: real runc containers, real CRIU,
+real archives on disk; the agent is killed and restarted where the test needs it."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import httpx
+
+from ckpt.devenv.containers import BusyboxContainer, Pod, Runc
+
+if TYPE_CHECKING:
+    from conftest import AgentProcess, JobWaiter
+
+Launch = Callable[..., BusyboxContainer]
+
+
+def _body(checkpoint_id: str, container: BusyboxContainer, **extra: object) -> dict:
+    return {
+        "checkpoint_id": checkpoint_id,
+        "namespace": "default",
+        "pod": "counter",
+        "containers": [{"name": "app", "container_id": container.id}],
+        **extra,
+    }
+
+
+def _path(location: str) -> Path:
+    return Path(urlparse(location).path)
+
+
+def _checkpoint(client: httpx.Client, wait_job: JobWaiter, body: dict) -> dict:
+    response = client.post("/v1/checkpoints", json=body)
+    assert response.status_code == 202, response.text
+    job = wait_job(f"/v1/checkpoints/{body['checkpoint_id']}")
+    assert job["state"] == "succeeded", job
+    return job
+
+
+def _copy_bundle(container: BusyboxContainer, dest: Path) -> Path:
+    # The restored container gets its own rootfs, so its counter file is apart from the
+    # original's, which keeps running.
+    shutil.copytree(container.bundle, dest, symlinks=True)
+    return dest
+
+
+def test_checkpoint_leaves_running_and_restore_continues_the_counter(
+    client: httpx.Client, wait_job: JobWaiter, launch: Launch, runc: Runc, tmp_path: Path
+) -> None:
+    original = launch()
+    original.wait_counter(10)
+    job = _checkpoint(client, wait_job, _body("cp-roundtrip", original))
+
+    result = job["result"]
+    archive = _path(result["restore_path"])
+    assert archive.is_file()
+    assert result["checksum"] == "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert result["size_bytes"] == archive.stat().st_size == job["bytes_done"]
+    assert result["runtime"] == "runc"
+    assert result["gpu"] == "none"
+    assert int(result["criu_version"].split(".")[0]) >= 4
+    assert result["containers"] == ["app"]
+    assert job["phase"] == "done"
+    assert result["timings"]["total"] >= result["timings"]["dump"] > 0
+
+    # leave_running (the default): the original keeps counting.
+    assert original.status() == "running"
+    before = original.counter()
+    original.wait_counter(before + 5)
+
+    bundle = _copy_bundle(original, tmp_path / "restored-bundle")
+    counter_file = bundle / "rootfs" / "state" / "counter"
+    counter_file.write_text("0\n")
+    restore = {
+        "restore_path": result["restore_path"],
+        "checksum": result["checksum"],
+        "container_id": "restored-counter",
+        "bundle": str(bundle),
+    }
+    response = client.post("/v1/restores", json=restore)
+    assert response.status_code == 202, response.text
+    rjob = wait_job("/v1/restores/restored-counter")
+    assert rjob["state"] == "succeeded", rjob
+    assert rjob["pid"] > 0
+    state = runc.state("restored-counter")
+    assert state is not None and state["status"] == "running"
+    assert state["pid"] == rjob["pid"]
+
+    # The restored process carries on from the value it had in memory at the dump (>= 10),
+    # in its own rootfs, whose counter file we reset to 0.
+    deadline = time.monotonic() + 20
+    while not counter_file.read_text().strip() or int(counter_file.read_text()) < 10:
+        assert time.monotonic() < deadline, f"restored counter at {counter_file.read_text()!r}"
+        time.sleep(0.05)
+    first = int(counter_file.read_text())
+    time.sleep(0.5)
+    assert int(counter_file.read_text() or first) > first
+    # The same restore again answers the same job rather than restoring twice.
+    again = client.post("/v1/restores", json=restore)
+    assert again.status_code == 202
+    assert again.json()["pid"] == rjob["pid"]
+
+
+def test_same_checkpoint_id_returns_the_same_job(
+    client: httpx.Client, wait_job: JobWaiter, launch: Launch
+) -> None:
+    container = launch()
+    body = _body("cp-idempotent", container)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.post("/v1/checkpoints", json=body), range(4)))
+    assert {a.status_code for a in answers} == {202}
+    assert {a.json()["checkpoint_id"] for a in answers} == {"cp-idempotent"}
+    first = wait_job("/v1/checkpoints/cp-idempotent")
+    assert first["state"] == "succeeded", first
+
+    again = client.post("/v1/checkpoints", json=body)
+    assert again.status_code == 202
+    assert again.json() == first
+    archives = list(_path(first["result"]["restore_path"]).parent.iterdir())
+    assert [a.name for a in archives] == ["cp-idempotent.tar.zst"]
+
+    other = client.post("/v1/checkpoints", json={**body, "leave_running": False})
+    assert other.status_code == 409
+    assert other.json()["code"] == "conflict"
+
+
+def test_corrupted_archive_is_refused_at_restore(
+    client: httpx.Client, wait_job: JobWaiter, launch: Launch, runc: Runc
+) -> None:
+    container = launch()
+    result = _checkpoint(client, wait_job, _body("cp-corrupt", container))["result"]
+    archive = _path(result["restore_path"])
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+
+    response = client.post("/v1/restores", json={
+        "restore_path": result["restore_path"],
+        "checksum": result["checksum"],
+        "container_id": "never-restored",
+        "bundle": str(container.bundle),
+    })
+    assert response.status_code == 202, response.text
+    job = wait_job("/v1/restores/never-restored")
+    assert job["state"] == "failed"
+    assert "checksum" in job["error"].lower()
+    assert runc.state("never-restored") is None
+
+
+def test_finished_jobs_survive_a_restart(
+    agent: AgentProcess, client: httpx.Client, wait_job: JobWaiter, launch: Launch
+) -> None:
+    container = launch()
+    done = _checkpoint(client, wait_job, _body("cp-persisted", container))
+    agent.restart()
+    response = client.get("/v1/checkpoints/cp-persisted")
+    assert response.status_code == 200
+    assert response.json() == done
+
+
+def test_agent_killed_during_the_dump(
+    agent: AgentProcess, client: httpx.Client, wait_job: JobWaiter, launch: Launch,
+    tmp_path: Path,
+) -> None:
+    # 512 MiB of touched memory: the dump takes long enough to be caught in the middle.
+    container = launch(ballast_mib=512)
+    response = client.post("/v1/checkpoints", json=_body("cp-killed", container))
+    assert response.status_code == 202, response.text
+    wait_job(
+        "/v1/checkpoints/cp-killed", timeout=60,
+        until=lambda job: job["phase"] in ("dumping", "storing") or job["state"] != "running",
+    )
+    agent.kill()
+    final = tmp_path / "archives" / "cp-killed.tar.zst"
+    assert not final.exists()
+
+    agent.start()
+    job = client.get("/v1/checkpoints/cp-killed").json()
+    assert job["state"] == "failed"
+    assert job["error"] == "agent restarted while the job was running"
+    assert job["result"] is None
+    assert not final.exists()
+    # Nothing of the dead job is left: no CRIU images in the work dir; the container that
+    # was frozen for the cut is running again.
+    work = tmp_path / "work"
+    assert not work.exists() or list(work.iterdir()) == []
+    assert container.status() == "running"
+    value = container.counter()
+    container.wait_counter(value + 3, timeout=10)
+
+
+def test_cancel_stops_the_job_and_leaves_no_archive(
+    client: httpx.Client, wait_job: JobWaiter, launch: Launch, tmp_path: Path
+) -> None:
+    container = launch(ballast_mib=512)
+    assert client.post("/v1/checkpoints", json=_body("cp-cancel", container)).status_code == 202
+    wait_job(
+        "/v1/checkpoints/cp-cancel", timeout=60,
+        until=lambda job: job["phase"] in ("dumping", "storing") or job["state"] != "running",
+    )
+    response = client.delete("/v1/checkpoints/cp-cancel")
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["state"] == "failed"
+    assert job["error"] == "cancelled on request"
+    archives = tmp_path / "archives"
+    assert not archives.exists() or list(archives.iterdir()) == []
+    work = tmp_path / "work"
+    assert not work.exists() or list(work.iterdir()) == []
+    assert container.status() == "running"
+
+
+def test_two_container_pod_is_one_archive(
+    client: httpx.Client, wait_job: JobWaiter, runc: Runc, tmp_path: Path
+) -> None:
+    with Pod.launch(tmp_path / "pod", runc, ("app", "sidecar")) as pod:
+        body = {
+            "checkpoint_id": "cp-pod",
+            "namespace": "default",
+            "pod": "two",
+            "containers": [
+                {"name": name, "container_id": c.id} for name, c in pod.containers.items()
+            ],
+        }
+        result = _checkpoint(client, wait_job, body)["result"]
+        assert result["containers"] == ["app", "sidecar"]
+        for c in pod.containers.values():
+            assert c.status() == "running"
+        # Restoring needs to know which of the two containers.
+        response = client.post("/v1/restores", json={
+            "restore_path": result["restore_path"],
+            "checksum": result["checksum"],
+            "container_id": "pod-ambiguous",
+        })
+        assert response.status_code == 202
+        job = wait_job("/v1/restores/pod-ambiguous")
+        assert job["state"] == "failed"
+        assert "app, sidecar" in job["error"]
+
+
+def test_timeout_fails_the_job_and_cleans_up(
+    make_agent: Callable[..., AgentProcess], operator_token: str, launch: Launch,
+    tmp_path: Path,
+) -> None:
+    agent = make_agent(job_timeout_seconds="0.3")
+    container = launch(ballast_mib=256)
+    with httpx.Client(
+        base_url=agent.url, headers={"Authorization": f"Bearer {operator_token}"}
+    ) as http:
+        assert http.post("/v1/checkpoints", json=_body("cp-slow", container)).status_code == 202
+        deadline = time.monotonic() + 60
+        while (job := http.get("/v1/checkpoints/cp-slow").json())["state"] == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+    assert job["state"] == "failed"
+    assert job["error"] == "timed out after 0.3 s"
+    archives = tmp_path / "archives"
+    assert not archives.exists() or list(archives.iterdir()) == []
+    assert container.status() == "running"
+
+
+def test_jobs_beyond_the_limit_wait_queued(
+    client: httpx.Client, wait_job: JobWaiter, launch: Launch
+) -> None:
+    # The test agent allows one job at a time.
+    big, small = launch(ballast_mib=512), launch()
+    assert client.post("/v1/checkpoints", json=_body("cp-first", big)).status_code == 202
+    second = client.post("/v1/checkpoints", json=_body("cp-second", small))
+    assert second.status_code == 202
+    assert second.json()["phase"] == "queued"
+    first = wait_job("/v1/checkpoints/cp-first", until=lambda j: j["state"] != "running"
+                     or client.get("/v1/checkpoints/cp-second").json()["phase"] != "queued")
+    assert first["state"] == "succeeded", "the second job left the queue before the first ended"
+    assert wait_job("/v1/checkpoints/cp-second")["state"] == "succeeded"
+    metrics = client.get("/metrics").text
+    assert 'ckpt_agent_phase_duration_seconds_count{kind="checkpoint",phase="queued"} 2.0' in (
+        metrics
+    )
