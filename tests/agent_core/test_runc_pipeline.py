@@ -119,7 +119,9 @@ async def test_corrupted_archive_is_refused(
             ctx,
             progress,
         )
-    assert progress.phases[-1] == "verifying"  # refused before extracting anything
+    # Refused before anything was restored, and the half-extracted images are gone.
+    assert progress.phases[-1] == "extracting"
+    assert "restoring" not in progress.phases
     assert await RuncRuntime(ctx.runtime.root).state("never") is None  # type: ignore[attr-defined]
     assert not any(ctx.work_dir.iterdir())
 

@@ -265,7 +265,9 @@ def extract_archive(
     """Extract into ``dest`` (regular files and folders only); returns the metadata.
 
     With ``expected_sha256`` the bytes are hashed while extracting; on a mismatch everything
-    extracted is removed and ChecksumError raised.
+    extracted is removed and ChecksumError raised. A damaged archive usually breaks zstd or
+    tar before its end: the rest is then hashed too, so the caller hears the real cause (the
+    checksum) rather than a decoder's complaint.
     """
     reader = _HashingReader(src, cancel)
     metadata: dict[str, Any] | None = None
@@ -284,12 +286,13 @@ def extract_archive(
         reader.drain()
         if expected_sha256 is not None:
             _compare(expected_sha256, reader.sha.hexdigest())
-    except zstandard.ZstdError as exc:
+    except (zstandard.ZstdError, tarfile.TarError) as exc:
         _empty(dest)
-        raise ArchiveError(f"zstd: {exc}") from exc
-    except tarfile.TarError as exc:
-        _empty(dest)
-        raise ArchiveError(f"tar: {exc}") from exc
+        if expected_sha256 is not None:
+            reader.drain()
+            _compare(expected_sha256, reader.sha.hexdigest())
+        kind = "zstd" if isinstance(exc, zstandard.ZstdError) else "tar"
+        raise ArchiveError(f"{kind}: {exc}") from exc
     except BaseException:
         _empty(dest)
         raise

@@ -8,7 +8,7 @@ This is the interface the agent's HTTP service and job manager call:
 ``progress(phase, bytes_done)`` is called from the event loop thread (never from a worker
 thread) whenever the phase changes and while the archive is being stored. Phases of a
 checkpoint: ``resolving``, ``gpu-lock``, ``freezing``, ``dumping``, ``storing``, ``done``; of a
-restore: ``verifying``, ``extracting``, ``restoring``, ``gpu-restore``, ``done``.
+restore: ``extracting`` (and verifying), ``restoring``, ``gpu-restore``, ``done``.
 
 Both coroutines are cancellable: a ``CancelledError`` removes partial files (work folder and
 the store's temporary file; a final archive path is never half written), thaws frozen
@@ -371,11 +371,11 @@ async def run_restore(
     job_dir.mkdir()
     cancel = threading.Event()
     try:
-        progress("verifying", 0)
-        t = time.monotonic()
-        await _in_thread(cancel, _verify, store, location, expected, cancel)
-
+        # One pass: the archive is hashed while it is extracted into this job's private
+        # folder (regular files under safe names only), and nothing is restored unless the
+        # hash matches. A separate verify pass first would read and hash it all twice.
         progress("extracting", 0)
+        t = time.monotonic()
         metadata = await _in_thread(
             cancel, _extract, store, location, expected, job_dir, cancel
         )
@@ -445,22 +445,14 @@ async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any
         raise
 
 
-def _verify(store: Store, location: str, expected: str, cancel: threading.Event) -> None:
-    try:
-        with store.open_read(location) as f:
-            archive.verify_checksum(f, expected, cancel=cancel)
-    except FileNotFoundError as exc:
-        raise PipelineError(f"archive not found: {location}") from exc
-    except archive.ChecksumError as exc:
-        raise ChecksumMismatch(str(exc)) from exc
-
-
 def _extract(
     store: Store, location: str, expected: str, dest: Path, cancel: threading.Event
 ) -> dict[str, Any]:
     try:
         with store.open_read(location) as f:
             return archive.extract_archive(f, dest, expected_sha256=expected, cancel=cancel)
+    except FileNotFoundError as exc:
+        raise PipelineError(f"archive not found: {location}") from exc
     except archive.ChecksumError as exc:
         raise ChecksumMismatch(str(exc)) from exc
     except archive.ArchiveError as exc:
