@@ -155,3 +155,28 @@ def _wait_restore(stack: LocalStack, container_id: str, job: dict[str, object]) 
         time.sleep(0.2)
         job = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
     assert job["state"] == "succeeded", job
+
+
+def test_deleting_deprecates_in_the_api_and_deletes_the_archive_only_when_asked(
+    stack: LocalStack,
+    namespace: str,
+    container: Callable[..., BusyboxContainer],
+    checkpoints: Checkpoints,
+    api: SyncCheckpointsClient,
+) -> None:
+    stack.register_pod(namespace, "web", {"app": container()})
+    checkpoints.create("keep", podName="web")
+    checkpoints.create("drop", podName="web", retainPolicy="Delete")
+    kept = checkpoints.wait_phase("keep", "Ready", "Failed")
+    dropped = checkpoints.wait_phase("drop", "Ready", "Failed")
+    assert kept["phase"] == dropped["phase"] == "Ready", (kept.get("message"), dropped.get("message"))
+
+    checkpoints.delete("keep")
+    checkpoints.delete("drop")
+
+    records = {
+        str(r.id): r.status.value for r in api.list([kept["checkpointId"], dropped["checkpointId"]])
+    }
+    assert records == {kept["checkpointId"]: "deprecated", dropped["checkpointId"]: "deprecated"}
+    assert Path(urlparse(kept["restorePath"]).path).is_file()
+    assert not Path(urlparse(dropped["restorePath"]).path).exists()

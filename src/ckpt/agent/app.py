@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,11 +30,13 @@ from ckpt.agent.models import (
     CheckpointRequest,
     CheckpointResult,
     GpuMode,
+    JobState,
     RestoreJob,
     RestoreRequest,
 )
 from ckpt.agent.platform import platform_string
 from ckpt.agent.settings import AgentSettings
+from ckpt.agent.store import store_for_location
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,26 @@ async def get_checkpoint(checkpoint_id: str, agent: AgentDep) -> CheckpointJob:
 async def cancel_checkpoint(checkpoint_id: str, agent: AgentDep) -> CheckpointJob:
     """Cancel a queued or running job (containers are thawed, partial files removed)."""
     return await agent.jobs.checkpoints.cancel(checkpoint_id, CANCELLED)
+
+
+@v1.delete("/archives/{checkpoint_id}", status_code=204)
+async def delete_archive(checkpoint_id: str, agent: AgentDep) -> Response:
+    """Delete the archive a finished checkpoint job stored (`retainPolicy: Delete`).
+
+    Only archives this agent's own jobs wrote can be deleted, so a caller cannot name an
+    arbitrary path on the node.
+    """
+    job = agent.jobs.checkpoints.get(checkpoint_id)
+    if job.state is JobState.running:
+        raise AgentError(409, "running", f"checkpoint {checkpoint_id} is still running")
+    if job.result is None:
+        raise AgentError(404, "no_archive", f"checkpoint {checkpoint_id} stored no archive")
+    location = job.result.restore_path
+    deleted = await asyncio.to_thread(store_for_location(location).delete, location)
+    if not deleted:
+        raise AgentError(404, "gone", f"archive {location} does not exist (already deleted?)")
+    log.info("deleted archive %s of checkpoint %s", location, checkpoint_id)
+    return Response(status_code=204)
 
 
 @v1.post("/restores", status_code=202, response_model=RestoreJob)

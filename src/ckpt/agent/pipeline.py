@@ -7,8 +7,9 @@ This is the interface the agent's HTTP service and job manager call:
 
 ``progress(phase, bytes_done)`` is called from the event loop thread (never from a worker
 thread) whenever the phase changes and while the archive is being stored. Phases of a
-checkpoint: ``resolving``, ``gpu-lock``, ``freezing``, ``dumping``, ``storing``, ``done``; of a
-restore: ``extracting`` (and verifying), ``restoring``, ``gpu-restore``, ``done``.
+checkpoint: ``resolving``, ``waiting`` (another job is dumping one of the containers),
+``gpu-lock``, ``freezing``, ``dumping``, ``storing``, ``done``; of a restore: ``extracting``
+(hashing as it goes), ``restoring``, ``gpu-restore``, ``done``.
 
 Both coroutines are cancellable: a ``CancelledError`` removes partial files (work folder and
 the store's temporary file; a final archive path is never half written), thaws frozen
@@ -26,7 +27,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,32 @@ class PipelineContext:
     gpu_lock_timeout_ms: int = 10_000
     zstd_level: int = 1
     zstd_threads: int = -1
+    container_locks: ContainerLocks = field(default_factory=lambda: ContainerLocks())
 
     @property
     def runtime(self) -> Runtime:
         return self.runtimes[self.default_runtime]
+
+
+class ContainerLocks:
+    """One dump at a time per container: two jobs pausing and dumping the same container at
+    once would find it already paused ("container not running") or thaw it under the other."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self, container_ids: list[str], waiting: Callable[[], None]
+    ) -> AsyncIterator[None]:
+        # Always in sorted order, so two pods sharing containers cannot deadlock.
+        locks = [self._locks.setdefault(cid, asyncio.Lock()) for cid in sorted(set(container_ids))]
+        if any(lock.locked() for lock in locks):
+            waiting()
+        async with contextlib.AsyncExitStack() as stack:
+            for lock in locks:
+                await stack.enter_async_context(lock)
+            yield
 
 
 @dataclass
@@ -151,16 +174,24 @@ async def run_checkpoint(
     job_dir.mkdir()
     dumped: list[DumpedContainer] = []
     try:
-        await _dump_all(
-            request, ctx, rt, resolved, cuda_pids, job_dir, dumped, timings, progress
-        )
+        async with ctx.container_locks.hold(
+            [c.ref.container_id for c in resolved], lambda: progress("waiting", 0)
+        ):
+            await _dump_all(
+                request, ctx, rt, resolved, cuda_pids, job_dir, dumped, timings, progress
+            )
 
         progress("storing", 0)
         t = time.monotonic()
         metadata = _metadata(request, ctx, rt, dumped, gpu_models, cuda_pids)
         location, checksum, size = await _store_archive(
-            store, archive_name(request.checkpoint_id, request.compression),
-            dumped, metadata, request.compression, ctx, progress,
+            store,
+            archive_name(request.checkpoint_id, request.compression),
+            dumped,
+            metadata,
+            request.compression,
+            ctx,
+            progress,
         )
         timings.store = _ms(t)
     finally:
@@ -215,9 +246,7 @@ async def _dump_all(
                 progress("dumping", 0)
                 t = time.monotonic()
                 for c in resolved:
-                    dumped.append(
-                        await rt.dump(c, job_dir, leave_running=request.leave_running)
-                    )
+                    dumped.append(await rt.dump(c, job_dir, leave_running=request.leave_running))
                 timings.dump = _ms(t)
         except RuntimeError_ as exc:
             raise PipelineError(f"dump failed: {exc}") from exc
@@ -376,9 +405,7 @@ async def run_restore(
         # hash matches. A separate verify pass first would read and hash it all twice.
         progress("extracting", 0)
         t = time.monotonic()
-        metadata = await _in_thread(
-            cancel, _extract, store, location, expected, job_dir, cancel
-        )
+        metadata = await _in_thread(cancel, _extract, store, location, expected, job_dir, cancel)
         timings.store = _ms(t)
 
         entry = _pick_container(metadata, request.container)
