@@ -19,54 +19,84 @@ DEFAULT_OPERATOR_IDENTITY = "system:serviceaccount:ckpt-system:ckpt-operator"
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CKPT_AGENT_", extra="ignore")
 
-    # The DaemonSet sets this from `spec.nodeName` (downward API); the hostname is only a
-    # sensible default outside Kubernetes.
-    node_name: str = Field(default_factory=socket.gethostname, min_length=1)
-    host: str = "0.0.0.0"
-    port: int = Field(default=8471, ge=0, le=65535)
+    node_name: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="Node this agent serves; the DaemonSet sets it from spec.nodeName.",
+    )
+    host: str = Field(default="0.0.0.0", description="Listen address.")
+    port: int = Field(default=8471, ge=0, le=65535, description="Listen port.")
 
-    runtime: RuntimeBackend = "runc"
-    # containerd's runc state root for the k8s.io namespace; CRI-O uses /run/runc.
-    runc_root: Path = Path("/run/containerd/runc/k8s.io")
-    runc_binary: str = "runc"
-    # Unset: the first CRIU >= 4.0 among $CKPT_CRIU, PATH and the development wrapper.
-    criu_binary: str | None = None
-    # The kubelet backend: its checkpoint API (nodes/checkpoint permission needed).
-    kubelet_url: str = "https://127.0.0.1:10250"
-    kubelet_ca_file: Path | None = None
-    kubelet_insecure_skip_verify: bool = False
+    runtime: RuntimeBackend = Field(
+        default="runc", description="Checkpoint backend: runc, kubelet or process."
+    )
+    runc_root: Path = Field(
+        default=Path("/run/containerd/runc/k8s.io"),
+        description="runc state root (containerd's k8s.io namespace; CRI-O: /run/runc).",
+    )
+    runc_binary: str = Field(default="runc", description="runc executable.")
+    criu_binary: str | None = Field(
+        default=None,
+        description="CRIU >= 4 executable; unset: $CKPT_CRIU, PATH, then tools/criu's wrapper.",
+    )
+    kubelet_url: str = Field(
+        default="https://127.0.0.1:10250",
+        description="Kubelet checkpoint API (kubelet backend; needs nodes/checkpoint).",
+    )
+    kubelet_ca_file: Path | None = Field(default=None, description="CA of the kubelet's cert.")
+    kubelet_insecure_skip_verify: bool = Field(
+        default=False, description="Skip verifying the kubelet's certificate (tests only)."
+    )
 
-    # Where archives go when a request names no destination: a host path or a mounted PVC.
-    store: str = "/var/lib/ckpt/archives"
-    # Scratch space for CRIU images while they are streamed into the archive.
-    work_dir: Path = Path("/var/lib/ckpt/work")
-    # One JSON record per job, so finished results survive an agent restart.
-    state_dir: Path = Path("/var/lib/ckpt/jobs")
-    # zstd level 1 with all cores is the speed/ratio sweet spot for memory pages (field notes).
-    zstd_level: int = Field(default=1, ge=-7, le=22)
-    zstd_threads: int = -1
+    store: str = Field(
+        default="/var/lib/ckpt/archives",
+        description="Archive destination when a request names none: host path or PVC mount.",
+    )
+    work_dir: Path = Field(
+        default=Path("/var/lib/ckpt/work"),
+        description="Scratch space for CRIU images while they stream into the archive.",
+    )
+    state_dir: Path = Field(
+        default=Path("/var/lib/ckpt/jobs"),
+        description="One JSON record per job, so results survive an agent restart.",
+    )
+    # Level 1 with all cores is the speed/ratio sweet spot for memory pages (field notes).
+    zstd_level: int = Field(default=1, ge=-7, le=22, description="zstd compression level.")
+    zstd_threads: int = Field(default=-1, description="zstd threads (-1: one per core).")
 
     # CRIU freezes and dumps are memory- and IO-heavy; more than a couple at once on one
     # node slows every workload on it.
-    max_concurrent_jobs: int = Field(default=2, ge=1)
-    job_timeout_seconds: float = Field(default=1800.0, gt=0)
-    # Finished job records older than this are dropped at start-up.
-    job_retention_hours: float = Field(default=168.0, gt=0)
+    max_concurrent_jobs: int = Field(
+        default=2, ge=1, description="Checkpoint and restore jobs running at once; others queue."
+    )
+    job_timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="A job running longer is cancelled and fails."
+    )
+    job_retention_hours: float = Field(
+        default=168.0, gt=0, description="Finished job records older than this are dropped."
+    )
 
-    # Identities (TokenReview `status.user.username`) allowed to call the API.
-    allowed_identities: Annotated[list[str], NoDecode] = [DEFAULT_OPERATOR_IDENTITY]
-    # Audiences the token must be valid for; empty means the apiserver's default audience.
-    token_audiences: Annotated[list[str], NoDecode] = []
-    # Positive TokenReview answers are reused this long, so a busy operator polling jobs does
-    # not cost one apiserver round trip per request.
-    auth_cache_seconds: float = Field(default=30.0, ge=0)
-    # Kubeconfig for the TokenReview client; unset means in-cluster credentials.
-    kubeconfig: Path | None = None
+    allowed_identities: Annotated[list[str], NoDecode] = Field(
+        default=[DEFAULT_OPERATOR_IDENTITY],
+        description="Comma-separated TokenReview usernames allowed to call the agent.",
+    )
+    token_audiences: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Audiences tokens must carry; empty: the apiserver's default."
+    )
+    # Reused so that a busy operator polling jobs does not cost an apiserver round trip each.
+    auth_cache_seconds: float = Field(
+        default=30.0, ge=0, description="How long a positive TokenReview answer is reused."
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig for TokenReviews; unset: in-cluster credentials."
+    )
 
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
+    tls_cert_file: Path | None = Field(default=None, description="Serve https with this cert.")
+    tls_key_file: Path | None = Field(default=None, description="Key of tls_cert_file.")
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="debug, info, warning or error."
+    )
 
     @field_validator("allowed_identities", "token_audiences", mode="before")
     @classmethod

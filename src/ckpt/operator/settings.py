@@ -30,7 +30,9 @@ class OperatorSettings(BaseSettings):
     agent_port: int = Field(
         default=8443, description="Agent port when its pod declares no container port `agent`."
     )
-    agent_scheme: str = Field(default="http", pattern="^https?$")
+    agent_scheme: str = Field(
+        default="http", pattern="^https?$", description="http, or https when agents serve TLS."
+    )
     agent_token_file: Path = Field(
         default=SERVICE_ACCOUNT_TOKEN,
         description="Token presented to agents (re-read on every call: projected tokens rotate).",
