@@ -11,7 +11,7 @@ import pytest
 from ckpt.devenv.controlplane import Cluster
 
 if TYPE_CHECKING:
-    from conftest import AgentProcess
+    from ckpt.devenv.processes import ManagedProcess
 
 PROTECTED = [
     ("GET", "/v1/info"),
@@ -33,25 +33,25 @@ def _error(response: httpx.Response, status: int, code: str) -> str:
     return str(body["message"])
 
 
-def test_healthz_needs_no_token(agent: AgentProcess) -> None:
+def test_healthz_needs_no_token(agent: ManagedProcess) -> None:
     response = httpx.get(f"{agent.url}/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
-def test_no_token_is_401(agent: AgentProcess, method: str, path: str) -> None:
+def test_no_token_is_401(agent: ManagedProcess, method: str, path: str) -> None:
     response = httpx.request(method, f"{agent.url}{path}", json={})
     assert "Bearer" in _error(response, 401, "unauthenticated")
 
 
-def test_invalid_or_malformed_token_is_401(agent: AgentProcess, operator_token: str) -> None:
+def test_invalid_or_malformed_token_is_401(agent: ManagedProcess, operator_token: str) -> None:
     for header in ("Bearer not-a-token", f"Basic {operator_token}", "Bearer"):
         response = httpx.get(f"{agent.url}/v1/info", headers={"Authorization": header})
         _error(response, 401, "unauthenticated")
 
 
-def test_valid_token_of_another_identity_is_403(agent: AgentProcess, other_token: str) -> None:
+def test_valid_token_of_another_identity_is_403(agent: ManagedProcess, other_token: str) -> None:
     for method, path in PROTECTED:
         response = httpx.request(
             method, f"{agent.url}{path}", json={},
@@ -61,18 +61,22 @@ def test_valid_token_of_another_identity_is_403(agent: AgentProcess, other_token
         assert "system:serviceaccount:default:not-the-operator" in message
 
 
-def test_admin_token_is_not_the_operator(agent: AgentProcess, kube: Cluster) -> None:
+def test_cluster_admin_is_not_the_operator(agent: ManagedProcess, kube: Cluster) -> None:
     # Cluster-admin rights do not make a caller the operator: only listed identities pass.
-    if kube.admin_token is None:
-        pytest.skip("the cluster under test has no admin token")
-    response = httpx.get(
-        f"{agent.url}/v1/info", headers={"Authorization": f"Bearer {kube.admin_token}"}
+    token = kube.service_account_token("default", "a-cluster-admin")
+    kube.kubectl(
+        "create", "clusterrolebinding", "a-cluster-admin", "--clusterrole=cluster-admin",
+        "--serviceaccount=default:a-cluster-admin", check=False,
     )
+    assert kube.kubectl(
+        "auth", "can-i", "*", "*", "--as=system:serviceaccount:default:a-cluster-admin"
+    ).stdout.strip() == "yes"
+    response = httpx.get(f"{agent.url}/v1/info", headers={"Authorization": f"Bearer {token}"})
     _error(response, 403, "forbidden")
 
 
 def test_token_is_never_logged(
-    agent: AgentProcess, operator_token: str, other_token: str
+    agent: ManagedProcess, operator_token: str, other_token: str
 ) -> None:
     for token in (operator_token, other_token, "Bearer not-a-token"):
         httpx.get(f"{agent.url}/v1/info", headers={"Authorization": f"Bearer {token}"})

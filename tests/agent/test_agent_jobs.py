@@ -17,7 +17,9 @@ import httpx
 from ckpt.devenv.containers import BusyboxContainer, Pod, Runc
 
 if TYPE_CHECKING:
-    from conftest import AgentProcess, JobWaiter
+    from conftest import JobWaiter
+
+    from ckpt.devenv.processes import ManagedProcess
 
 Launch = Callable[..., BusyboxContainer]
 
@@ -155,7 +157,7 @@ def test_corrupted_archive_is_refused_at_restore(
 
 
 def test_finished_jobs_survive_a_restart(
-    agent: AgentProcess, client: httpx.Client, wait_job: JobWaiter, launch: Launch
+    agent: ManagedProcess, client: httpx.Client, wait_job: JobWaiter, launch: Launch
 ) -> None:
     container = launch()
     done = _checkpoint(client, wait_job, _body("cp-persisted", container))
@@ -166,7 +168,7 @@ def test_finished_jobs_survive_a_restart(
 
 
 def test_agent_killed_during_the_dump(
-    agent: AgentProcess, client: httpx.Client, wait_job: JobWaiter, launch: Launch,
+    agent: ManagedProcess, client: httpx.Client, wait_job: JobWaiter, launch: Launch,
     tmp_path: Path,
 ) -> None:
     # 512 MiB of touched memory: the dump takes long enough to be caught in the middle.
@@ -246,7 +248,7 @@ def test_two_container_pod_is_one_archive(
 
 
 def test_timeout_fails_the_job_and_cleans_up(
-    make_agent: Callable[..., AgentProcess], operator_token: str, launch: Launch,
+    make_agent: Callable[..., ManagedProcess], operator_token: str, launch: Launch,
     tmp_path: Path,
 ) -> None:
     agent = make_agent(job_timeout_seconds="0.3")

@@ -28,9 +28,10 @@ def test_every_setting_has_a_meaning() -> None:
         assert not undocumented, f"{model.__name__} fields without description: {undocumented}"
 
 
-@pytest.mark.parametrize(
-    "command", sorted(set(re.findall(r"^ckpt ((?:api|agent|operator) [a-z]+|[a-z]+)", CODE, re.MULTILINE)))
-)
+COMMANDS = re.findall(r"^ckpt ((?:api|agent|operator) [a-z]+|[a-z]+)", CODE, re.MULTILINE)
+
+
+@pytest.mark.parametrize("command", sorted(set(COMMANDS)))
 def test_ckpt_commands_in_the_readme_exist(command: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ckpt", *command.split(), "--help"],

@@ -12,7 +12,7 @@ from kubernetes import client
 from operator_support import Checkpoints
 
 from ckpt.client import SyncCheckpointsClient
-from ckpt.devenv.containers import BusyboxContainer, Runc
+from ckpt.devenv.containers import BusyboxContainer, Launcher, Runc
 from ckpt.devenv.controlplane import Cluster
 from ckpt.devenv.stack import LocalStack
 from ckpt.devenv.tools import criu_binary
@@ -38,18 +38,8 @@ def namespace(kube: Cluster) -> str:
 @pytest.fixture
 def container(stack: LocalStack, tmp_path: Path) -> Iterator[Callable[..., BusyboxContainer]]:
     """Starts counter containers under the stack's runc root; all are removed afterwards."""
-    started: list[BusyboxContainer] = []
-
-    def start(ballast_mib: int = 0) -> BusyboxContainer:
-        box = BusyboxContainer.create(tmp_path / "bundles", stack.runc, ballast_mib=ballast_mib)
-        started.append(box)
-        box.start()
-        box.wait_ready()
-        return box
-
-    yield start
-    for box in started:
-        box.close()
+    with Launcher(tmp_path / "bundles", stack.runc) as launcher:
+        yield launcher.start
 
 
 @pytest.fixture

@@ -139,7 +139,7 @@ def test_no_agent_on_the_node_and_no_gpu_agent_for_a_gpu_pod(
 def _agent_post(stack: LocalStack, path: str, body: dict[str, object]) -> dict[str, object]:
     token = (stack.workdir / "operator.token").read_text()
     assert stack.agent is not None
-    url = stack.agent.health_url.removesuffix("/healthz") + path
+    url = stack.agent.url + path
     response = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert response.status_code == 202, response.text
     return response.json()
@@ -148,7 +148,7 @@ def _agent_post(stack: LocalStack, path: str, body: dict[str, object]) -> dict[s
 def _wait_restore(stack: LocalStack, container_id: str, job: dict[str, object]) -> None:
     token = (stack.workdir / "operator.token").read_text()
     assert stack.agent is not None
-    url = stack.agent.health_url.removesuffix("/healthz") + f"/v1/restores/{container_id}"
+    url = f"{stack.agent.url}/v1/restores/{container_id}"
     deadline = time.monotonic() + 120
     while job["state"] == "running":
         assert time.monotonic() < deadline, job
@@ -169,7 +169,10 @@ def test_deleting_deprecates_in_the_api_and_deletes_the_archive_only_when_asked(
     checkpoints.create("drop", podName="web", retainPolicy="Delete")
     kept = checkpoints.wait_phase("keep", "Ready", "Failed")
     dropped = checkpoints.wait_phase("drop", "Ready", "Failed")
-    assert kept["phase"] == dropped["phase"] == "Ready", (kept.get("message"), dropped.get("message"))
+    assert kept["phase"] == dropped["phase"] == "Ready", (
+        kept.get("message"),
+        dropped.get("message"),
+    )
 
     checkpoints.delete("keep")
     checkpoints.delete("drop")

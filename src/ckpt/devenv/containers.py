@@ -511,3 +511,32 @@ class Pod:
     def close(self) -> None:
         for c in self.containers.values():
             c.close()
+
+
+class Launcher:
+    """Starts counter containers under one runc root and, on `close`, removes every
+    container under that root (restored ones included) and the bundles it made."""
+
+    def __init__(self, workdir: Path, runc: Runc) -> None:
+        self.workdir = workdir
+        self.runc = runc
+        self.started: list[BusyboxContainer] = []
+
+    def start(self, ballast_mib: int = 0) -> BusyboxContainer:
+        c = BusyboxContainer.create(self.workdir, self.runc, ballast_mib=ballast_mib)
+        self.started.append(c)
+        c.start()
+        c.wait_ready()
+        return c
+
+    def close(self) -> None:
+        for cid in self.runc.list_ids():
+            self.runc.run("delete", "--force", cid, check=False)
+        for c in self.started:
+            c.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

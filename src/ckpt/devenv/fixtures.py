@@ -21,7 +21,7 @@ from ckpt.devenv.tools import criu_binary
 @pytest.fixture(scope="session")
 def criu_bin() -> str:
     if os.geteuid() != 0:
-        pytest.skip("runc and CRIU checkpoints need root")
+        pytest.fail("runc and CRIU checkpoints need root: run the tests as root (sudo make test)")
     path = criu_binary()
     for tool in ("runc", "iptables-restore"):
         if not shutil.which(tool):

@@ -32,13 +32,15 @@ class ManagedProcess:
         args: Sequence[str],
         *,
         env: dict[str, str],
-        health_url: str,
+        url: str,
         log_path: Path,
+        health_path: str = "/healthz",
     ) -> None:
         self.name = name
         self.argv = [sys.executable, "-m", "ckpt", *args]
         self.env = env
-        self.health_url = health_url
+        self.url = url
+        self.health_url = url + health_path
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -98,7 +98,7 @@ class LocalStack:
             "api",
             ["api", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--database", self.api_database],
-            env={}, health_url=f"{self.api_url}/healthz", log_path=self.workdir / "api.log",
+            env={}, url=self.api_url, log_path=self.workdir / "api.log",
         ).start()
         self.api_token = subprocess.run(
             [sys.executable, "-m", "ckpt", "api", "token", "create", "--tenant", "local",
@@ -132,7 +132,7 @@ class LocalStack:
                 "CKPT_AGENT_ALLOWED_IDENTITIES":
                     f"system:serviceaccount:{SYSTEM_NAMESPACE}:{OPERATOR_SA}",
             },
-            health_url=f"http://127.0.0.1:{port}/healthz",
+            url=f"http://127.0.0.1:{port}",
             log_path=self.workdir / f"{name}.log",
         ).start()
         if register:
@@ -175,7 +175,7 @@ class LocalStack:
                 "CKPT_OPERATOR_POLL_INTERVAL": str(self.poll_interval),
                 "CKPT_OPERATOR_SYNC_INTERVAL": "5",
             },
-            health_url=f"http://127.0.0.1:{liveness}/healthz",
+            url=f"http://127.0.0.1:{liveness}",
             log_path=self.workdir / "operator.log",
         ).start()
         return self.operator
