@@ -44,10 +44,11 @@ crd: setup
 demo: setup tools
 	$(BIN)/python -m ckpt.demo
 
+# -P: bench/operator.py must not shadow the standard library's `operator` module.
 bench: setup tools
-	$(BIN)/python bench/api.py
-	$(BIN)/python bench/agent.py
-	$(BIN)/python bench/operator.py
+	$(BIN)/python -P bench/api.py
+	$(BIN)/python -P bench/agent.py
+	$(BIN)/python -P bench/operator.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -27,6 +27,10 @@ def run(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per HTTP request (agent polls, health probes) would drown the events that
+    # matter; those are logged by the reporter instead.
+    for chatty in ("httpx", "aiohttp.access"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     config = handlers.CONFIG
     namespaces = namespace or config.namespaces
     kopf.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,6 +15,7 @@ from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, Checkpo
 from ckpt.operator.runtime import Clients, build_clients, configure_kopf, serve_metrics
 from ckpt.operator.settings import OperatorSettings
 
+log = logging.getLogger(__name__)
 CONFIG = OperatorSettings()
 CHECKPOINTS = (GROUP, VERSION, PLURAL)
 
@@ -41,6 +43,9 @@ class _Reporter:
 
     def event(self, kind: str, reason: str, message: str) -> None:
         kopf.event(self._body, type=kind, reason=reason, message=message)
+        level = logging.INFO if kind == "Normal" else logging.WARNING
+        meta = self._body.metadata
+        log.log(level, "%s/%s %s: %s", meta.namespace, meta.name, reason, message)
 
 
 @kopf.on.startup()
