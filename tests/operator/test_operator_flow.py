@@ -43,6 +43,14 @@ def test_checkpoint_goes_ready_and_restores(
     assert condition(status, "Ready")["status"] == "True"
     assert box.status() == "running"  # leaveRunning is the default
 
+    # Each step is an Event on the resource (kubectl describe checkpoint shows them).
+    assert _event_reasons(stack, namespace, "web-1") >= {
+        "Accepted",
+        "Registered",
+        "Dumped",
+        "Ready",
+    }
+
     record = api.list([status["checkpointId"]])[0]
     assert record.status.value == "ready"
     assert record.checksum == status["checksum"]
@@ -183,3 +191,23 @@ def test_deleting_deprecates_in_the_api_and_deletes_the_archive_only_when_asked(
     assert records == {kept["checkpointId"]: "deprecated", dropped["checkpointId"]: "deprecated"}
     assert Path(urlparse(kept["restorePath"]).path).is_file()
     assert not Path(urlparse(dropped["restorePath"]).path).exists()
+
+
+def _event_reasons(stack: LocalStack, namespace: str, name: str) -> set[str]:
+    """Reasons of the Events about a Checkpoint, once the last step's has arrived (kopf
+    posts Events in the background)."""
+    deadline = time.monotonic() + 20
+    while True:
+        listed = stack.cluster.kubectl(
+            "-n",
+            namespace,
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.kind=Checkpoint,involvedObject.name={name}",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ).stdout.split()
+        if "Ready" in listed or time.monotonic() > deadline:
+            return set(listed)
+        time.sleep(0.3)
