@@ -4,6 +4,7 @@ real archives on disk; the agent is killed and restarted where the test needs it
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import time
 from collections.abc import Callable
@@ -285,3 +286,21 @@ def test_jobs_beyond_the_limit_wait_queued(
     assert 'ckpt_agent_phase_duration_seconds_count{kind="checkpoint",phase="queued"} 2.0' in (
         metrics
     )
+
+
+def test_long_poll_answers_at_each_phase_change(client: httpx.Client, launch: Launch) -> None:
+    original = launch(ballast_mib=32)
+    response = client.post("/v1/checkpoints", json=_body("cp-long-poll", original))
+    job = response.json()
+    answers = [job["phase"]]
+    started = time.monotonic()
+    while job["state"] == "running":
+        job = client.get(
+            "/v1/checkpoints/cp-long-poll", params={"wait": 30, "phase": job["phase"]}
+        ).json()
+        answers.append(job["phase"])
+    # Every answer brought news (no empty polls), and none waited out the 30 s.
+    assert job["state"] == "succeeded", job
+    assert all(a != b for a, b in itertools.pairwise(answers)), answers
+    assert answers[-1] == "done" and "dumping" in answers
+    assert time.monotonic() - started < 30

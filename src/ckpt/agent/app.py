@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -97,9 +97,16 @@ async def create_checkpoint(body: CheckpointRequest, agent: AgentDep) -> Checkpo
     return agent.jobs.checkpoints.submit(body)
 
 
+Wait = Annotated[
+    float, Query(ge=0, le=60, description="Long poll: answer when the phase differs from `phase`")
+]
+
+
 @v1.get("/checkpoints/{checkpoint_id}", response_model=CheckpointJob)
-async def get_checkpoint(checkpoint_id: str, agent: AgentDep) -> CheckpointJob:
-    return agent.jobs.checkpoints.get(checkpoint_id)
+async def get_checkpoint(
+    checkpoint_id: str, agent: AgentDep, wait: Wait = 0, phase: str | None = None
+) -> CheckpointJob:
+    return await agent.jobs.checkpoints.watch(checkpoint_id, phase, wait)
 
 
 @v1.delete("/checkpoints/{checkpoint_id}", response_model=CheckpointJob)
@@ -137,8 +144,10 @@ async def create_restore(body: RestoreRequest, agent: AgentDep) -> RestoreJob:
 
 
 @v1.get("/restores/{container_id}", response_model=RestoreJob)
-async def get_restore(container_id: str, agent: AgentDep) -> RestoreJob:
-    return agent.jobs.restores.get(container_id)
+async def get_restore(
+    container_id: str, agent: AgentDep, wait: Wait = 0, phase: str | None = None
+) -> RestoreJob:
+    return await agent.jobs.restores.watch(container_id, phase, wait)
 
 
 @v1.delete("/restores/{container_id}", response_model=RestoreJob)

@@ -56,6 +56,12 @@ class _Entry(Generic[ReqT, JobT]):
     # Why the task is being cancelled; a bare CancelledError does not say who asked.
     cancel_reason: str = ""
     phase_since: float = field(default_factory=time.monotonic)
+    # Set (and replaced) at every phase or state change, to wake long-polling readers.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
 
 
 class _Track(Generic[ReqT, JobT, OutT]):
@@ -123,9 +129,24 @@ class _Track(Generic[ReqT, JobT, OutT]):
         return job
 
     def get(self, key: str) -> JobT:
+        return self._entry(key).record.job
+
+    def _entry(self, key: str) -> _Entry[ReqT, JobT]:
         entry = self.entries.get(key)
         if entry is None:
             raise AgentError(404, "not_found", f"no {self.kind} job {key!r}")
+        return entry
+
+    async def watch(self, key: str, seen_phase: str | None, wait: float) -> JobT:
+        """The job once its phase differs from `seen_phase` or it ended, or after `wait`
+        seconds: a long poll, so a caller following a job needs no polling loop."""
+        entry = self._entry(key)
+        job = entry.record.job
+        if job.state != JobState.running or job.phase != seen_phase or wait <= 0:
+            return job
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await entry.changed.wait()
         return entry.record.job
 
     async def cancel(self, key: str, reason: str) -> JobT:
@@ -160,6 +181,7 @@ class _Track(Generic[ReqT, JobT, OutT]):
         entry.phase_since = now
         job.phase = phase
         self._records.save(key, entry.record)
+        entry.notify()
 
     async def _execute(self, key: str, entry: _Entry[ReqT, JobT]) -> None:
         job = entry.record.job
@@ -213,6 +235,7 @@ class _Track(Generic[ReqT, JobT, OutT]):
         if state == JobState.succeeded:
             job.phase = "done"
         self._records.save(key, entry.record)
+        entry.notify()
         self._manager.metrics.jobs_finished.labels(self.kind, state.value).inc()
         log.info("%s job %s %s%s", self.kind, key, state.value, f": {error}" if error else "")
 

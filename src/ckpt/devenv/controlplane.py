@@ -37,6 +37,13 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be built or started; the message says which part and why."""
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """kubectl failed; unlike its base class, the message carries what kubectl said."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 def free_port() -> int:
     """A port that was free on 127.0.0.1 a moment ago (the OS hands out a fresh one each time)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -80,9 +87,7 @@ class Cluster:
             [*cmd, *args], input=input, capture_output=True, text=True, check=False, timeout=120
         )
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(
-                proc.returncode, proc.args, output=proc.stdout, stderr=proc.stderr
-            )
+            raise KubectlError(proc.returncode, proc.args, output=proc.stdout, stderr=proc.stderr)
         return proc
 
     def api_client(self, token: str | None = None):  # -> kubernetes.client.ApiClient

@@ -63,6 +63,7 @@ class LocalStack:
         self.api_url = ""
         self.api_token = ""
         self.api_database = f"sqlite:///{workdir / 'api.db'}"
+        self._agent_pods: list[str] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -78,6 +79,9 @@ class LocalStack:
         for process in (self.operator, self.agent, self.api):
             if process is not None:
                 process.stop()
+        # Agent pod objects point at this stack's ports: leave none for the next stack.
+        for name in self._agent_pods:
+            self._delete_pod(SYSTEM_NAMESPACE, name)
 
     def __enter__(self) -> LocalStack:
         try:
@@ -141,6 +145,8 @@ class LocalStack:
 
     def register_agent_pod(self, name: str, node: str, port: int, *, gpu: bool = False) -> None:
         labels = {**AGENT_LABELS, "ckpt.dev/agent-kind": "gpu" if gpu else "cpu"}
+        self._delete_pod(SYSTEM_NAMESPACE, name)  # a pod's ports cannot be changed in place
+        self._agent_pods.append(name)
         self._create_pod(
             SYSTEM_NAMESPACE, name, node,
             containers=[{"name": "agent", "image": "ghcr.io/ckpt-dev/ckpt-agent:0.1.0",
@@ -224,6 +230,13 @@ class LocalStack:
         }
         self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
         return pod
+
+    def _delete_pod(self, namespace: str, name: str) -> None:
+        # No kubelet confirms a graceful deletion here: force it, or it never completes.
+        self.cluster.kubectl(
+            "-n", namespace, "delete", "pod", name, "--ignore-not-found",
+            "--grace-period=0", "--force",
+        )
 
     def _set_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.cluster.kubectl(

@@ -101,14 +101,19 @@ class AgentClient:
         *,
         scheme: str = "http",
         ca_file: Path | None = None,
-        timeout: float = 15.0,
+        timeout: float = 30.0,
     ) -> None:
         self._token_file = token_file
         self._scheme = scheme
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         )
-        self._http = httpx.AsyncClient(timeout=timeout, verify=verify)
+        # Agents run a couple of jobs each; a small pool bounds sockets and the per-request
+        # scan of pooled connections when hundreds of checkpoints are followed at once.
+        self._http = httpx.AsyncClient(
+            timeout=timeout, verify=verify,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -118,13 +123,14 @@ class AgentClient:
         return f"{self._scheme}://{host}:{agent.port}{path}"
 
     async def _call(
-        self, method: str, agent: AgentPod, path: str, body: Any = None
+        self, method: str, agent: AgentPod, path: str, body: Any = None,
+        params: dict[str, Any] | None = None,
     ) -> httpx.Response:
         # Read per call: kubelet rotates projected ServiceAccount tokens in place.
         token = self._token_file.read_text().strip()
         try:
             response = await self._http.request(
-                method, self._url(agent, path), json=body,
+                method, self._url(agent, path), json=body, params=params,
                 headers={"Authorization": f"Bearer {token}"},
             )
         except httpx.HTTPError as exc:
@@ -142,8 +148,14 @@ class AgentClient:
         )
         return CheckpointJob.model_validate_json(response.content)
 
-    async def checkpoint_job(self, agent: AgentPod, checkpoint_id: str) -> CheckpointJob:
-        response = await self._call("GET", agent, f"/v1/checkpoints/{checkpoint_id}")
+    async def checkpoint_job(
+        self, agent: AgentPod, checkpoint_id: str, *, wait: float = 0, phase: str | None = None
+    ) -> CheckpointJob:
+        """The job; with `wait`, the agent answers once its phase is no longer `phase`."""
+        params = {"wait": wait, "phase": phase} if wait and phase is not None else None
+        response = await self._call(
+            "GET", agent, f"/v1/checkpoints/{checkpoint_id}", params=params
+        )
         return CheckpointJob.model_validate_json(response.content)
 
     async def delete_archive(self, agent: AgentPod, checkpoint_id: str) -> None:

@@ -13,8 +13,13 @@ DUMPED = "Dumped"
 READY = "Ready"
 
 
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def now_rfc3339(*, precise: bool = False) -> str:
+    """Now in RFC 3339, UTC; `precise` keeps milliseconds (for timings read off status)."""
+    now = dt.datetime.now(dt.UTC)
+    text = now.isoformat(timespec="milliseconds") if precise else now.replace(
+        microsecond=0
+    ).isoformat()
+    return text.replace("+00:00", "Z")
 
 
 def set_condition(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TERMINAL = frozenset({Phase.Ready, Phase.Failed})
+# Seconds an agent may hold a job-status request open until the job's phase changes.
+LONG_POLL = 10.0
 _UNRECORDED = frozenset({ApiStatus.initializing, ApiStatus.updated_info})
 # Agent phases during which the archive is being written to the store.
 STORING_PHASES = frozenset({"storing"})
@@ -83,7 +86,6 @@ class Dependencies:
     get_pod: Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
     agent_pods: Callable[[], Iterable[AgentPod]]
     poll_interval: float = 0.5
-    max_poll_interval: float = 2.0
 
 
 class Checkpointer:
@@ -97,6 +99,9 @@ class Checkpointer:
         self.status = status
         self.report = report
         self._target: Target | None = None
+        # When this process began the checkpoint: the total in status is timed from here,
+        # and from the (coarser) startedAt only when a restarted operator took it over.
+        self._began: float | None = None
 
     async def run(self) -> CheckpointStatus:
         if self.status.phase in TERMINAL:
@@ -163,9 +168,10 @@ class Checkpointer:
 
     async def _accepted(self, target: Target, agent: AgentPod) -> None:
         self._target = target
+        self._began = time.monotonic()
         self.status.node_name = target.node
         self.status.agent = agent.ref
-        self.status.started_at = self.status.started_at or now_rfc3339()
+        self.status.started_at = self.status.started_at or now_rfc3339(precise=True)
         self.status.message = f"checkpointing on node {target.node}"
         set_condition(
             self.status, ACCEPTED, True, "Accepted",
@@ -178,7 +184,9 @@ class Checkpointer:
             f"({', '.join(c.name for c in target.containers)}) on node {target.node} "
             f"via agent {agent.ref}",
         )
-        await self.report.save(self.status)
+        if self.status.checkpoint_id:
+            await self.report.save(self.status)
+        # else registering comes next and saves all of it in one status write.
 
     # -- register -----------------------------------------------------------------------------
 
@@ -191,6 +199,7 @@ class Checkpointer:
         )
         self.status.checkpoint_id = str(checkpoint_id)
         self.status.api_status = ApiStatus.initializing.value
+        self.status.phase = Phase.Checkpointing
         set_condition(self.status, REGISTERED, True, "Registered", f"API id {checkpoint_id}")
         self.report.event("Normal", "Registered", f"checkpoint {checkpoint_id} in the API")
         await self.report.save(self.status)
@@ -212,19 +221,21 @@ class Checkpointer:
         )
 
     async def _dump(self, agent: AgentPod) -> CheckpointJob:
-        if self.status.phase is Phase.Pending:
-            self.status.phase = Phase.Checkpointing
-            await self.report.save(self.status)
         job = await self._start_or_find_job(agent)
-        delay = self.deps.poll_interval
         checkpoint_id = job.checkpoint_id
         while job.state is JobState.running:
             await self._follow(job)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, self.deps.max_poll_interval)
+            seen = (job.phase, job.bytes_done)
             job = await self._agent_call(
-                agent, lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id)
+                agent,
+                lambda phase=job.phase: self.deps.agents.checkpoint_job(
+                    agent, checkpoint_id, wait=LONG_POLL, phase=phase
+                ),
             )
+            if job.state is JobState.running and (job.phase, job.bytes_done) == seen:
+                # Nothing changed within the long poll (or an agent without long polls
+                # answered at once): don't spin.
+                await asyncio.sleep(self.deps.poll_interval)
         if job.state is JobState.failed or job.result is None:
             raise Failure("DumpFailed", f"agent {agent.ref}: {job.error or 'no result'}")
         set_condition(
@@ -240,18 +251,18 @@ class Checkpointer:
         return job
 
     async def _start_or_find_job(self, agent: AgentPod) -> CheckpointJob:
-        checkpoint_id = str(self.status.checkpoint_id)
-        try:
-            return await self._agent_call(
-                agent, lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id)
-            )
-        except _NotFound:
-            pass
         if self._target is None:
-            # The agent lost the job (its state is gone) and the target must be resolved
-            # again to restart it; the job is keyed by checkpoint id, so this cannot dupe.
-            self.status.agent = None
-            agent = await self._accept()
+            # Resumed after a restart: the job may be running already, and the target is
+            # not resolved again unless the agent lost the job.
+            checkpoint_id = str(self.status.checkpoint_id)
+            try:
+                return await self._agent_call(
+                    agent, lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id)
+                )
+            except _NotFound:
+                self.status.agent = None
+                agent = await self._accept()
+        # The POST is idempotent by checkpoint id: a job already there is answered as is.
         return await self._agent_call(
             agent, lambda: self.deps.agents.start_checkpoint(agent, self._agent_request())
         )
@@ -305,8 +316,11 @@ class Checkpointer:
     async def _ready(self, job: CheckpointJob) -> None:
         result = job.result
         assert result is not None
-        started = _parse_time(self.status.started_at) or self.res.created
-        total_ms = int((_utcnow() - started).total_seconds() * 1000)
+        if self._began is not None:
+            total_ms = int((time.monotonic() - self._began) * 1000)
+        else:
+            started = _parse_time(self.status.started_at) or self.res.created
+            total_ms = int((_utcnow() - started).total_seconds() * 1000)
         self.status.phase = Phase.Ready
         self.status.message = ""
         self.status.api_status = ApiStatus.ready.value
@@ -316,13 +330,15 @@ class Checkpointer:
         self.status.checksum = result.checksum
         self.status.size_bytes = result.size_bytes
         self.status.size = _human(result.size_bytes)
-        self.status.completed_at = now_rfc3339()
+        self.status.completed_at = now_rfc3339(precise=True)
         self.status.timings = Timings(**{**result.timings.model_dump(), "total": total_ms})
         set_condition(self.status, READY, True, "Ready", f"restore from {result.restore_path}")
-        await self.report.save(self.status)
+        # Event and metrics first: once status says Ready, kopf stops this daemon (its `when`
+        # filter no longer matches) and nothing after the save would run.
         self.report.event("Normal", "Ready", f"{self.status.size} in {total_ms} ms")
         metrics.CHECKPOINTS.labels("Ready", "Ready").inc()
         metrics.DURATION.observe(total_ms / 1000)
+        await self.report.save(self.status)
 
     async def _fail(self, reason: str, message: str) -> None:
         self.status.phase = Phase.Failed

@@ -36,14 +36,18 @@ def restore(
     with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
         try:
             response = http.post("/v1/restores", json=request.model_dump(mode="json"))
+            deadline = time.monotonic() + timeout
             while response.status_code < 400:
                 job = RestoreJob.model_validate_json(response.content)
                 if job.state is not JobState.running:
                     return job
-                if (timeout := timeout - 0.3) <= 0:
+                if time.monotonic() > deadline:
                     raise UserError(f"restore still running at the deadline (phase {job.phase})")
-                time.sleep(0.3)
-                response = http.get(f"/v1/restores/{request.container_id}")
+                # A long poll: the agent answers when the phase moves on.
+                response = http.get(
+                    f"/v1/restores/{request.container_id}",
+                    params={"wait": 10, "phase": job.phase},
+                )
         except httpx.HTTPError as exc:
             raise UserError(f"cannot reach the agent at {url}: {exc}") from exc
     try:
