@@ -358,15 +358,9 @@ async def _store_archive(
             location = sink.commit()
         return location, digest, size
 
-    task = asyncio.ensure_future(asyncio.to_thread(work))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        # Stop the writer between chunks and wait for it to remove its temporary file.
-        cancel.set()
-        with contextlib.suppress(Exception):
-            await task
-        raise
+    # On cancellation the writer stops between chunks and removes its temporary file.
+    result: tuple[str, str, int] = await _in_thread(cancel, work)
+    return result
 
 
 def _cleanup(job_dir: Path, dumped: list[DumpedContainer]) -> None:
