@@ -64,6 +64,7 @@ class LocalStack:
         self.api_token = ""
         self.api_database = f"sqlite:///{workdir / 'api.db'}"
         self._agent_pods: list[str] = []
+        self.operator_metrics_url = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -166,7 +167,8 @@ class LocalStack:
         token_file.chmod(0o600)
         kubeconfig = self.workdir / "operator.kubeconfig"
         write_kubeconfig(kubeconfig, self.cluster.server, self.cluster.ca_file, token, OPERATOR_SA)
-        liveness = free_port()
+        liveness, metrics = free_port(), free_port()
+        self.operator_metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         self.operator = ManagedProcess(
             "operator",
             ["operator", "run"],
@@ -177,7 +179,7 @@ class LocalStack:
                 "CKPT_OPERATOR_AGENT_TOKEN_FILE": str(token_file),
                 "CKPT_OPERATOR_LISTEN_HOST": "127.0.0.1",
                 "CKPT_OPERATOR_LIVENESS_PORT": str(liveness),
-                "CKPT_OPERATOR_METRICS_PORT": str(free_port()),
+                "CKPT_OPERATOR_METRICS_PORT": str(metrics),
                 "CKPT_OPERATOR_POLL_INTERVAL": str(self.poll_interval),
                 "CKPT_OPERATOR_SYNC_INTERVAL": "5",
             },
