@@ -1,9 +1,12 @@
 """Benchmark of the checkpoints API: a create -> info -> uploaded -> list cycle.
 
-Run: .venv/bin/python bench/api.py [--seconds 4] [--concurrency 1 16 64]
+Run: .venv/bin/python -P bench/api.py [--seconds 4] [--concurrency 1 16 64]
+(-P: bench/operator.py must not shadow the standard library's `operator` module.)
 
 Each server (a bare ASGI baseline, the API on SQLite, the API on PostgreSQL) runs in its own
 process under identical uvicorn settings on loopback; the load generator is this process.
+Besides throughput and latency, each cell reports the server process's CPU time per request,
+which depends far less than the others on what else runs on a shared machine.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,8 +28,9 @@ import httpx
 
 from ckpt.api import migrate
 from ckpt.api.db import Database
-from ckpt.api.testing import LOOPBACK, PostgresServer, free_port
+from ckpt.api.testing import LOOPBACK, PostgresServer
 from ckpt.api.tokens import create_token
+from ckpt.devenv.controlplane import free_port
 
 UVICORN = {"loop": "uvloop", "http": "httptools", "access_log": False, "log_level": "warning"}
 INFO = json.dumps({"gpu": "none", "platform": "linux/amd64", "info": {"node": "n1"}}).encode()
@@ -110,7 +115,10 @@ async def _cycle(conn: Connection, latencies: list[float]) -> None:
         raise RuntimeError(f"cycle failed with statuses {results}")
 
 
-async def _load(port: int, token: str, concurrency: int, seconds: float) -> tuple[int, list[float]]:
+async def _load(
+    port: int, token: str, concurrency: int, seconds: float
+) -> tuple[int, list[float], int]:
+    """Requests/s and latencies of the measured period, and all requests sent (warm-up too)."""
     conns = [Connection(port, token) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in conns))
     latencies: list[float] = []
@@ -120,13 +128,14 @@ async def _load(port: int, token: str, concurrency: int, seconds: float) -> tupl
         while time.perf_counter() < until:
             await _cycle(conn, sink)
 
-    await asyncio.gather(*(worker(c, [], warmup_until) for c in conns))
+    warmup: list[float] = []
+    await asyncio.gather(*(worker(c, warmup, warmup_until) for c in conns))
     start = time.perf_counter()
     await asyncio.gather(*(worker(c, latencies, start + seconds) for c in conns))
     elapsed = time.perf_counter() - start
     for c in conns:
         c.close()
-    return int(len(latencies) / elapsed), latencies
+    return int(len(latencies) / elapsed), latencies, len(warmup) + len(latencies)
 
 
 @dataclass
@@ -136,6 +145,17 @@ class Row:
     rps: int
     p50_ms: float
     p99_ms: float
+    cpu_us: float | None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of stat(5), here 12 and 13 after the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -144,7 +164,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _measure(name: str, url: str, token: str, levels: list[int], seconds: float) -> list[Row]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "_serve", name, str(port), url])
+    # -P as for this script: bench/ must not be first on the server's import path either.
+    proc = subprocess.Popen([sys.executable, "-P", __file__, "_serve", name, str(port), url])
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -157,8 +178,13 @@ def _measure(name: str, url: str, token: str, levels: list[int], seconds: float)
                 time.sleep(0.1)
         rows = []
         for c in levels:
-            rps, lat = asyncio.run(_load(port, token, c, seconds))
-            rows.append(Row(name, c, rps, _percentile(lat, 50), _percentile(lat, 99)))
+            cpu_before = _cpu_seconds(proc.pid)
+            rps, lat, sent = asyncio.run(_load(port, token, c, seconds))
+            cpu_after = _cpu_seconds(proc.pid)
+            cpu_us = None
+            if cpu_before is not None and cpu_after is not None:
+                cpu_us = (cpu_after - cpu_before) / sent * 1e6
+            rows.append(Row(name, c, rps, _percentile(lat, 50), _percentile(lat, 99), cpu_us))
             print(f"  {name} c={c}: {rps} req/s", file=sys.stderr)
         return rows
     finally:
@@ -193,13 +219,17 @@ def main() -> None:
             )
 
     bare = {r.concurrency: r for r in rows if r.server == "bare-asgi"}
-    print("| server | concurrency | requests/s | p50 ms | p99 ms | requests/s vs bare ASGI |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| server | concurrency | requests/s | p50 ms | p99 ms | requests/s vs bare ASGI "
+        "| server CPU µs/request |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = r.rps / bare[r.concurrency].rps
+        cpu = f"{r.cpu_us:.0f}" if r.cpu_us is not None else "n/a"
         print(
             f"| {r.server} | {r.concurrency} | {r.rps} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {ratio:.2f} |"
+            f"| {ratio:.2f} | {cpu} |"
         )
 
 

@@ -9,8 +9,8 @@ import pytest
 from api_support import Running
 
 from ckpt.api.models import CheckpointStatus
-from ckpt.api.testing import free_port
 from ckpt.client import ApiClientError, CheckpointsClient, RetryPolicy, SyncCheckpointsClient
+from ckpt.devenv.controlplane import free_port
 
 FAST = RetryPolicy(attempts=4, base=0.001, cap=0.01)
 

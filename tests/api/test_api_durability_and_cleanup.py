@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,11 +15,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from api_support import Backend
 
+from ckpt.api import migrate
 from ckpt.api.cleanup import purge_deprecated
+from ckpt.api.db import Database
 from ckpt.api.models import CheckpointInfo
 from ckpt.api.service import CheckpointService
 from ckpt.api.tables import Base, Tenant, utcnow
 from ckpt.api.testing import ApiServer
+from ckpt.api.tokens import create_token
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
@@ -102,3 +107,35 @@ def test_the_server_cleans_up_periodically(backend: Backend, tmp_path: Path) -> 
         assert [c["id"] for c in http.get("/v2/checkpoints").json()] == [kept]
         # A cleaned-up id is simply unknown now.
         assert http.patch(f"/v2/checkpoints/deprecate/{gone}").status_code == 404
+
+
+def test_another_process_holding_the_write_lock_delays_writes_not_reads(tmp_path: Path) -> None:
+    # The server runs SQLite work on its event loop and moves a write that would wait for
+    # the lock to a thread: meanwhile reads must keep being answered.
+    path = tmp_path / "api.db"
+    db = Database(f"sqlite:///{path}")
+    migrate.upgrade(db.engine)
+    headers = {"Authorization": f"Bearer {create_token(db, 'locked')}"}
+    db.dispose()
+    with (
+        ApiServer(f"sqlite:///{path}", tmp_path / "server.log") as server,
+        httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as http,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        first = http.post("/v2/checkpoints").text
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            pending = pool.submit(http.post, "/v2/checkpoints")
+            time.sleep(0.5)
+            assert not pending.done()  # the write waits for the other process...
+            started = time.monotonic()
+            listed = http.get("/v2/checkpoints")
+            assert time.monotonic() - started < 1.0  # ...and reads do not
+            assert [c["id"] for c in listed.json()] == [first]
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        created = pending.result(timeout=20)
+        assert created.status_code == 200
+        assert len(http.get("/v2/checkpoints").json()) == 2

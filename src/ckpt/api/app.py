@@ -12,8 +12,8 @@ from fastapi import FastAPI
 
 from . import errors, migrate, openapi
 from .auth import BearerAuthMiddleware
-from .cleanup import run_periodically
-from .db import Database
+from .cleanup import run_periodically, run_wal_checkpoints
+from .db import Database, is_sqlite
 from .metrics import ApiMetrics, MetricsMiddleware
 from .routes import ops, router
 from .service import CheckpointService
@@ -22,6 +22,10 @@ from .tokens import TokenResolver
 
 log = logging.getLogger(__name__)
 
+# Often enough that the WAL stays a few MB under sustained writes; an idle checkpoint is a
+# no-op.
+WAL_CHECKPOINT_INTERVAL_SECONDS = 1.0
+
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
@@ -29,7 +33,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url, settings)
+        db = Database(settings.database_url, settings, background_wal_checkpoints=True)
         try:
             await anyio.to_thread.run_sync(migrate.upgrade, db.engine)
             app.state.db = db
@@ -42,6 +46,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                     settings.deprecated_grace_seconds,
                     settings.cleanup_interval_seconds,
                 )
+                if is_sqlite(db.engine):
+                    tasks.start_soon(run_wal_checkpoints, db, WAL_CHECKPOINT_INTERVAL_SECONDS)
                 yield
                 tasks.cancel_scope.cancel()
         finally:

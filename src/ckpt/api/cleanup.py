@@ -39,3 +39,13 @@ async def run_periodically(db: Database, grace_seconds: float, interval_seconds:
         except Exception:
             log.exception("cleanup of deprecated checkpoints failed")
         await anyio.sleep(interval_seconds)
+
+
+async def run_wal_checkpoints(db: Database, interval_seconds: float) -> None:
+    """Checkpoint SQLite's WAL forever, off the request path (see `Database.run`)."""
+    while True:
+        try:
+            await anyio.to_thread.run_sync(db.wal_checkpoint)
+        except Exception:
+            log.exception("WAL checkpoint failed")
+        await anyio.sleep(interval_seconds)

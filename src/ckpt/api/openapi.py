@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from .auth import PROTECTED_PREFIX, bearer_scheme
+
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
@@ -24,8 +26,17 @@ def build(app: FastAPI) -> dict[str, Any]:
         description=app.description,
         routes=app.routes,
     )
-    for path_item in document.get("paths", {}).values():
+    # Authentication is the middleware's, not a per-route dependency, so FastAPI does not see
+    # it: declare the bearer scheme on every operation the middleware protects.
+    scheme = bearer_scheme.scheme_name
+    components = document.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[scheme] = bearer_scheme.model.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    for path, path_item in document.get("paths", {}).items():
         for operation in path_item.values():
+            if (path + "/").startswith(PROTECTED_PREFIX):
+                operation["security"] = [{scheme: []}]
             responses = operation.get("responses", {})
             # FastAPI adds a 422 with its own body to every operation with parameters; ours
             # answer 400 for bad parameters and 422 only for bodies, always as ApiError.

@@ -6,10 +6,12 @@ import re
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from pydantic import TypeAdapter
 
-from .auth import Tenant
+from .auth import tenant_of
+from .db import Database
 from .errors import ApiException
 from .models import ApiError, Checkpoint, CheckpointInfo, StorableText, UploadedBody
 from .service import CheckpointService
@@ -18,12 +20,16 @@ NEXT_CURSOR_HEADER = "X-Next-Cursor"
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 MAX_LIMIT = 1000
 
+# The list is serialised straight to JSON bytes from the service's models: returning the
+# models would make FastAPI validate them all again against `response_model` first.
+_CHECKPOINTS = TypeAdapter(list[Checkpoint])
 
-async def _service(request: Request) -> CheckpointService:
-    return request.app.state.service  # type: ignore[no-any-return]
 
-
-Service = Annotated[CheckpointService, Depends(_service)]
+def _caller(request: Request) -> tuple[int, CheckpointService, Database]:
+    # Plain calls rather than FastAPI dependencies: FastAPI resolves every dependency anew
+    # on each request, which cost more CPU than this whole lookup.
+    state = request.app.state
+    return tenant_of(request), state.service, state.db
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -106,11 +112,8 @@ def _parse_cursor(raw: str) -> int:
         **_COMMON,
     },
 )
-def list_checkpoints(
-    tenant: Tenant,
-    service: Service,
+async def list_checkpoints(
     request: Request,
-    response: Response,
     ids: Annotated[
         str | None,
         Query(description="Comma-separated checkpoint UUIDs; absent or empty: all."),
@@ -122,15 +125,17 @@ def list_checkpoints(
         str | None,
         Query(max_length=20, description="Extension: the previous page's X-Next-Cursor."),
     ] = None,
-) -> list[Checkpoint]:
+) -> Response:
     parsed_ids = _parse_ids(ids, request.app.state.settings.list_max_ids) if ids else None
     after = _parse_cursor(cursor) if cursor else None
     if parsed_ids == []:
         parsed_ids = None
-    items, next_cursor = service.list(tenant, parsed_ids, limit, after)
+    tenant, service, db = _caller(request)
+    items, next_cursor = await db.run(service.list, tenant, parsed_ids, limit, after)
+    response = Response(_CHECKPOINTS.dump_json(items), media_type="application/json")
     if next_cursor is not None:
         response.headers[NEXT_CURSOR_HEADER] = str(next_cursor)
-    return items
+    return response
 
 
 @router.post(
@@ -143,9 +148,8 @@ def list_checkpoints(
         **_COMMON,
     },
 )
-def create_checkpoint(
-    tenant: Tenant,
-    service: Service,
+async def create_checkpoint(
+    request: Request,
     name: Annotated[
         StorableText | None,
         Query(max_length=253, description="Extension: a human name."),
@@ -161,7 +165,8 @@ def create_checkpoint(
         ),
     ] = None,
 ) -> PlainTextResponse:
-    return PlainTextResponse(str(service.create(tenant, idempotency_key, name)))
+    tenant, service, db = _caller(request)
+    return PlainTextResponse(str(await db.run(service.create, tenant, idempotency_key, name)))
 
 
 @router.patch(
@@ -170,8 +175,9 @@ def create_checkpoint(
     summary="Deprecate a checkpoint",
     responses={**_ID_RESPONSE, **_BY_ID},
 )
-def deprecate_checkpoint(tenant: Tenant, service: Service, id: UUID) -> PlainTextResponse:
-    service.deprecate(tenant, id)
+async def deprecate_checkpoint(request: Request, id: UUID) -> PlainTextResponse:
+    tenant, service, db = _caller(request)
+    await db.run(service.deprecate, tenant, id)
     return PlainTextResponse(str(id))
 
 
@@ -181,13 +187,13 @@ def deprecate_checkpoint(tenant: Tenant, service: Service, id: UUID) -> PlainTex
     summary="Put a checkpoint's info",
     responses={**_ID_RESPONSE, **_TRANSITION},
 )
-def put_info(
-    tenant: Tenant,
-    service: Service,
+async def put_info(
+    request: Request,
     id: UUID,
     body: Annotated[CheckpointInfo, Body()],
 ) -> PlainTextResponse:
-    service.put_info(tenant, id, body)
+    tenant, service, db = _caller(request)
+    await db.run(service.put_info, tenant, id, body)
     return PlainTextResponse(str(id))
 
 
@@ -197,13 +203,13 @@ def put_info(
     summary="Mark a checkpoint uploaded",
     responses={**_ID_RESPONSE, **_TRANSITION},
 )
-def mark_uploaded(
-    tenant: Tenant,
-    service: Service,
+async def mark_uploaded(
+    request: Request,
     id: UUID,
     body: Annotated[UploadedBody, Body()],
 ) -> PlainTextResponse:
-    service.uploaded(tenant, id, body)
+    tenant, service, db = _caller(request)
+    await db.run(service.uploaded, tenant, id, body)
     return PlainTextResponse(str(id))
 
 

@@ -6,58 +6,29 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
-import httpx
+from ckpt.devenv.controlplane import free_port
+from ckpt.devenv.processes import ManagedProcess
 
 LOOPBACK = "127.0.0.1"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
-
-
-class ApiServer:
+class ApiServer(ManagedProcess):
     """`ckpt api serve` in a child process on a free loopback port."""
 
     def __init__(
         self, database_url: str, log_path: Path, env: dict[str, str] | None = None
     ) -> None:
-        self.database_url = database_url
-        self.log_path = log_path
         self.port = free_port()
-        self.base_url = f"http://{LOOPBACK}:{self.port}"
-        self._env = {**os.environ, **(env or {})}
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self, timeout: float = 30) -> Self:
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
+        self.database_url = database_url
+        super().__init__(
+            "api",
             [
-                sys.executable,
-                "-c",
-                "from ckpt.cli import main; main()",
                 "api",
                 "serve",
                 "--host",
@@ -65,48 +36,16 @@ class ApiServer:
                 "--port",
                 str(self.port),
                 "--database",
-                self.database_url,
+                database_url,
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self._env,
+            env=env or {},
+            url=f"http://{LOOPBACK}:{self.port}",
+            log_path=log_path,
         )
 
-        def healthy() -> bool:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"API server exited with {self._proc.returncode}: {self.log()}")
-            try:
-                return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _wait_until(healthy, timeout, "API server")
-        return self
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(sig)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    @property
+    def base_url(self) -> str:
+        return self.url
 
 
 def postgres_bin_dir() -> Path:

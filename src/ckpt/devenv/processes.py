@@ -76,12 +76,13 @@ class ManagedProcess:
         self.kill()
         raise ProcessError(f"{self.name} not healthy after {timeout:.0f}s:\n{self.log_tail()}")
 
-    def stop(self, grace: float = 30.0) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM, grace: float = 30.0) -> None:
+        """Signals the server (SIGTERM: a graceful stop) and waits; SIGKILL after `grace`."""
         if not self.running:
             return
         assert self._proc is not None
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self._proc.pid, signal.SIGTERM)
+            os.kill(self._proc.pid, sig)
         try:
             self._proc.wait(grace)
         except subprocess.TimeoutExpired:
