@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
-from api_support import Backend, Running
+from api_support import Backend, Running, make_backend
 
-from ckpt.api import migrate
-from ckpt.api.db import Database
 from ckpt.api.testing import ApiServer, PostgresServer
 
 BACKENDS = ("sqlite", "postgresql")
@@ -24,26 +21,10 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-def _backend(name: str, tmp: Path, request: pytest.FixtureRequest) -> Backend:
-    if name == "sqlite":
-        url = f"sqlite:///{tmp / 'api.db'}"
-    else:
-        pg: PostgresServer = request.getfixturevalue("postgres")
-        database = f"ckpt_{uuid4().hex[:12]}"
-        admin = Database(pg.url)
-        with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
-        admin.dispose()
-        url = pg.url.rsplit("/", 1)[0] + f"/{database}"
-    db = Database(url)
-    migrate.upgrade(db.engine)
-    return Backend(name, url, db)
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A fresh, migrated database of each kind (no server)."""
-    b = _backend(request.param, tmp_path, request)
+    b = make_backend(request.param, tmp_path, request)
     yield b
     b.db.dispose()
 
@@ -54,7 +35,7 @@ def api(
 ) -> Iterator[Running]:
     """One API server per backend for the whole session; tests isolate by tenant."""
     tmp = tmp_path_factory.mktemp(f"api-{request.param}")
-    b = _backend(request.param, tmp, request)
+    b = make_backend(request.param, tmp, request)
     with ApiServer(b.url, tmp / "server.log") as server:
         yield Running(b, server)
     b.db.dispose()

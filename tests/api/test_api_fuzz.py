@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from api_support import Backend, Running
+from api_support import Backend, Running, make_backend
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -36,11 +36,9 @@ CHECKS = [
 def fuzz_target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Running, str]]:
-    from conftest import _backend  # the fixtures' own database factory
-
     # PostgreSQL is the stricter store (NUL bytes, encodings); fuzz against it.
     tmp = tmp_path_factory.mktemp("fuzz")
-    backend: Backend = _backend("postgresql", tmp, request)
+    backend: Backend = make_backend("postgresql", tmp, request)
     with ApiServer(backend.url, tmp / "server.log") as server:
         yield Running(backend, server), backend.token("fuzz")
     backend.db.dispose()
