@@ -3,8 +3,10 @@ real archives on disk; the agent is killed and restarted where the test needs it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ckpt.devenv.containers import BusyboxContainer, Pod, Runc
+from ckpt.devenv.containers import BusyboxContainer, ContainerError, Pod, Runc
 
 if TYPE_CHECKING:
     from conftest import JobWaiter
@@ -196,7 +198,24 @@ def test_agent_killed_during_the_dump(
     assert not work.exists() or list(work.iterdir()) == []
     assert container.status() == "running"
     value = container.counter()
-    container.wait_counter(value + 3, timeout=10)
+    try:
+        container.wait_counter(value + 3, timeout=30)
+    except ContainerError as stalled:
+        raise AssertionError(f"{stalled}; task states: {_task_states(container)}") from None
+
+
+def _task_states(container: BusyboxContainer) -> dict[int, str]:
+    """The kernel's view of each process of a container (R, S, T stopped, t traced...)."""
+    listed = container.runc.run("ps", "--format", "json", container.id, check=False).stdout
+    states = {}
+    for pid in json.loads(listed or "[]"):
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            states[pid] = " ".join(
+                line.split(":", 1)[1].strip() for line in status
+                if line.startswith(("State:", "TracerPid:"))
+            )
+    return states
 
 
 def test_cancel_stops_the_job_and_leaves_no_archive(
