@@ -191,6 +191,7 @@ def test_agent_killed_during_the_dump(
     assert job["state"] == "failed"
     assert job["error"] == "agent restarted while the job was running"
     assert job["result"] is None
+    assert job["retryable"] is True
     assert not final.exists()
     # Nothing of the dead job is left: no CRIU images in the work dir; the container that
     # was frozen for the cut is running again.
@@ -202,6 +203,11 @@ def test_agent_killed_during_the_dump(
         container.wait_counter(value + 3, timeout=30)
     except ContainerError as stalled:
         raise AssertionError(f"{stalled}; task states: {_task_states(container)}") from None
+
+    # The same request starts the job over, and this time it completes.
+    again = _checkpoint(client, wait_job, _body("cp-killed", container))
+    assert again["retryable"] is False
+    assert final.is_file()
 
 
 def _task_states(container: BusyboxContainer) -> dict[int, str]:
@@ -297,8 +303,13 @@ def test_jobs_beyond_the_limit_wait_queued(
     second = client.post("/v1/checkpoints", json=_body("cp-second", small))
     assert second.status_code == 202
     assert second.json()["phase"] == "queued"
-    first = wait_job("/v1/checkpoints/cp-first", until=lambda j: j["state"] != "running"
-                     or client.get("/v1/checkpoints/cp-second").json()["phase"] != "queued")
+    # Read the second job before the first: once the second has left the queue, the first
+    # (read later) must have ended. The other order would race with the hand-over.
+    deadline = time.monotonic() + 120
+    while client.get("/v1/checkpoints/cp-second").json()["phase"] == "queued":
+        assert time.monotonic() < deadline, "the second job never left the queue"
+        time.sleep(0.05)
+    first = client.get("/v1/checkpoints/cp-first").json()
     assert first["state"] == "succeeded", "the second job left the queue before the first ended"
     assert wait_job("/v1/checkpoints/cp-second")["state"] == "succeeded"
     metrics = client.get("/metrics").text

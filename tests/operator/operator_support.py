@@ -9,6 +9,7 @@ from typing import Any
 from kubernetes import client
 
 from ckpt.client import Checkpoint, SyncCheckpointsClient
+from ckpt.devenv.controlplane import Cluster
 from ckpt.operator.models import GROUP, PLURAL, VERSION
 
 
@@ -73,3 +74,23 @@ def records_named(api: SyncCheckpointsClient, name: str) -> list[Checkpoint]:
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def event_reasons(cluster: Cluster, namespace: str, name: str) -> set[str]:
+    """Reasons of the Events about a Checkpoint, once the last step's has arrived (kopf
+    posts Events in the background)."""
+    deadline = time.monotonic() + 20
+    while True:
+        listed = cluster.kubectl(
+            "-n",
+            namespace,
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.kind=Checkpoint,involvedObject.name={name}",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ).stdout.split()
+        if "Ready" in listed or time.monotonic() > deadline:
+            return set(listed)
+        time.sleep(0.3)

@@ -51,7 +51,12 @@ def _apiserver_accepts(custom: client.CustomObjectsApi, spec: dict[str, Any]) ->
     }
     try:
         custom.create_namespaced_custom_object(
-            GROUP, VERSION, "default", PLURAL, body, dry_run="All",
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            body,
+            dry_run="All",
             field_validation="Strict",
         )
     except client.ApiException as exc:
@@ -71,7 +76,10 @@ def _model_accepts(spec: dict[str, Any]) -> bool:
 label = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?\Z")
 # Look-alikes of the right type ("true", "100", 100.0) are where lax validators disagree.
 anything = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 100_000), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 100_000),
+    st.text(max_size=12),
     st.sampled_from(["true", "100", 100.0, 30.5, [], {}]),
 )
 specs = st.fixed_dictionaries(

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-from operator_support import Checkpoints, condition, records_named
+from operator_support import Checkpoints, condition, event_reasons, records_named
 
 from ckpt.client import SyncCheckpointsClient
 from ckpt.devenv.containers import BusyboxContainer
@@ -44,7 +44,7 @@ def test_checkpoint_goes_ready_and_restores(
     assert box.status() == "running"  # leaveRunning is the default
 
     # Each step is an Event on the resource (kubectl describe checkpoint shows them).
-    assert _event_reasons(stack, namespace, "web-1") >= {
+    assert event_reasons(stack.cluster, namespace, "web-1") >= {
         "Accepted",
         "Registered",
         "Dumped",
@@ -191,23 +191,3 @@ def test_deleting_deprecates_in_the_api_and_deletes_the_archive_only_when_asked(
     assert records == {kept["checkpointId"]: "deprecated", dropped["checkpointId"]: "deprecated"}
     assert Path(urlparse(kept["restorePath"]).path).is_file()
     assert not Path(urlparse(dropped["restorePath"]).path).exists()
-
-
-def _event_reasons(stack: LocalStack, namespace: str, name: str) -> set[str]:
-    """Reasons of the Events about a Checkpoint, once the last step's has arrived (kopf
-    posts Events in the background)."""
-    deadline = time.monotonic() + 20
-    while True:
-        listed = stack.cluster.kubectl(
-            "-n",
-            namespace,
-            "get",
-            "events",
-            "--field-selector",
-            f"involvedObject.kind=Checkpoint,involvedObject.name={name}",
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ).stdout.split()
-        if "Ready" in listed or time.monotonic() > deadline:
-            return set(listed)
-        time.sleep(0.3)

@@ -97,6 +97,7 @@ class _Track(Generic[ReqT, JobT, OutT]):
             if job.state == JobState.running:
                 job.state = JobState.failed
                 job.error = INTERRUPTED
+                job.retryable = True
                 self._records.save(key, record)
                 interrupted.append(record.request)
                 log.warning("%s job %s was interrupted by an agent restart", self.kind, key)
@@ -118,7 +119,10 @@ class _Track(Generic[ReqT, JobT, OutT]):
                     "conflict",
                     f"{self.kind} job {key!r} already exists with a different request",
                 )
-            return entry.record.job
+            if not entry.record.job.retryable:
+                return entry.record.job
+            # It failed only because an agent stopped under it: this request starts over.
+            log.info("%s job %s: new attempt after %s", self.kind, key, entry.record.job.error)
         job = self._new_job(key)
         job.phase = QUEUED
         record = self._record_model(request=request, job=job)
@@ -208,6 +212,7 @@ class _Track(Generic[ReqT, JobT, OutT]):
             message = f"timed out after {timeout:g} s" if expired else str(exc)
             self._finish(key, entry, JobState.failed, message or "timed out")
         except asyncio.CancelledError:
+            entry.record.job.retryable = not entry.cancel_reason or entry.cancel_reason == SHUT_DOWN
             self._finish(key, entry, JobState.failed, entry.cancel_reason or SHUT_DOWN)
             raise
         except PipelineError as exc:

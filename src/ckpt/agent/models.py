@@ -72,6 +72,8 @@ class CheckpointJob(BaseModel):
     bytes_done: int = 0
     result: CheckpointResult | None = None
     error: str | None = None
+    # Failed only because the agent stopped under it: the same request again starts over.
+    retryable: bool = False
 
 
 class RestoreRequest(BaseModel):
@@ -96,6 +98,7 @@ class RestoreJob(BaseModel):
     pid: int | None = None
     error: str | None = None
     timings: Timings = Timings()
+    retryable: bool = False
 
 
 class AgentInfo(BaseModel):

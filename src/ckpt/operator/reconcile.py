@@ -44,6 +44,8 @@ T = TypeVar("T")
 TERMINAL = frozenset({Phase.Ready, Phase.Failed})
 # Seconds an agent may hold a job-status request open until the job's phase changes.
 LONG_POLL = 10.0
+# Tries of a dump whose agent stopped under it, before the checkpoint fails.
+DUMP_ATTEMPTS = 3
 _UNRECORDED = frozenset({ApiStatus.initializing, ApiStatus.updated_info})
 # Agent phases during which the archive is being written to the store.
 STORING_PHASES = frozenset({"storing"})
@@ -221,7 +223,35 @@ class Checkpointer:
         )
 
     async def _dump(self, agent: AgentPod) -> CheckpointJob:
-        job = await self._start_or_find_job(agent)
+        job = await self._follow_job(agent, await self._start_or_find_job(agent))
+        for attempt in range(2, DUMP_ATTEMPTS + 1):
+            if not (job.state is JobState.failed and job.retryable):
+                break
+            # The agent stopped under the job (a restart, a rollout): its containers were
+            # thawed when it came back, and the same request starts the job over.
+            self.report.event(
+                "Warning", "Retrying", f"agent {agent.ref}: {job.error}; attempt {attempt}"
+            )
+            if self._target is None:
+                self.status.agent = None
+                agent = await self._accept()
+            job = await self._follow_job(agent, await self._start_or_find_job(agent))
+        if job.state is JobState.failed or job.result is None:
+            raise Failure("DumpFailed", f"agent {agent.ref}: {job.error or 'no result'}")
+        set_condition(
+            self.status, DUMPED, True, "Dumped",
+            f"{_human(job.result.size_bytes)} at {job.result.restore_path}",
+        )
+        self.report.event(
+            "Normal", "Dumped",
+            f"{_human(job.result.size_bytes)} in {job.result.timings.total} ms "
+            f"(freeze {job.result.timings.freeze} ms, dump {job.result.timings.dump} ms, "
+            f"store {job.result.timings.store} ms)",
+        )
+        return job
+
+    async def _follow_job(self, agent: AgentPod, job: CheckpointJob) -> CheckpointJob:
+        """Follows the agent's job (long polls) until it succeeds or fails."""
         checkpoint_id = job.checkpoint_id
         while job.state is JobState.running:
             await self._follow(job)
@@ -236,18 +266,6 @@ class Checkpointer:
                 # Nothing changed within the long poll (or an agent without long polls
                 # answered at once): don't spin.
                 await asyncio.sleep(self.deps.poll_interval)
-        if job.state is JobState.failed or job.result is None:
-            raise Failure("DumpFailed", f"agent {agent.ref}: {job.error or 'no result'}")
-        set_condition(
-            self.status, DUMPED, True, "Dumped",
-            f"{_human(job.result.size_bytes)} at {job.result.restore_path}",
-        )
-        self.report.event(
-            "Normal", "Dumped",
-            f"{_human(job.result.size_bytes)} in {job.result.timings.total} ms "
-            f"(freeze {job.result.timings.freeze} ms, dump {job.result.timings.dump} ms, "
-            f"store {job.result.timings.store} ms)",
-        )
         return job
 
     async def _start_or_find_job(self, agent: AgentPod) -> CheckpointJob:
