@@ -7,6 +7,7 @@ import shutil
 import ssl
 from pathlib import Path
 
+from ckpt.agent import cgroups
 from ckpt.agent.criu import find_criu
 from ckpt.agent.gpu import GpuDriver
 from ckpt.agent.models import CheckpointRequest
@@ -87,8 +88,10 @@ async def thaw_interrupted(ctx: PipelineContext, requests: list[CheckpointReques
     """Resume containers that an agent killed mid-dump left frozen.
 
     The dead agent paused them for a consistent cut and never got to resume them; a paused
-    container of an interrupted job is taken to be ours. Failures are logged, not raised:
-    start-up must not depend on containers that may be gone.
+    container of an interrupted job is taken to be ours. CRIU killed while it was freezing
+    leaves a half-frozen cgroup that runc reports as running: that freezer is thawed
+    directly (see `cgroups`). Failures are logged, not raised: start-up must not depend on
+    containers that may be gone.
     """
     runtime = ctx.runtime
     for request in requests:
@@ -96,14 +99,23 @@ async def thaw_interrupted(ctx: PipelineContext, requests: list[CheckpointReques
             ref = ContainerRef(target.name, target.container_id, request.namespace, request.pod)
             try:
                 container = await runtime.resolve(ref)
-                if container.extra.get("status") != "paused":
+                if container.extra.get("status") == "paused":
+                    container.extra["paused_by_ckpt"] = True
+                    await runtime.thaw(container)
+                elif not _thaw_half_frozen(container.pid):
                     continue
-                container.extra["paused_by_ckpt"] = True
-                await runtime.thaw(container)
                 log.warning(
-                    "resumed container %s left paused by interrupted job %s",
+                    "resumed container %s left frozen by interrupted job %s",
                     target.container_id, request.checkpoint_id,
                 )
-            except RuntimeError_ as exc:
+            except (RuntimeError_, OSError) as exc:
                 log.info("container %s of job %s: %s", target.container_id,
                          request.checkpoint_id, exc)
+
+
+def _thaw_half_frozen(pid: int | None) -> bool:
+    freezer = cgroups.freezer_file(pid) if pid else None
+    if freezer is None or not cgroups.is_frozen(freezer):
+        return False
+    cgroups.thaw(freezer)
+    return True

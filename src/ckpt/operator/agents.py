@@ -158,6 +158,10 @@ class AgentClient:
         )
         return CheckpointJob.model_validate_json(response.content)
 
+    async def cancel_checkpoint(self, agent: AgentPod, checkpoint_id: str) -> None:
+        """Stops a running job (the agent thaws its containers and removes partial files)."""
+        await self._call("DELETE", agent, f"/v1/checkpoints/{checkpoint_id}")
+
     async def delete_archive(self, agent: AgentPod, checkpoint_id: str) -> None:
         try:
             await self._call("DELETE", agent, f"/v1/archives/{checkpoint_id}")

@@ -113,6 +113,7 @@ class Checkpointer:
             async with asyncio.timeout(max(remaining, 0.0)):
                 await self._flow()
         except TimeoutError:
+            await self._cancel_job()
             await self._fail(
                 "Timeout",
                 f"not Ready within {self.res.spec.timeout_seconds}s"
@@ -357,6 +358,19 @@ class Checkpointer:
         metrics.CHECKPOINTS.labels("Ready", "Ready").inc()
         metrics.DURATION.observe(total_ms / 1000)
         await self.report.save(self.status)
+
+    async def _cancel_job(self) -> None:
+        """At the deadline, a dump still running on the agent is stopped: its archive would
+        never be recorded, and its containers stay frozen for nothing."""
+        if not (self.status.checkpoint_id and self.status.agent):
+            return
+        try:
+            agent = self._recorded_agent()
+            async with asyncio.timeout(30):
+                await self.deps.agents.cancel_checkpoint(agent, self.status.checkpoint_id)
+        except (Blocked, AgentError, TimeoutError) as exc:
+            # The job may be finished, or unknown to the agent: nothing left to stop.
+            log.info("%s/%s: no job cancelled: %s", self.res.namespace, self.res.name, exc)
 
     async def _fail(self, reason: str, message: str) -> None:
         self.status.phase = Phase.Failed
