@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import ssl
+import time
 from pathlib import Path
 
-from ckpt.agent import cgroups
+from ckpt.agent import cgroups, proc
 from ckpt.agent.criu import find_criu
 from ckpt.agent.gpu import GpuDriver
 from ckpt.agent.models import CheckpointRequest
@@ -84,8 +86,14 @@ def _clean_work_dir(work_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-async def thaw_interrupted(ctx: PipelineContext, requests: list[CheckpointRequest]) -> None:
+async def thaw_interrupted(
+    ctx: PipelineContext, requests: list[CheckpointRequest], *, straggler_wait_s: float = 600
+) -> None:
     """Resume containers that an agent killed mid-dump left frozen.
+
+    runc and CRIU run in sessions of their own, so a dump may outlive the agent process that
+    started it (a crash of the agent alone, not of its pod). Such a dump is left to finish,
+    never killed (see `proc.run`), and the container is thawed after it.
 
     The dead agent paused them for a consistent cut and never got to resume them; a paused
     container of an interrupted job is taken to be ours. CRIU killed while it was freezing
@@ -98,6 +106,7 @@ async def thaw_interrupted(ctx: PipelineContext, requests: list[CheckpointReques
         for target in request.containers:
             ref = ContainerRef(target.name, target.container_id, request.namespace, request.pod)
             try:
+                await _wait_for_stragglers(target.container_id, straggler_wait_s)
                 container = await runtime.resolve(ref)
                 if container.extra.get("status") == "paused":
                     container.extra["paused_by_ckpt"] = True
@@ -111,6 +120,17 @@ async def thaw_interrupted(ctx: PipelineContext, requests: list[CheckpointReques
             except (RuntimeError_, OSError) as exc:
                 log.info("container %s of job %s: %s", target.container_id,
                          request.checkpoint_id, exc)
+
+
+async def _wait_for_stragglers(container_id: str, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while pids := proc.processes_running("checkpoint", container_id):
+        if time.monotonic() > deadline:
+            log.error("dump of %s by %s still running; thawing anyway", container_id, pids)
+            return
+        log.warning("waiting for the dump of %s left by the previous agent (%s)",
+                    container_id, pids)
+        await asyncio.sleep(0.5)
 
 
 def _thaw_half_frozen(pid: int | None) -> bool:

@@ -30,9 +30,15 @@ async def run(
     limit_s: float | None = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    finish_on_cancel: bool = False,
 ) -> Completed:
     """Run a command with stdin and stdout/stderr captured; kill its process group if the
     caller is cancelled or ``limit_s`` passes (runc's CRIU child goes with it).
+
+    ``finish_on_cancel``: a cancelled caller waits for the command to end instead (still
+    bounded by ``limit_s``), then sees the cancellation. For CRIU dumps: CRIU killed while
+    its parasite code sits inside the target's processes leaves them broken (they die, or
+    stay stopped), so a dump is never interrupted, only discarded afterwards.
 
     stdin is /dev/null and stdout/stderr are pipes: runc hands these to a container it starts
     or restores detached, and a host file there would break a later dump (field notes).
@@ -46,9 +52,18 @@ async def run(
         env=env,
         start_new_session=True,
     )
+    communicating = asyncio.ensure_future(asyncio.wait_for(proc.communicate(), limit_s))
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), limit_s)
-    except (asyncio.CancelledError, TimeoutError):
+        out, err = await (asyncio.shield(communicating) if finish_on_cancel else communicating)
+    except asyncio.CancelledError:
+        if finish_on_cancel:
+            with contextlib.suppress(Exception):
+                await communicating
+        _kill_group(proc.pid)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(proc.wait())
+        raise
+    except TimeoutError:
         _kill_group(proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.shield(proc.wait())
@@ -59,6 +74,22 @@ async def run(
         out.decode(errors="replace"),
         err.decode(errors="replace"),
     )
+
+
+def processes_running(*words: str, proc_root: Path = Path("/proc")) -> list[int]:
+    """Pids whose command line contains every one of `words` (as whole arguments)."""
+    found = []
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        decoded = {a.decode(errors="replace") for a in args}
+        if all(w in decoded for w in words):
+            found.append(int(entry.name))
+    return found
 
 
 def _kill_group(pid: int) -> None:

@@ -184,8 +184,11 @@ def counter_script(interval: float = 0.1, ballast_mib: int = 0) -> str:
             f"( b=$(head -c {raw} /dev/urandom | base64 -w 0);"
             f" echo ${{#b}} > /{BALLAST_READY_FILE}; while true; do sleep 3600; done ) &"
         )
+    # Written aside and renamed: a dump taken between the truncation and the write of a
+    # plain `echo > file` would leave an empty counter behind for good.
     lines.append(
-        f"i=0; while true; do i=$((i+1)); echo $i > /{COUNTER_FILE}; sleep {interval}; done"
+        f"i=0; while true; do i=$((i+1)); echo $i > /{COUNTER_FILE}.new;"
+        f" mv /{COUNTER_FILE}.new /{COUNTER_FILE}; sleep {interval}; done"
     )
     return "\n".join(lines)
 
@@ -436,17 +439,11 @@ class BusyboxContainer:
 
     def counter(self) -> int:
         """The counter's last value (0 if it has not written one yet)."""
-        path = self.rootfs / COUNTER_FILE
-        # The shell truncates before it writes: retry a moment on an empty read.
-        for _ in range(50):
-            try:
-                text = path.read_text().strip()
-            except FileNotFoundError:
-                return 0
-            if text:
-                return int(text)
-            time.sleep(0.005)
-        return 0
+        try:
+            # Renamed into place whole (see `counter_script`): never seen half written.
+            return int((self.rootfs / COUNTER_FILE).read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
 
     def wait_counter(self, at_least: int, timeout: float = 30) -> int:
         """Wait until the counter reaches ``at_least``; returns its value."""

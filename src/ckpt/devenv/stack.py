@@ -64,6 +64,9 @@ class LocalStack:
         self.api_token = ""
         self.api_database = f"sqlite:///{workdir / 'api.db'}"
         self._agent_pods: list[str] = []
+        # Every process started, kept as soon as it runs: stop() must reach a process whose
+        # start-up step after launching (registering its pod, say) failed.
+        self._processes: list[ManagedProcess] = []
         self.operator_metrics_url = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -77,9 +80,8 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        for process in (self.operator, self.agent, self.api):
-            if process is not None:
-                process.stop()
+        for process in reversed(self._processes):
+            process.stop()
         # Agent pod objects point at this stack's ports: leave none for the next stack.
         for name in self._agent_pods:
             self._delete_pod(SYSTEM_NAMESPACE, name)
@@ -96,6 +98,10 @@ class LocalStack:
 
     # -- parts ---------------------------------------------------------------------------------
 
+    def _launch(self, process: ManagedProcess) -> None:
+        self._processes.append(process)
+        process.start()
+
     def start_api(self) -> ManagedProcess:
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
@@ -104,7 +110,8 @@ class LocalStack:
             ["api", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--database", self.api_database],
             env={}, url=self.api_url, log_path=self.workdir / "api.log",
-        ).start()
+        )
+        self._launch(self.api)
         self.api_token = subprocess.run(
             [sys.executable, "-m", "ckpt", "api", "token", "create", "--tenant", "local",
              "--database", self.api_database],
@@ -139,7 +146,8 @@ class LocalStack:
             },
             url=f"http://127.0.0.1:{port}",
             log_path=self.workdir / f"{name}.log",
-        ).start()
+        )
+        self._launch(agent)
         if register:
             self.register_agent_pod(name, node, port, gpu=gpu)
         return agent
@@ -185,7 +193,8 @@ class LocalStack:
             },
             url=f"http://127.0.0.1:{liveness}",
             log_path=self.workdir / "operator.log",
-        ).start()
+        )
+        self._launch(self.operator)
         return self.operator
 
     # -- workload pods -------------------------------------------------------------------------

@@ -68,7 +68,7 @@ class ProcessRuntime(Runtime):
         ]
         if leave_running:
             argv.append("--leave-running")
-        out = await proc.run(argv, limit_s=self.timeout_s)
+        out = await proc.run(argv, limit_s=self.timeout_s, finish_on_cancel=True)
         if out.returncode != 0:
             raise RuntimeError_(
                 f"criu dump of {container.pid}: {out.describe()}\n"

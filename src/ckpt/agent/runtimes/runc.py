@@ -63,8 +63,12 @@ class RuncRuntime(Runtime):
             argv += ["--criu", self.criu]
         return [*argv, *args]
 
-    async def _run(self, *args: str, limit_s: float | None = 60) -> proc.Completed:
-        return await proc.run(self._argv(*args), limit_s=limit_s)
+    async def _run(
+        self, *args: str, limit_s: float | None = 60, finish_on_cancel: bool = False
+    ) -> proc.Completed:
+        return await proc.run(
+            self._argv(*args), limit_s=limit_s, finish_on_cancel=finish_on_cancel
+        )
 
     async def cgroups_mode(self) -> str:
         """``ignore`` where runc has it (>= 1.2, as the field notes advise for restoring into
@@ -136,7 +140,9 @@ class RuncRuntime(Runtime):
         ]
         if leave_running:
             args.append("--leave-running")
-        out = await self._run(*args, container.ref.container_id, limit_s=self.timeout_s)
+        out = await self._run(
+            *args, container.ref.container_id, limit_s=self.timeout_s, finish_on_cancel=True
+        )
         if out.returncode != 0:
             # A host file behind the container's stdio and a missing iptables-restore are
             # the usual causes (field notes); CRIU's log says which.
