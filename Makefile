@@ -36,7 +36,6 @@ test: setup tools
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 crd: setup
 	$(BIN)/python -m ckpt.operator.crd > crds/checkpoint.yaml
