@@ -34,6 +34,7 @@ EXPECTED_OBJECTS = {
     ("ClusterRoleBinding", "ckpt-agent"),
     ("DaemonSet", "ckpt-agent"),
     ("DaemonSet", "ckpt-agent-gpu"),
+    ("NetworkPolicy", "ckpt-agent"),
 }
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 WORKLOADS = {"Deployment", "DaemonSet"}
@@ -375,3 +376,18 @@ def test_postgresql_overlay_takes_the_url_from_the_secret(
     for m in postgresql_manifests:
         if (m["kind"], m["metadata"]["name"]) != ("Deployment", "ckpt-api"):
             assert m == base[(m["kind"], m["metadata"]["name"])]
+
+
+def test_only_the_operator_may_reach_the_agents(find: Find) -> None:
+    policy = find("NetworkPolicy", "ckpt-agent")["spec"]
+    agent_labels = find("DaemonSet", "ckpt-agent")["spec"]["template"]["metadata"]["labels"]
+    gpu_labels = find("DaemonSet", "ckpt-agent-gpu")["spec"]["template"]["metadata"]["labels"]
+    selector = policy["podSelector"]["matchLabels"]
+    assert selector.items() <= agent_labels.items() and selector.items() <= gpu_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    operator_labels = find("Deployment", "ckpt-operator")["spec"]["template"]["metadata"]["labels"]
+    [rule] = policy["ingress"]
+    [source] = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= operator_labels.items()
+    assert "namespaceSelector" not in source  # the operator's own namespace only
+    assert rule["ports"] == [{"protocol": "TCP", "port": "agent"}]
