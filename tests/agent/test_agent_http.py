@@ -3,15 +3,17 @@ authentication by TokenReview, error bodies, validation, info, health and metric
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import ssl
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
 
-from ckpt.devenv.controlplane import Cluster
-
-if TYPE_CHECKING:
-    from ckpt.devenv.processes import ManagedProcess
+from ckpt.devenv.controlplane import Cluster, free_port
+from ckpt.devenv.processes import ManagedProcess
+from ckpt.operator.agents import AgentClient, AgentError, AgentPod
 
 PROTECTED = [
     ("GET", "/v1/info"),
@@ -54,7 +56,9 @@ def test_invalid_or_malformed_token_is_401(agent: ManagedProcess, operator_token
 def test_valid_token_of_another_identity_is_403(agent: ManagedProcess, other_token: str) -> None:
     for method, path in PROTECTED:
         response = httpx.request(
-            method, f"{agent.url}{path}", json={},
+            method,
+            f"{agent.url}{path}",
+            json={},
             headers={"Authorization": f"Bearer {other_token}"},
         )
         message = _error(response, 403, "forbidden")
@@ -65,12 +69,19 @@ def test_cluster_admin_is_not_the_operator(agent: ManagedProcess, kube: Cluster)
     # Cluster-admin rights do not make a caller the operator: only listed identities pass.
     token = kube.service_account_token("default", "a-cluster-admin")
     kube.kubectl(
-        "create", "clusterrolebinding", "a-cluster-admin", "--clusterrole=cluster-admin",
-        "--serviceaccount=default:a-cluster-admin", check=False,
+        "create",
+        "clusterrolebinding",
+        "a-cluster-admin",
+        "--clusterrole=cluster-admin",
+        "--serviceaccount=default:a-cluster-admin",
+        check=False,
     )
-    assert kube.kubectl(
-        "auth", "can-i", "*", "*", "--as=system:serviceaccount:default:a-cluster-admin"
-    ).stdout.strip() == "yes"
+    assert (
+        kube.kubectl(
+            "auth", "can-i", "*", "*", "--as=system:serviceaccount:default:a-cluster-admin"
+        ).stdout.strip()
+        == "yes"
+    )
     response = httpx.get(f"{agent.url}/v1/info", headers={"Authorization": f"Bearer {token}"})
     _error(response, 403, "forbidden")
 
@@ -117,8 +128,9 @@ def test_validation_error_names_the_field(client: httpx.Client) -> None:
     details = response.json()["details"]
     assert details[0]["field"] == "checksum"
 
-    response = client.post("/v1/checkpoints", content=b"{not json", headers={
-        "content-type": "application/json"})
+    response = client.post(
+        "/v1/checkpoints", content=b"{not json", headers={"content-type": "application/json"}
+    )
     _error(response, 422, "validation_error")
 
 
@@ -160,3 +172,66 @@ def test_metrics_exposes_job_counters(client: httpx.Client) -> None:
     assert 'ckpt_agent_jobs_finished_total{kind="checkpoint",state="failed"} 1.0' in text
     assert "ckpt_agent_phase_duration_seconds_bucket" in text
     assert "ckpt_agent_archive_bytes_written_total" in text
+
+
+def test_agent_over_tls_as_the_operator_calls_it(
+    agent_env: dict[str, str], tmp_path: Path, operator_token: str
+) -> None:
+    # A self-signed certificate for the loopback address, as a cluster's CA would issue one.
+    cert, key = tmp_path / "agent.crt", tmp_path / "agent.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=ckpt-agent",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    env = {
+        **agent_env,
+        "CKPT_AGENT_HOST": "127.0.0.1",
+        "CKPT_AGENT_PORT": str(port),
+        "CKPT_AGENT_TLS_CERT_FILE": str(cert),
+        "CKPT_AGENT_TLS_KEY_FILE": str(key),
+    }
+    server = ManagedProcess(
+        "agent",
+        ["agent", "serve"],
+        env=env,
+        url=f"https://127.0.0.1:{port}",
+        log_path=tmp_path / "agent-tls.log",
+        verify=ssl.create_default_context(cafile=str(cert)),
+    )
+    token_file = tmp_path / "token"
+    token_file.write_text(operator_token)
+    with server:
+        pod = AgentPod("agent", "ckpt-system", "test-node", "127.0.0.1", port, False, True)
+        with pytest.raises(AgentError) as unknown:
+            asyncio.run(_job_over_https(token_file, cert, pod))
+        # Through TLS, authenticated as the operator: the agent itself answered.
+        assert unknown.value.status == 404
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"https://127.0.0.1:{port}/healthz")  # not trusted without the CA
+
+
+async def _job_over_https(token_file: Path, ca: Path, pod: AgentPod) -> None:
+    agents = AgentClient(token_file, scheme="https", ca_file=ca)
+    try:
+        await agents.checkpoint_job(pod, "no-such-job")
+    finally:
+        await agents.aclose()

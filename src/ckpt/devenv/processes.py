@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ class ManagedProcess:
         url: str,
         log_path: Path,
         health_path: str = "/healthz",
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.name = name
         self.argv = [sys.executable, "-m", "ckpt", *args]
@@ -42,6 +44,7 @@ class ManagedProcess:
         self.url = url
         self.health_url = url + health_path
         self.log_path = log_path
+        self.verify = verify  # how to trust a server that speaks https
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +73,7 @@ class ManagedProcess:
                     f"{self.name} exited with {self._proc.returncode}:\n{self.log_tail()}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.health_url, timeout=1.0).status_code == 200:
+                if httpx.get(self.health_url, timeout=1.0, verify=self.verify).status_code == 200:
                     return self
             time.sleep(0.1)
         self.kill()
