@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import io
 import json
+import queue
 import shutil
 import tarfile
 import threading
@@ -65,7 +66,12 @@ def container_entry(d: DumpedContainer) -> dict[str, Any]:
 
 
 class _HashingSink(io.RawIOBase):
-    """Counts and hashes what passes through to the store; stops on cancellation."""
+    """Counts and hashes what passes through to the store; stops on cancellation.
+
+    Hashing and writing run in a thread of their own, fed through a short queue: the thread
+    that reads images and feeds zstd would otherwise spend as long on sha256 and the store's
+    writes as on everything else, while zstd's workers wait for input. Call `finish` (always).
+    """
 
     def __init__(
         self, sink: Any, progress: Callable[[int], None] | None, cancel: threading.Event | None
@@ -76,6 +82,11 @@ class _HashingSink(io.RawIOBase):
         self.progress = progress
         self.cancel = cancel
         self._reported = 0
+        # None marks the end of the stream.
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="archive-writer", daemon=True)
+        self._thread.start()
 
     def writable(self) -> bool:
         return True
@@ -83,14 +94,35 @@ class _HashingSink(io.RawIOBase):
     def write(self, data: Any) -> int:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled while storing the archive")
-        view = memoryview(data)
-        self.sha.update(view)
-        self.sink.write(view)
-        self.size += len(view)
-        if self.progress and self.size - self._reported >= 16 * CHUNK:
-            self._reported = self.size
-            self.progress(self.size)
-        return len(view)
+        if self._error is not None:
+            raise self._error
+        # A copy: zstd reuses its output buffer as soon as this returns.
+        chunk = bytes(data)
+        if chunk:
+            self._queue.put(chunk)
+        return len(chunk)
+
+    def _drain(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # keep taking chunks so the producer never blocks on a full queue
+            try:
+                self.sha.update(chunk)
+                self.sink.write(chunk)
+            except BaseException as exc:  # handed to the producing thread by write/finish
+                self._error = exc
+                continue
+            self.size += len(chunk)
+            if self.progress and self.size - self._reported >= 16 * CHUNK:
+                self._reported = self.size
+                self.progress(self.size)
+
+    def finish(self) -> None:
+        """Waits until everything queued is hashed and written; raises a writer's error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _safe_name(name: str) -> str:
@@ -112,7 +144,27 @@ def write_archive(
     cancel: threading.Event | None = None,
 ) -> tuple[str, int]:
     """Stream the archive into ``sink``; returns (sha256 hex, bytes written)."""
+    if compression not in ("zstd", "none"):
+        raise ArchiveError(f"unknown compression {compression!r}")
     hashing = _HashingSink(sink, progress, cancel)
+    try:
+        _write_tar(hashing, dumped, metadata, compression, level, threads, cancel)
+    finally:
+        hashing.finish()
+    if progress:
+        progress(hashing.size)
+    return hashing.sha.hexdigest(), hashing.size
+
+
+def _write_tar(
+    hashing: _HashingSink,
+    dumped: list[DumpedContainer],
+    metadata: dict[str, Any],
+    compression: str,
+    level: int,
+    threads: int,
+    cancel: threading.Event | None,
+) -> None:
     out: Any = hashing
     zwriter = None
     if compression == "zstd":
@@ -120,8 +172,6 @@ def write_archive(
         cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         zwriter = cctx.stream_writer(hashing, closefd=False, write_size=CHUNK)
         out = zwriter
-    elif compression != "none":
-        raise ArchiveError(f"unknown compression {compression!r}")
 
     # Stream mode ("w|") never seeks; a 1 MiB record buffer keeps Python's per-write
     # overhead small against hundreds of MiB of memory pages.
@@ -143,9 +193,6 @@ def write_archive(
     if zwriter is not None:
         zwriter.flush(zstandard.FLUSH_FRAME)
         zwriter.close()
-    if progress:
-        progress(hashing.size)
-    return hashing.sha.hexdigest(), hashing.size
 
 
 def _check(cancel: threading.Event | None) -> None:
