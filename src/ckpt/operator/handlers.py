@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,10 +11,15 @@ import kopf
 from ckpt.operator import reconcile, retention
 from ckpt.operator.agents import AgentPod, agent_from_pod
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
-from ckpt.operator.runtime import Clients, build_clients, configure_kopf, serve_metrics
+from ckpt.operator.runtime import (
+    Clients,
+    KopfReporter,
+    build_clients,
+    configure_kopf,
+    serve_metrics,
+)
 from ckpt.operator.settings import OperatorSettings
 
-log = logging.getLogger(__name__)
 CONFIG = OperatorSettings()
 CHECKPOINTS = (GROUP, VERSION, PLURAL)
 
@@ -30,22 +34,6 @@ def _ready(status: dict[str, Any], **_: Any) -> bool:
 
 def _agents(index: kopf.Index[str, AgentPod]) -> list[AgentPod]:
     return [agent for store in index.values() for agent in store]
-
-
-class _Reporter:
-    def __init__(self, clients: Clients, body: kopf.Body) -> None:
-        self._clients, self._body = clients, body
-
-    async def save(self, status: CheckpointStatus) -> None:
-        await self._clients.kube.patch_status(
-            self._body.metadata.namespace or "", self._body.metadata.name or "", status
-        )
-
-    def event(self, kind: str, reason: str, message: str) -> None:
-        kopf.event(self._body, type=kind, reason=reason, message=message)
-        level = logging.INFO if kind == "Normal" else logging.WARNING
-        meta = self._body.metadata
-        log.log(level, "%s/%s %s: %s", meta.namespace, meta.name, reason, message)
 
 
 @kopf.on.startup()
@@ -89,7 +77,7 @@ async def checkpoint(
         spec=CheckpointSpec.from_resource(spec),
     )
     current = CheckpointStatus.model_validate(dict(status))
-    await reconcile.Checkpointer(deps, resource, current, _Reporter(clients, body)).run()
+    await reconcile.Checkpointer(deps, resource, current, KopfReporter(clients, body)).run()
 
 
 @kopf.timer(*CHECKPOINTS, when=_ready, interval=CONFIG.sync_interval, idle=CONFIG.sync_interval)
@@ -101,7 +89,7 @@ async def sync(
     api_status = await reconcile.sync_api_status(clients.api, current)
     if api_status and api_status != current.api_status:
         current.api_status = api_status
-        await _Reporter(clients, body).save(current)
+        await KopfReporter(clients, body).save(current)
 
 
 @kopf.on.delete(*CHECKPOINTS, retries=6, backoff=5)

@@ -11,8 +11,10 @@ from prometheus_client import start_http_server
 from ckpt.client import CheckpointsClient
 from ckpt.operator.agents import AgentClient
 from ckpt.operator.kube import Kube, load_api_client
+from ckpt.operator.models import CheckpointStatus
 from ckpt.operator.settings import OperatorSettings
 
+log = logging.getLogger(__name__)
 PREFIX = "ckpt.dev"
 
 
@@ -62,3 +64,21 @@ def build_clients(config: OperatorSettings) -> Clients:
 
 def serve_metrics(config: OperatorSettings) -> None:
     start_http_server(config.metrics_port, addr=config.listen_host)
+
+
+class KopfReporter:
+    """The flow's `Reporter`: status through the status subresource, Events through kopf
+    (which posts them in the background), and the same lines in the operator's log."""
+
+    def __init__(self, clients: Clients, body: kopf.Body) -> None:
+        self._clients, self._body = clients, body
+
+    async def save(self, status: CheckpointStatus) -> None:
+        meta = self._body.metadata
+        await self._clients.kube.patch_status(meta.namespace or "", meta.name or "", status)
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        kopf.event(self._body, type=kind, reason=reason, message=message)
+        meta = self._body.metadata
+        level = logging.INFO if kind == "Normal" else logging.WARNING
+        log.log(level, "%s/%s %s: %s", meta.namespace, meta.name, reason, message)
