@@ -15,7 +15,6 @@ from ckpt.devenv.containers import BusyboxContainer, Launcher, Runc
 from ckpt.devenv.controlplane import Cluster, free_port
 from ckpt.devenv.processes import ManagedProcess
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "ckpt-system"
 OPERATOR_SA = "ckpt-operator"
 OPERATOR_IDENTITY = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"

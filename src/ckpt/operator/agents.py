@@ -30,6 +30,10 @@ class AgentPod:
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    def base_url(self, scheme: str = "http") -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip  # IPv6 pod IPs need brackets
+        return f"{scheme}://{host}:{self.port}"
+
 
 def agent_from_pod(
     pod: Mapping[str, Any], *, kind_label: str, default_port: int
@@ -119,8 +123,7 @@ class AgentClient:
         await self._http.aclose()
 
     def _url(self, agent: AgentPod, path: str) -> str:
-        host = f"[{agent.ip}]" if ":" in agent.ip else agent.ip
-        return f"{self._scheme}://{host}:{agent.port}{path}"
+        return agent.base_url(self._scheme) + path
 
     async def _call(
         self, method: str, agent: AgentPod, path: str, body: Any = None,

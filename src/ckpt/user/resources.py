@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,6 @@ class Checkpoints:
             response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
         except client.ApiException as exc:
             raise UserError(_explain(exc, f"read pod {namespace}/{name}")) from exc
-        import json
-
         return dict(json.loads(response.data))
 
     def service_account_token(self, namespace: str, name: str, seconds: int = 600) -> str:
@@ -95,8 +94,6 @@ class Checkpoints:
 
 
 def _explain(exc: client.ApiException, doing: str) -> str:
-    import json
-
     try:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
     except ValueError:

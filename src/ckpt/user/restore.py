@@ -24,8 +24,7 @@ def agent_url(checkpoints: Checkpoints, status: dict[str, Any], default_port: in
     )
     if agent is None:
         raise UserError(f"agent pod {ref} has no IP; is it running? (or pass --agent-url)")
-    host = f"[{agent.ip}]" if ":" in agent.ip else agent.ip
-    return f"http://{host}:{agent.port}"
+    return agent.base_url()
 
 
 def restore(
