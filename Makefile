@@ -41,13 +41,13 @@ crd: setup
 	$(BIN)/python -m ckpt.operator.crd > crds/checkpoint.yaml
 
 demo: setup tools
-	$(BIN)/python -m ckpt.demo
+	$(BIN)/python -m harness.demo
 
-# -P: bench/operator.py must not shadow the standard library's `operator` module.
+# The harness (harness/, not part of the wheel) is imported from the repository root.
 bench: setup tools
-	$(BIN)/python -P bench/api.py
-	$(BIN)/python -P bench/agent.py
-	$(BIN)/python -P bench/operator.py
+	PYTHONPATH=. $(BIN)/python bench/api.py
+	PYTHONPATH=. $(BIN)/python bench/agent.py
+	PYTHONPATH=. $(BIN)/python bench/operator_load.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -35,7 +35,7 @@ from ckpt.agent import pipeline
 from ckpt.agent.context import build_context
 from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
 from ckpt.agent.settings import AgentSettings
-from ckpt.devenv.containers import BusyboxContainer, Runc
+from harness.containers import BusyboxContainer, Runc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,6 @@
 """Benchmark of the checkpoints API: a create -> info -> uploaded -> list cycle.
 
-Run: .venv/bin/python -P bench/api.py [--seconds 4] [--concurrency 1 16 64]
-(-P: bench/operator.py must not shadow the standard library's `operator` module.)
+Run: PYTHONPATH=. .venv/bin/python bench/api.py [--seconds 4] [--concurrency 1 16 64]
 
 Each server (a bare ASGI baseline, the API on SQLite, the API on PostgreSQL) runs in its own
 process under identical uvicorn settings on loopback; the load generator is this process.
@@ -28,9 +27,9 @@ import httpx
 
 from ckpt.api import migrate
 from ckpt.api.db import Database
-from ckpt.api.testing import LOOPBACK, PostgresServer
 from ckpt.api.tokens import create_token
-from ckpt.devenv.controlplane import free_port
+from harness.controlplane import free_port
+from harness.postgres import LOOPBACK, PostgresServer
 
 UVICORN = {"loop": "uvloop", "http": "httptools", "access_log": False, "log_level": "warning"}
 INFO = json.dumps({"gpu": "none", "platform": "linux/amd64", "info": {"node": "n1"}}).encode()
@@ -164,8 +163,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _measure(name: str, url: str, token: str, levels: list[int], seconds: float) -> list[Row]:
     port = free_port()
-    # -P as for this script: bench/ must not be first on the server's import path either.
-    proc = subprocess.Popen([sys.executable, "-P", __file__, "_serve", name, str(port), url])
+    proc = subprocess.Popen([sys.executable, __file__, "_serve", name, str(port), url])
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt.devenv.controlplane import Cluster, cluster_for_tests
+from harness.controlplane import Cluster, cluster_for_tests
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ckpt.devenv import tools
-from ckpt.devenv.containers import BusyboxContainer, Launcher, Runc
-from ckpt.devenv.controlplane import Cluster, free_port
-from ckpt.devenv.processes import ManagedProcess
+from harness import tools
+from harness.containers import BusyboxContainer, Launcher, Runc
+from harness.controlplane import Cluster, free_port
+from harness.processes import ManagedProcess
 
 OPERATOR_NAMESPACE = "ckpt-system"
 OPERATOR_SA = "ckpt-operator"

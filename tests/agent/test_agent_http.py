@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ckpt.devenv.controlplane import Cluster, free_port
-from ckpt.devenv.processes import ManagedProcess
 from ckpt.operator.agents import AgentClient, AgentError, AgentPod
+from harness.controlplane import Cluster, free_port
+from harness.processes import ManagedProcess
 
 PROTECTED = [
     ("GET", "/v1/info"),

@@ -17,12 +17,12 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ckpt.devenv.containers import BusyboxContainer, ContainerError, Pod, Runc
+from harness.containers import BusyboxContainer, ContainerError, Pod, Runc
 
 if TYPE_CHECKING:
     from conftest import JobWaiter
 
-    from ckpt.devenv.processes import ManagedProcess
+    from harness.processes import ManagedProcess
 
 Launch = Callable[..., BusyboxContainer]
 

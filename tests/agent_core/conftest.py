@@ -13,8 +13,8 @@ from ckpt.agent.pipeline import PipelineContext
 from ckpt.agent.runtimes.process import ProcessRuntime
 from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.store import FileStore
-from ckpt.devenv.containers import Runc
-from ckpt.devenv.fixtures import busybox_container, criu_bin, runc_cli
+from harness.containers import Runc
+from harness.fixtures import busybox_container, criu_bin, runc_cli
 
 __all__ = ["busybox_container", "criu_bin", "ctx", "runc_cli"]
 

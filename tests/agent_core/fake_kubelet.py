@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ckpt.devenv.containers import BusyboxContainer
+from harness.containers import BusyboxContainer
 
 
 def self_signed_cert(folder: Path) -> tuple[Path, Path]:

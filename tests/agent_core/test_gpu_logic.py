@@ -14,7 +14,7 @@ from ckpt.agent import gpu as gpu_mod
 from ckpt.agent.gpu import GpuDriver, GpuError, ProcessState
 from ckpt.agent.models import CheckpointRequest, ContainerTarget, GpuMode, RestoreRequest
 from ckpt.agent.pipeline import GpuRequiredError, PipelineContext, run_checkpoint, run_restore
-from ckpt.devenv.containers import BusyboxContainer
+from harness.containers import BusyboxContainer
 
 GPU_REASON = "needs an NVIDIA GPU with libcuda.so.1"
 

@@ -13,7 +13,7 @@ from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
 from ckpt.agent.pipeline import PipelineContext, PipelineError, run_checkpoint, run_restore
 from ckpt.agent.runtimes.kubelet import KubeletRuntime
 from ckpt.agent.store import path_of
-from ckpt.devenv.containers import BusyboxContainer, Runc
+from harness.containers import BusyboxContainer, Runc
 
 TOKEN = "operator-sa-token"
 

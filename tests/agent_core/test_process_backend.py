@@ -15,7 +15,7 @@ from agent_core_support import Progress
 
 from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
 from ckpt.agent.pipeline import PipelineContext, run_checkpoint, run_restore
-from ckpt.devenv.containers import pid_alive
+from harness.containers import pid_alive
 
 
 def read_counter(path: Path) -> int:

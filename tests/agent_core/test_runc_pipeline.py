@@ -23,7 +23,7 @@ from ckpt.agent.pipeline import (
 from ckpt.agent.runtimes.base import DumpedContainer, ResolvedContainer
 from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.store import path_of
-from ckpt.devenv.containers import BusyboxContainer, Pod, Runc, pid_alive
+from harness.containers import BusyboxContainer, Pod, Runc, pid_alive
 
 
 def request_for(cid: str, *containers: BusyboxContainer, **kw: object) -> CheckpointRequest:

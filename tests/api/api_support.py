@@ -11,8 +11,8 @@ import pytest
 
 from ckpt.api import migrate
 from ckpt.api.db import Database
-from ckpt.api.testing import ApiServer, PostgresServer
 from ckpt.api.tokens import create_token
+from harness.postgres import ApiServer, PostgresServer
 
 
 @dataclass

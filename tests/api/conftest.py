@@ -9,7 +9,7 @@ import httpx
 import pytest
 from api_support import Backend, Running, make_backend
 
-from ckpt.api.testing import ApiServer, PostgresServer
+from harness.postgres import ApiServer, PostgresServer
 
 BACKENDS = ("sqlite", "postgresql")
 

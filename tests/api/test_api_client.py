@@ -10,7 +10,7 @@ from api_support import Running
 
 from ckpt.api.models import CheckpointStatus
 from ckpt.client import ApiClientError, CheckpointsClient, RetryPolicy, SyncCheckpointsClient
-from ckpt.devenv.controlplane import free_port
+from harness.controlplane import free_port
 
 FAST = RetryPolicy(attempts=4, base=0.001, cap=0.01)
 

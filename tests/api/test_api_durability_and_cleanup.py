@@ -21,8 +21,8 @@ from ckpt.api.db import Database
 from ckpt.api.models import CheckpointInfo
 from ckpt.api.service import CheckpointService
 from ckpt.api.tables import Base, Tenant, utcnow
-from ckpt.api.testing import ApiServer
 from ckpt.api.tokens import create_token
+from harness.postgres import ApiServer
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from ckpt.api.testing import ApiServer
+from harness.postgres import ApiServer
 
 CHECKS = [
     not_a_server_error,

@@ -12,7 +12,7 @@ import httpx
 from api_support import Backend, Running
 from sqlalchemy import text
 
-from ckpt.api.testing import ApiServer
+from harness.postgres import ApiServer
 
 
 def test_another_tenants_checkpoint_is_indistinguishable_from_a_missing_one(api: Running) -> None:

@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ckpt.devenv.containers import BusyboxContainer, pid_alive
+from harness.containers import BusyboxContainer, pid_alive
 
 
 def test_criu_is_4_or_newer(criu_bin: str) -> None:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from ckpt.devenv.controlplane import Cluster
+from harness.controlplane import Cluster
 
 
 def _list_pods(kube: Cluster, token: str, namespace: str) -> int:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, watch
 
-from ckpt.devenv.controlplane import Cluster
 from ckpt.operator.models import GROUP, PLURAL, VERSION
+from harness.controlplane import Cluster
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "checkpoint.yaml"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ckpt.devenv.controlplane import kubectl_binary
+from harness.controlplane import kubectl_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"

@@ -15,7 +15,7 @@ import yaml
 from deploy_render import AGENT_RULES, DEPLOY, NAMESPACE, OPERATOR_RULES, Manifest, render
 from kubernetes import client
 
-from ckpt.devenv.controlplane import Cluster
+from harness.controlplane import Cluster
 
 OPERATOR = f"system:serviceaccount:{NAMESPACE}:ckpt-operator"
 AGENT = f"system:serviceaccount:{NAMESPACE}:ckpt-agent"

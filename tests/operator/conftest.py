@@ -12,10 +12,10 @@ from kubernetes import client
 from operator_support import Checkpoints
 
 from ckpt.client import SyncCheckpointsClient
-from ckpt.devenv.containers import BusyboxContainer, Launcher, Runc
-from ckpt.devenv.controlplane import Cluster
-from ckpt.devenv.stack import LocalStack
-from ckpt.devenv.tools import criu_binary
+from harness.containers import BusyboxContainer, Launcher, Runc
+from harness.controlplane import Cluster
+from harness.stack import LocalStack
+from harness.tools import criu_binary
 
 
 @pytest.fixture(scope="module")

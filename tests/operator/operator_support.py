@@ -9,8 +9,8 @@ from typing import Any
 from kubernetes import client
 
 from ckpt.client import Checkpoint, SyncCheckpointsClient
-from ckpt.devenv.controlplane import Cluster
 from ckpt.operator.models import GROUP, PLURAL, VERSION
+from harness.controlplane import Cluster
 
 
 class Checkpoints:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
-from ckpt.devenv.containers import BusyboxContainer
-from ckpt.devenv.stack import LocalStack
+from harness.containers import BusyboxContainer
+from harness.stack import LocalStack
 
 
 def _ckpt(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from kubernetes import client
 from pydantic import ValidationError
 
-from ckpt.devenv.controlplane import Cluster
 from ckpt.operator import crd
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec
+from harness.controlplane import Cluster
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "checkpoint.yaml"
 

@@ -13,8 +13,8 @@ import httpx
 from operator_support import Checkpoints, condition, event_reasons, records_named
 
 from ckpt.client import SyncCheckpointsClient
-from ckpt.devenv.containers import BusyboxContainer
-from ckpt.devenv.stack import SYSTEM_NAMESPACE, LocalStack
+from harness.containers import BusyboxContainer
+from harness.stack import SYSTEM_NAMESPACE, LocalStack
 
 
 def test_checkpoint_goes_ready_and_restores(

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from operator_support import Checkpoints, event_reasons, records_named
 
 from ckpt.client import SyncCheckpointsClient
-from ckpt.devenv.containers import BusyboxContainer
-from ckpt.devenv.stack import LocalStack
+from harness.containers import BusyboxContainer
+from harness.stack import LocalStack
 
 
 def test_api_down_for_a_while(

@@ -12,8 +12,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ckpt.devenv.controlplane import free_port
-from ckpt.devenv.processes import ManagedProcess
+from harness.controlplane import free_port
+from harness.processes import ManagedProcess
 
 LOOPBACK = "127.0.0.1"
 

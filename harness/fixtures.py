@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ckpt.devenv.containers import BusyboxContainer, Runc
-from ckpt.devenv.tools import criu_binary
+from harness.containers import BusyboxContainer, Runc
+from harness.tools import criu_binary
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,11 @@ from typing import Any
 
 import yaml
 
-from ckpt.devenv.containers import BusyboxContainer, Runc
-from ckpt.devenv.controlplane import Cluster, free_port, write_kubeconfig
-from ckpt.devenv.processes import ManagedProcess
-from ckpt.devenv.tools import REPO_ROOT
 from ckpt.operator.models import GROUP, PLURAL
+from harness.containers import BusyboxContainer, Runc
+from harness.controlplane import Cluster, free_port, write_kubeconfig
+from harness.processes import ManagedProcess
+from harness.tools import REPO_ROOT
 
 SYSTEM_NAMESPACE = "ckpt-system"
 OPERATOR_SA = "ckpt-operator"

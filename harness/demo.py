@@ -20,10 +20,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ckpt.devenv.containers import BusyboxContainer, Runc
-from ckpt.devenv.controlplane import Cluster, LocalControlPlane
-from ckpt.devenv.stack import LocalStack
-from ckpt.devenv.tools import criu_binary
+from harness.containers import BusyboxContainer, Runc
+from harness.controlplane import Cluster, LocalControlPlane
+from harness.stack import LocalStack
+from harness.tools import criu_binary
 
 NAMESPACE = "demo"
 POD = "counter"

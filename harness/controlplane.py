@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from ckpt.devenv.tools import controlplane_binaries
+from harness.tools import controlplane_binaries
 
 ADMIN_USER = "ckpt-admin"
 

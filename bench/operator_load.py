@@ -2,10 +2,10 @@
 
 Run (as root, from the repository root):
 
-    .venv/bin/python bench/operator.py [--sizes 1 20 100] [--reps 3 3 2] [--budget 480]
+    .venv/bin/python bench/operator_load.py [--sizes 1 20 100] [--reps 3 3 2] [--budget 480]
 
 A local control plane (etcd + kube-apiserver), the checkpoints API, one node agent and the
-kopf operator run as real processes (``ckpt.devenv``). For each batch size N it starts N small
+kopf operator run as real processes (``harness``). For each batch size N it starts N small
 busybox counter containers under runc, registers each as a Pod (one container per pod), and
 only then starts the clock: N Checkpoint resources are created at once (a thread pool) and a
 watch on the namespace records when each one turns Ready. Everything the run made
@@ -49,25 +49,18 @@ the numbers; the load average is printed with them.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file shares its name with the standard library's `operator`, and running it puts bench/
-# first on sys.path, where `import argparse` (re -> enum -> operator) would find this file
-# instead: drop that entry before anything else is imported.
-if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
-    del sys.path[0]
-
 import argparse
 import contextlib
 import datetime as dt
 import itertools
 import json
+import os
 import secrets
 import shutil
 import signal
 import sqlite3
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -80,12 +73,12 @@ from urllib.parse import urlparse
 
 from kubernetes import client, watch
 
-from ckpt.devenv.containers import BusyboxContainer, Runc
-from ckpt.devenv.controlplane import Cluster, LocalControlPlane
-from ckpt.devenv.stack import LocalStack
-from ckpt.devenv.tools import criu_binary
 from ckpt.operator.models import GROUP, PLURAL, VERSION
 from ckpt.operator.settings import OperatorSettings
+from harness.containers import BusyboxContainer, Runc
+from harness.controlplane import Cluster, LocalControlPlane
+from harness.stack import LocalStack
+from harness.tools import criu_binary
 
 T = TypeVar("T")
 R = TypeVar("R")

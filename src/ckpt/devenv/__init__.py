@@ -1,1 +1,0 @@
-"""Development and test environment helpers: real runc containers for tests, demos, benches."""
