@@ -129,12 +129,13 @@ def _api_statuses(
     ids = [s["checkpointId"] for i in items if (s := i.get("status") or {}).get("checkpointId")]
     if not (url and token and ids):
         return {}
-    from ckpt.client import ApiClientError, SyncCheckpointsClient
+    from ckpt.api.client import SyncCheckpointsClient
+    from ckpt.errors import ServiceError
 
     try:
         with SyncCheckpointsClient(url, token) as api:
             return {str(r.id): r.status.value for r in api.list(ids)}
-    except (ApiClientError, OSError) as exc:
+    except (ServiceError, OSError) as exc:
         console.print(f"[yellow]warning:[/yellow] checkpoints API not joined: {exc}")
         return {}
 

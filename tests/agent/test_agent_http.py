@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from ckpt.operator.agents import AgentClient, AgentError, AgentPod
+from ckpt.agent.client import AgentClient
+from ckpt.errors import NotFound
+from ckpt.operator.agents import AgentPod
 from harness.controlplane import Cluster, free_port
 from harness.processes import ManagedProcess
 
@@ -166,14 +170,28 @@ def test_metrics_exposes_job_counters(client: httpx.Client) -> None:
         "containers": [{"name": "app", "container_id": "no-such-container"}],
     }
     assert client.post("/v1/checkpoints", json=body).status_code == 202
-    for _ in range(200):
-        if client.get("/v1/checkpoints/metrics-missing-container").json()["state"] != "running":
-            break
+    job = _finished(client, "metrics-missing-container")
+    assert job["state"] == "failed", job
     text = client.get("/metrics").text
     assert 'ckpt_agent_jobs{kind="checkpoint",state="failed"} 1.0' in text
     assert 'ckpt_agent_jobs_finished_total{kind="checkpoint",state="failed"} 1.0' in text
     assert "ckpt_agent_phase_duration_seconds_bucket" in text
     assert "ckpt_agent_archive_bytes_written_total" in text
+
+
+def _finished(client: httpx.Client, checkpoint_id: str, within: float = 60.0) -> dict[str, Any]:
+    """The job once it ended, following it with the agent's long poll (each GET returns as
+    soon as the phase differs from the one we saw), so no sleeps or iteration counts."""
+    deadline = time.monotonic() + within
+    job: dict[str, Any] = client.get(f"/v1/checkpoints/{checkpoint_id}").json()
+    while job["state"] == "running":
+        assert time.monotonic() < deadline, f"job still running after {within} s: {job}"
+        job = client.get(
+            f"/v1/checkpoints/{checkpoint_id}",
+            params={"wait": 10, "phase": job["phase"]},
+            timeout=30,
+        ).json()
+    return job
 
 
 def test_agent_over_tls_as_the_operator_calls_it(
@@ -223,7 +241,7 @@ def test_agent_over_tls_as_the_operator_calls_it(
     token_file.write_text(operator_token)
     with server:
         pod = AgentPod("agent", "ckpt-system", "test-node", "127.0.0.1", port, False, True)
-        with pytest.raises(AgentError) as unknown:
+        with pytest.raises(NotFound) as unknown:
             asyncio.run(_job_over_https(token_file, cert, pod))
         # Through TLS, authenticated as the operator: the agent itself answered.
         assert unknown.value.status == 404

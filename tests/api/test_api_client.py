@@ -1,4 +1,4 @@
-"""`ckpt.client` against a real server, and its retry policy."""
+"""`ckpt.api.client` against a real server, and its retry policy."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import httpx
 import pytest
 from api_support import Running
 
+from ckpt.api.client import CheckpointsClient, SyncCheckpointsClient
 from ckpt.api.models import CheckpointStatus
-from ckpt.client import ApiClientError, CheckpointsClient, RetryPolicy, SyncCheckpointsClient
+from ckpt.errors import Conflict, NotFound, Rejected, ServiceError, Unavailable
+from ckpt.retry import Backoff
 from harness.controlplane import free_port
 
-FAST = RetryPolicy(attempts=4, base=0.001, cap=0.01)
+FAST = Backoff(attempts=4, first=0.001, cap=0.01, jitter=True)
 
 
 async def test_async_client_walks_the_lifecycle(api: Running) -> None:
@@ -50,17 +52,17 @@ async def test_client_follows_pages(api: Running) -> None:
 async def test_client_raises_typed_errors_with_status_and_message(api: Running) -> None:
     async with CheckpointsClient(api.base_url, api.backend.token(), retry=FAST) as client:
         missing = uuid4()
-        with pytest.raises(ApiClientError) as not_found:
+        with pytest.raises(NotFound) as not_found:
             await client.deprecate(missing)
         assert not_found.value.status == 404
         assert str(missing) in not_found.value.message
         checkpoint_id = await client.create()
         await client.deprecate(checkpoint_id)
-        with pytest.raises(ApiClientError) as conflict:
+        with pytest.raises(Conflict) as conflict:
             await client.uploaded(checkpoint_id, "/x")
         assert (conflict.value.status, conflict.value.code) == (409, "illegal_transition")
     async with CheckpointsClient(api.base_url, "ckpt_wrong", retry=FAST) as client:
-        with pytest.raises(ApiClientError) as unauthorized:
+        with pytest.raises(Rejected) as unauthorized:
             await client.list()
         assert unauthorized.value.status == 401
 
@@ -101,7 +103,7 @@ async def test_5xx_retries_are_bounded() -> None:
     calls: list[httpx.Request] = []
     transport = _scripted([502], calls)
     async with CheckpointsClient("http://api", "t", retry=FAST, transport=transport) as client:
-        with pytest.raises(ApiClientError) as error:
+        with pytest.raises(Unavailable) as error:
             await client.deprecate(UUID(int=1))
     assert (error.value.status, error.value.message) == (502, "status 502")
     assert len(calls) == FAST.attempts
@@ -112,9 +114,9 @@ async def test_4xx_is_never_retried(status: int) -> None:
     calls: list[httpx.Request] = []
     transport = _scripted([status, 200], calls)
     async with CheckpointsClient("http://api", "t", retry=FAST, transport=transport) as client:
-        with pytest.raises(ApiClientError) as error:
+        with pytest.raises(ServiceError) as error:
             await client.put_info(UUID(int=1), "g", "p")
-    assert error.value.status == status
+    assert error.value.status == status and not error.value.retryable
     assert len(calls) == 1
 
 
@@ -123,8 +125,10 @@ async def test_connection_errors_are_retried_then_raised() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     transport = _Counting()
     async with CheckpointsClient(url, "t", retry=FAST, transport=transport) as client:
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(Unavailable) as error:
             await client.list()
+    assert error.value.status is None
+    assert isinstance(error.value.__cause__, httpx.ConnectError)
     assert transport.calls == FAST.attempts
 
 
@@ -139,5 +143,5 @@ class _Counting(httpx.AsyncHTTPTransport):
 
 
 def test_backoff_is_bounded() -> None:
-    policy = RetryPolicy(attempts=10, base=0.1, cap=1.5)
+    policy = Backoff(attempts=10, first=0.1, cap=1.5, jitter=True)
     assert all(0 <= policy.delay(n) <= 1.5 for n in range(30) for _ in range(20))

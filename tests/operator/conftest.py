@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from operator_support import Checkpoints
 
-from ckpt.client import SyncCheckpointsClient
+from ckpt.api.client import SyncCheckpointsClient
 from harness.containers import BusyboxContainer, Launcher, Runc
 from harness.controlplane import Cluster
 from harness.stack import LocalStack

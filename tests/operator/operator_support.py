@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes import client
 
-from ckpt.client import Checkpoint, SyncCheckpointsClient
+from ckpt.api.client import Checkpoint, SyncCheckpointsClient
 from ckpt.operator.models import GROUP, PLURAL, VERSION
 from harness.controlplane import Cluster
 

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import httpx
 from operator_support import Checkpoints, condition, event_reasons, records_named
 
-from ckpt.client import SyncCheckpointsClient
+from ckpt.api.client import SyncCheckpointsClient
 from harness.containers import BusyboxContainer
 from harness.stack import SYSTEM_NAMESPACE, LocalStack
 

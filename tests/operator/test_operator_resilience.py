@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from operator_support import Checkpoints, event_reasons, records_named
 
-from ckpt.client import SyncCheckpointsClient
+from ckpt.api.client import SyncCheckpointsClient
 from harness.containers import BusyboxContainer
 from harness.stack import LocalStack
 

@@ -37,6 +37,7 @@ from ckpt.agent.models import (
 from ckpt.agent.platform import platform_string
 from ckpt.agent.settings import AgentSettings
 from ckpt.agent.store import store_for_location
+from ckpt.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,7 @@ def _metrics_route(app: FastAPI) -> None:
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    body = ErrorBody(message=message, code=code, details=details)
-    return JSONResponse(jsonable_encoder(body.model_dump(exclude_none=True)), status_code=status)
+    return error_response(status, message, code, jsonable_encoder(details))
 
 
 def _field(loc: tuple[Any, ...]) -> str:

@@ -1,18 +1,16 @@
-"""The agent's error type and its JSON body, shared by the routes, auth and the job manager."""
+"""The agent's error type, shared by the routes, auth and the job manager.
+
+Its JSON body is `ckpt.errors.ErrorBody`, the same shape (and the same builder) as the
+checkpoints API's.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from ckpt.errors import ErrorBody
 
-
-class ErrorBody(BaseModel):
-    """Every error answer: the same shape as the checkpoints API's `ApiError`."""
-
-    message: str
-    code: str
-    details: Any = None
+__all__ = ["AgentError", "ErrorBody"]
 
 
 class AgentError(Exception):

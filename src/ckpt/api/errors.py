@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .models import ApiError
+from ckpt import errors as ckpt_errors
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,8 @@ def unauthorized(message: str) -> ApiException:
     return ApiException(401, message, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 
-def error_response(
-    status: int,
-    message: str,
-    code: str | int | None,
-    details: Any = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body = ApiError(message=message, code=code, details=details).model_dump(mode="json")
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+# One builder of error bodies for the API and the agent (same `ErrorBody` shape as `ApiError`).
+error_response = ckpt_errors.error_response
 
 
 _HTTP_CODES = {

@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import httpx
-
+from ckpt.agent.client import AgentClient
 from ckpt.agent.models import CheckpointJob, CheckpointRequest, JobState, Timings
+from ckpt.api.client import CheckpointsClient
 from ckpt.api.models import CheckpointStatus as ApiStatus
-from ckpt.client import ApiClientError, CheckpointsClient
+from ckpt.errors import NotFound, ServiceError, Unavailable
 from ckpt.operator import metrics
-from ckpt.operator.agents import AgentClient, AgentError, AgentPod, choose_agent
+from ckpt.operator.agents import AgentPod, choose_agent
 from ckpt.operator.conditions import (
     ACCEPTED,
     DUMPED,
@@ -37,6 +37,7 @@ from ckpt.operator.conditions import (
 )
 from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
 from ckpt.operator.target import Blocked, Target, resolve_target
+from ckpt.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +50,11 @@ DUMP_ATTEMPTS = 3
 _UNRECORDED = frozenset({ApiStatus.initializing, ApiStatus.updated_info})
 # Agent phases during which the archive is being written to the store.
 STORING_PHASES = frozenset({"storing"})
+# Outages of the API or an agent are retried until the resource's deadline ends the flow.
+API_BACKOFF = Backoff(first=1.0, cap=15.0)
+AGENT_BACKOFF = Backoff(first=1.0, cap=10.0)
+# A missing target or agent is checked again from `poll_interval` on, doubling up to this.
+BLOCKED_CAP = 5.0
 
 
 class Failure(Exception):
@@ -137,24 +143,26 @@ class Checkpointer:
         """Resolves target and agent, waiting (with the reason in status) while either is
         missing. A dump already handed to an agent goes back to that agent: the pod may be
         stopped by then (leaveRunning: false), which must not look like a missing target."""
-        delay = self.deps.poll_interval
-        while True:
-            try:
-                if self.status.checkpoint_id and self.status.agent:
-                    return self._recorded_agent()
-                target = resolve_target(
-                    self.res.spec,
-                    self.res.namespace,
-                    await self.deps.get_pod(self.res.namespace, self.res.spec.pod_name),
-                )
-                agent = choose_agent(target.node, self.deps.agent_pods(), target.needs_gpu)
-            except Blocked as blocked:
-                await self._blocked(blocked)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
+
+        async def resolve() -> tuple[Target | None, AgentPod]:
+            if self.status.checkpoint_id and self.status.agent:
+                return None, self._recorded_agent()
+            target = resolve_target(
+                self.res.spec,
+                self.res.namespace,
+                await self.deps.get_pod(self.res.namespace, self.res.spec.pod_name),
+            )
+            return target, choose_agent(target.node, self.deps.agent_pods(), target.needs_gpu)
+
+        async def blocked(exc: Exception) -> None:
+            assert isinstance(exc, Blocked)
+            await self._blocked(exc)
+
+        backoff = Backoff(first=self.deps.poll_interval, cap=BLOCKED_CAP)
+        target, agent = await retry(resolve, backoff, retry_on=Blocked, on_retry=blocked)
+        if target is not None:
             await self._accepted(target, agent)
-            return agent
+        return agent
 
     def _recorded_agent(self) -> AgentPod:
         for agent in self.deps.agent_pods():
@@ -258,7 +266,6 @@ class Checkpointer:
             await self._follow(job)
             seen = (job.phase, job.bytes_done)
             job = await self._agent_call(
-                agent,
                 lambda phase=job.phase: self.deps.agents.checkpoint_job(
                     agent, checkpoint_id, wait=LONG_POLL, phase=phase
                 ),
@@ -276,14 +283,14 @@ class Checkpointer:
             checkpoint_id = str(self.status.checkpoint_id)
             try:
                 return await self._agent_call(
-                    agent, lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id)
+                    lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id)
                 )
-            except _NotFound:
+            except NotFound:
                 self.status.agent = None
                 agent = await self._accept()
         # The POST is idempotent by checkpoint id: a job already there is answered as is.
         return await self._agent_call(
-            agent, lambda: self.deps.agents.start_checkpoint(agent, self._agent_request())
+            lambda: self.deps.agents.start_checkpoint(agent, self._agent_request())
         )
 
     async def _follow(self, job: CheckpointJob) -> None:
@@ -368,7 +375,7 @@ class Checkpointer:
             agent = self._recorded_agent()
             async with asyncio.timeout(30):
                 await self.deps.agents.cancel_checkpoint(agent, self.status.checkpoint_id)
-        except (Blocked, AgentError, TimeoutError) as exc:
+        except (Blocked, ServiceError, TimeoutError) as exc:
             # The job may be finished, or unknown to the agent: nothing left to stop.
             log.info("%s/%s: no job cancelled: %s", self.res.namespace, self.res.name, exc)
 
@@ -397,7 +404,7 @@ class Checkpointer:
                          "namespace": self.res.namespace, "pod": self.res.spec.pod_name},
                     )
                 await self.deps.api.deprecate(checkpoint_id)
-        except (ApiClientError, httpx.HTTPError, TimeoutError) as exc:
+        except (ServiceError, TimeoutError) as exc:
             metrics.API_ERRORS.labels("abandon").inc()
             log.warning("could not mark checkpoint %s failed in the API: %s", checkpoint_id, exc)
             return self.status.api_status
@@ -406,37 +413,34 @@ class Checkpointer:
     # -- transient failures -------------------------------------------------------------------
 
     async def _api(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Calls the API until it answers; 4xx is final, outages wait for the deadline."""
-        delay = 1.0
-        while True:
-            try:
-                return await call()
-            except ApiClientError as exc:
-                metrics.API_ERRORS.labels(what).inc()
-                if exc.status < 500:
-                    raise Failure("ApiRejected", f"checkpoints API refused {what}: {exc}") from exc
-                problem = f"checkpoints API {what} failed: {exc}"
-            except httpx.HTTPError as exc:
-                metrics.API_ERRORS.labels(what).inc()
-                problem = f"checkpoints API unreachable ({what}): {exc!r}"
-            await self._transient("ApiUnavailable", problem)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 15.0)
+        """Calls the API until it answers; a 4xx is final, outages wait for the deadline."""
 
-    async def _agent_call(self, agent: AgentPod, call: Callable[[], Awaitable[T]]) -> T:
-        delay = 1.0
-        while True:
-            try:
-                return await call()
-            except AgentError as exc:
-                metrics.AGENT_ERRORS.labels(str(exc.status or "transport")).inc()
-                if exc.status == 404:
-                    raise _NotFound(str(exc)) from exc
-                if not exc.retryable:
-                    raise Failure("AgentRejected", str(exc)) from exc
-                await self._transient("AgentUnavailable", str(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        async def transient(exc: Exception) -> None:
+            metrics.API_ERRORS.labels(what).inc()
+            await self._transient("ApiUnavailable", f"checkpoints API {what} failed: {exc}")
+
+        try:
+            return await retry(call, API_BACKOFF, retry_on=Unavailable, on_retry=transient)
+        except ServiceError as exc:
+            metrics.API_ERRORS.labels(what).inc()
+            raise Failure("ApiRejected", f"checkpoints API refused {what}: {exc}") from exc
+
+    async def _agent_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Calls an agent until it answers; `NotFound` goes to the caller, other 4xx fail the
+        checkpoint, outages wait for the deadline."""
+
+        async def transient(exc: Exception) -> None:
+            metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
+            await self._transient("AgentUnavailable", str(exc))
+
+        try:
+            return await retry(call, AGENT_BACKOFF, retry_on=Unavailable, on_retry=transient)
+        except NotFound as exc:
+            metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
+            raise
+        except ServiceError as exc:
+            metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
+            raise Failure("AgentRejected", str(exc)) from exc
 
     async def _transient(self, reason: str, message: str) -> None:
         log.warning("%s/%s: %s", self.res.namespace, self.res.name, message)
@@ -447,8 +451,9 @@ class Checkpointer:
             await self.report.save(self.status)
 
 
-class _NotFound(Exception):
-    pass
+def _status_label(exc: Exception) -> str:
+    status = exc.status if isinstance(exc, ServiceError) else None
+    return str(status or "transport")
 
 
 async def sync_api_status(api: CheckpointsClient, status: CheckpointStatus) -> str | None:

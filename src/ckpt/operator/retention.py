@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from ckpt.client import ApiClientError, CheckpointsClient
-from ckpt.operator.agents import AgentClient, AgentPod
+from ckpt.agent.client import AgentClient
+from ckpt.api.client import CheckpointsClient
+from ckpt.errors import NotFound
+from ckpt.operator.agents import AgentPod
 from ckpt.operator.models import CheckpointSpec, CheckpointStatus, RetainPolicy
 
 log = logging.getLogger(__name__)
@@ -30,9 +32,8 @@ async def release(
         try:
             await api.deprecate(status.checkpoint_id)
             done.append(f"deprecated {status.checkpoint_id} in the API")
-        except ApiClientError as exc:
-            if exc.status != 404:  # cleanup may already have removed it
-                raise
+        except NotFound:
+            pass  # cleanup may already have removed it
     if spec.retain_policy is RetainPolicy.Delete and status.restore_path and status.checkpoint_id:
         holder = next((a for a in agent_pods if a.node == status.node_name), None)
         if holder is None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import kopf
 from prometheus_client import start_http_server
 
-from ckpt.client import CheckpointsClient
-from ckpt.operator.agents import AgentClient
+from ckpt.agent.client import AgentClient
+from ckpt.api.client import CheckpointsClient
 from ckpt.operator.kube import Kube, load_api_client
 from ckpt.operator.models import CheckpointStatus
 from ckpt.operator.settings import OperatorSettings

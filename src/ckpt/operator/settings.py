@@ -42,7 +42,9 @@ class OperatorSettings(BaseSettings):
         default=60.0, gt=0, description="Seconds between API status syncs of Ready checkpoints."
     )
     poll_interval: float = Field(
-        default=0.5, gt=0, description="First interval of agent job polling (grows to 2 s)."
+        default=0.5, gt=0,
+        description="Seconds: first wait while a target or agent is missing (doubling up to"
+        " 5 s), and the pause after a job long poll that came back unchanged.",
     )
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty means the whole cluster."

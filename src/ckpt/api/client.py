@@ -1,12 +1,12 @@
 """Client of the checkpoints API (CHECKPOINTS_API.md): async first, with a sync wrapper.
 
-Schemas come from `ckpt.api.models`, so client and server cannot drift apart.
+Schemas come from `ckpt.api.models`, so client and server cannot drift apart. Error answers
+become the typed errors of `ckpt.errors` (`NotFound`, `Conflict`, `Rejected`, `Unavailable`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -16,12 +16,13 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from ckpt.api.models import ApiError, Checkpoint, CheckpointInfo, UploadedBody
+from ckpt.errors import ServiceError, Unavailable, error_for
+from ckpt.retry import Backoff, retry
 
 __all__ = [
-    "ApiClientError",
+    "DEFAULT_RETRY",
     "Checkpoint",
     "CheckpointsClient",
-    "RetryPolicy",
     "SyncCheckpointsClient",
 ]
 
@@ -29,45 +30,21 @@ _CHECKPOINTS = TypeAdapter(list[Checkpoint])
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
 
-class ApiClientError(Exception):
-    """The API answered with an error status (after any retries)."""
-
-    def __init__(self, status: int, error: ApiError) -> None:
-        super().__init__(f"{status}: {error.message}")
-        self.status = status
-        self.error = error
-
-    @property
-    def message(self) -> str:
-        return self.error.message
-
-    @property
-    def code(self) -> str | int | None:
-        return self.error.code
+# Transport errors and 5xx are retried this often, with full jitter so that many operator
+# workers do not retry in lock-step.
+DEFAULT_RETRY = Backoff(first=0.1, cap=2.0, attempts=5, jitter=True)
 
 
-class RetryPolicy:
-    """Exponential backoff with full jitter, bounded in attempts and in each delay."""
-
-    def __init__(self, attempts: int = 5, base: float = 0.1, cap: float = 2.0) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be >= 1")
-        self.attempts = attempts
-        self.base = base
-        self.cap = cap
-
-    def delay(self, attempt: int) -> float:
-        # Full jitter keeps many operator workers from retrying in lock-step.
-        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311 - jitter, not a secret
-
-
-def _api_error(response: httpx.Response) -> ApiError:
+def _api_error(response: httpx.Response) -> ServiceError:
     try:
-        return ApiError.model_validate_json(response.content)
+        body = ApiError.model_validate_json(response.content)
     except ValidationError:
         # A proxy in front of the API may answer with HTML or nothing; keep a readable message.
         text = response.text.strip()[:200] or response.reason_phrase
-        return ApiError(message=text, code=response.status_code)
+        body = ApiError(message=text, code=response.status_code)
+    return error_for(
+        response.status_code, body.message, code=body.code, details=body.details
+    )
 
 
 def _id_of(response: httpx.Response) -> UUID:
@@ -83,10 +60,10 @@ class CheckpointsClient:
         token: str,
         *,
         timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
+        retry: Backoff = DEFAULT_RETRY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._retry = retry or RetryPolicy()
+        self._retry = retry
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
@@ -183,25 +160,18 @@ class CheckpointsClient:
     ) -> httpx.Response:
         # Every call is safe to repeat: create carries an idempotency key, the others are
         # idempotent by the contract's lifecycle. So transport errors and 5xx are retried.
-        last_error: Exception | None = None
-        for attempt in range(self._retry.attempts):
-            if attempt:
-                await asyncio.sleep(self._retry.delay(attempt - 1))
+        async def once() -> httpx.Response:
             try:
                 response = await self._http.request(
                     method, path, params=params, headers=headers, json=json
                 )
             except httpx.TransportError as exc:
-                last_error = exc
-                continue
-            if response.status_code >= 500:
-                last_error = ApiClientError(response.status_code, _api_error(response))
-                continue
+                raise Unavailable(f"checkpoints API unreachable: {exc!r}") from exc
             if response.status_code >= 400:
-                raise ApiClientError(response.status_code, _api_error(response))
+                raise _api_error(response)
             return response
-        assert last_error is not None
-        raise last_error
+
+        return await retry(once, self._retry, retry_on=Unavailable)
 
 
 class SyncCheckpointsClient:
