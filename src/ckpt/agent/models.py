@@ -109,3 +109,48 @@ class AgentInfo(BaseModel):
     driver_version: str | None
     cuda_checkpoint: bool  # the driver exposes cuCheckpointProcess*
     platform: str
+
+
+class StageRequest(BaseModel):
+    """Stage a checkpoint for a Restore: fetch, verify, extract into the per-restore folder
+    the ckpt-runc wrapper reads. Keyed by ``restore_id`` (the Restore's uid)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    restore_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    namespace: str = Field(min_length=1, max_length=63)
+    pod_name: str = Field(min_length=1, max_length=253)
+    checkpoint_id: str = Field(default="", max_length=64)
+    # Where the archive is: a location of a configured store (as the checkpoint recorded it).
+    source: str = Field(min_length=1, max_length=4096)
+    checksum: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class StageTimings(BaseModel):
+    """Milliseconds: copy from the store, sha256 over the archive, unpack into the layout."""
+
+    fetch: int = 0
+    verify: int = 0
+    extract: int = 0
+    total: int = 0
+
+
+class StageResult(BaseModel):
+    path: str  # the staged folder on the node
+    containers: list[str]
+    gpu: bool = False
+    size_bytes: int = 0
+    timings: StageTimings = StageTimings()
+
+
+class StageJob(BaseModel):
+    restore_id: str
+    state: JobState
+    phase: str = ""  # queued, fetching, verifying, extracting, staged
+    result: StageResult | None = None
+    error: str | None = None
+    # Why it failed, for callers that act on it: checksum_mismatch, not_found, bad_archive.
+    error_code: str | None = None
+    # Containers the wrapper reports restored (it writes containers/<name>/restored).
+    restored: list[str] = []
+    retryable: bool = False

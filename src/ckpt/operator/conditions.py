@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
-from ckpt.operator.models import CheckpointStatus, Condition
+from ckpt.operator.models import Condition
 
 # The condition types, in the order the flow sets them.
 ACCEPTED = "Accepted"
 REGISTERED = "Registered"
 DUMPED = "Dumped"
 READY = "Ready"
+
+
+class HasConditions(Protocol):
+    """A status with standard conditions (Checkpoint's and Restore's)."""
+
+    conditions: list[Condition]
 
 
 def now_rfc3339(*, precise: bool = False) -> str:
@@ -23,7 +30,7 @@ def now_rfc3339(*, precise: bool = False) -> str:
 
 
 def set_condition(
-    status: CheckpointStatus, type_: str, ok: bool, reason: str, message: str = ""
+    status: HasConditions, type_: str, ok: bool, reason: str, message: str = ""
 ) -> bool:
     """Sets a condition; returns whether anything changed. The transition time moves only when
     the condition's truth changes, as Kubernetes conventions ask."""
@@ -47,5 +54,5 @@ def set_condition(
     return True
 
 
-def get_condition(status: CheckpointStatus, type_: str) -> Condition | None:
+def get_condition(status: HasConditions, type_: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == type_), None)

@@ -1,0 +1,708 @@
+"""The restore flow: wait for the Checkpoint, choose a node, stage, create the Pod, follow it.
+
+Plain async code, free of kopf; the handlers hand it the resource and the ways to reach
+Kubernetes and the agents. Every step is idempotent and keyed, so an operator restart at any
+point resumes without duplicates:
+
+- the staging job is keyed by the Restore's uid (the same POST answers the same job, and a
+  finished staging is answered from the staged folder itself);
+- the chosen node is written to status before staging starts, so a restart stages there again;
+- the Pod name is deterministic (`spec.podName` or `<checkpointName>-restored`) and the Pod
+  carries the annotation `ckpt.dev/restore=<uid>`: a Pod found under that name with that
+  annotation is this Restore's own, created before a restart.
+
+Deleting a Restore leaves its Pod running. The Pod carries no ownerReference: the restored
+workload is what the user came for and the Restore only records how it got there (as Velero's
+Restore does), so garbage collection must not take the workload with the record. The Pod is
+labelled `ckpt.dev/restore-name` to find it; `kubectl delete pod` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from ckpt.agent.models import JobState, StageJob, StageRequest
+from ckpt.errors import NotFound, ServiceError
+from ckpt.operator.agents import AgentPod
+from ckpt.operator.conditions import set_condition
+from ckpt.operator.restore_models import (
+    RESTORE_ANNOTATION,
+    RESTORE_NAME_LABEL,
+    RESTORED_FROM_LABEL,
+    RUNTIME_CLASS,
+    RestorePhase,
+    RestoreSpec,
+    RestoreStatus,
+    RestoreTimings,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TERMINAL = frozenset({RestorePhase.Running, RestorePhase.Failed})
+# Condition types, in the order the flow sets them.
+CHECKPOINT_READY = "CheckpointReady"
+NODE_CHOSEN = "NodeChosen"
+STAGED = "Staged"
+POD_CREATED = "PodCreated"
+RUNNING = "Running"
+LONG_POLL = 10.0
+# Staging attempts whose agent stopped under them (restart, rollout) before the Restore fails.
+STAGE_ATTEMPTS = 3
+# Labels of GPU nodes (NVIDIA GPU feature discovery) and of a node's architecture.
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+ARCH_LABEL = "kubernetes.io/arch"
+# Container waiting reasons after which the kubelet will not get a restored container running
+# by retrying: the staged restore is consumed or the runtime refused it.
+_FATAL_WAITING = frozenset({
+    "CreateContainerError", "CreateContainerConfigError", "RunContainerError",
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff",
+})
+
+
+class Refused(Exception):
+    """The Restore cannot succeed; it ends Failed with this reason, and no Pod is created."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Waiting(Exception):
+    """Not yet: the condition names what is missing, and the flow tries again."""
+
+    def __init__(self, condition: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.condition = condition
+        self.reason = reason
+        self.message = message
+
+
+class PodExists(Exception):
+    """A create found a Pod of that name already there (HTTP 409)."""
+
+
+class Reporter(Protocol):
+    async def save(self, status: RestoreStatus) -> None: ...
+
+    def event(self, kind: str, reason: str, message: str) -> None: ...
+
+
+class RestoreKube(Protocol):
+    """The Kubernetes reads and writes the flow needs (raw JSON objects, camelCase keys)."""
+
+    async def get_checkpoint(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    async def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+    async def list_nodes(self) -> list[Mapping[str, Any]]: ...
+
+
+class Stager(Protocol):
+    """The agent's staging calls (implemented by `AgentClient`)."""
+
+    async def start_staging(self, agent: AgentPod, request: StageRequest) -> StageJob: ...
+
+    async def staging_job(
+        self, agent: AgentPod, restore_id: str, *, wait: float = 0, phase: str | None = None
+    ) -> StageJob: ...
+
+    async def delete_staging(self, agent: AgentPod, restore_id: str) -> None: ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def now(self) -> dt.datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass
+class RestoreDeps:
+    kube: RestoreKube
+    stager: Stager
+    agent_pods: Callable[[], Iterable[AgentPod]]
+    clock: Clock = field(default_factory=RealClock)
+    poll_interval: float = 0.5
+    # A Restore not Running this long after its creation fails (reason Timeout).
+    timeout_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class RestoreResource:
+    namespace: str
+    name: str
+    uid: str
+    created: dt.datetime
+    spec: RestoreSpec
+    generation: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What the flow needs of a Ready Checkpoint."""
+
+    name: str
+    checkpoint_id: str
+    node: str
+    source: str
+    checksum: str
+    gpu: str
+    platform: str
+    template: Mapping[str, Any]
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.gpu not in ("", "none")
+
+    @property
+    def arch(self) -> str:
+        return self.platform.partition("/")[2]
+
+
+def checkpoint_facts(name: str, checkpoint: Mapping[str, Any] | None) -> CheckpointFacts:
+    """The Ready Checkpoint's facts; `Waiting` while it is not Ready, `Refused` when it failed
+    or cannot be restored as a Pod."""
+    if checkpoint is None:
+        raise Waiting(CHECKPOINT_READY, "CheckpointNotFound", f"checkpoint {name} does not exist")
+    status = checkpoint.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Failed":
+        raise Refused(
+            "CheckpointFailed", f"checkpoint {name} failed: {status.get('message') or 'no reason'}"
+        )
+    if phase != "Ready":
+        raise Waiting(CHECKPOINT_READY, "CheckpointNotReady", f"checkpoint {name} is {phase}")
+    template = status.get("podTemplate")
+    if not template:
+        raise Refused(
+            "NoPodTemplate",
+            f"checkpoint {name} holds no pod template (taken by a ckpt without Pod restore); "
+            "take a new checkpoint",
+        )
+    missing = [k for k in ("restorePath", "checksum", "nodeName") if not status.get(k)]
+    if missing:
+        raise Refused("CheckpointIncomplete", f"checkpoint {name} lacks {', '.join(missing)}")
+    return CheckpointFacts(
+        name=name,
+        checkpoint_id=str(status.get("checkpointId") or ""),
+        node=status["nodeName"],
+        source=status["restorePath"],
+        checksum=status["checksum"],
+        gpu=str(status.get("gpu") or "none"),
+        platform=str(status.get("platform") or ""),
+        template=template,
+    )
+
+
+# -- choosing a node ------------------------------------------------------------------------
+
+
+def _labels(node: Mapping[str, Any]) -> Mapping[str, str]:
+    return (node.get("metadata") or {}).get("labels") or {}
+
+
+def _node_ready(node: Mapping[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _gpu_product(text: str) -> str:
+    # GPU feature discovery writes products with dashes ("NVIDIA-H100-80GB-HBM3"); the driver
+    # (and so the checkpoint) with spaces.
+    return text.strip().replace(" ", "-").lower()
+
+
+def incompatibility(facts: CheckpointFacts, node: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Why the checkpoint can never be restored on this node (reason, message), or None."""
+    name = (node.get("metadata") or {}).get("name", "")
+    labels = _labels(node)
+    arch = labels.get(ARCH_LABEL)
+    if facts.arch and arch and arch != facts.arch:
+        return "NoCompatibleNode", (
+            f"checkpoint {facts.name} is {facts.platform}; node {name} is {arch}"
+        )
+    if facts.needs_gpu:
+        if labels.get(GPU_PRESENT_LABEL) != "true":
+            return "GpuNodeRequired", (
+                f"checkpoint {facts.name} holds GPU state ({facts.gpu}); node {name} has no GPU "
+                f"(label {GPU_PRESENT_LABEL}=true)"
+            )
+        product = labels.get(GPU_PRODUCT_LABEL)
+        wanted = {_gpu_product(g) for g in facts.gpu.split(",")}
+        if product and _gpu_product(product) not in wanted:
+            return "NoCompatibleNode", (
+                f"checkpoint {facts.name} holds {facts.gpu} state; node {name} has {product}"
+            )
+    return None
+
+
+def _agent_on(node: str, agents: Iterable[AgentPod], gpu: bool) -> AgentPod | None:
+    ready = [a for a in agents if a.node == node and a.ready and (a.gpu or not gpu)]
+    # The GPU agent for GPU work, the CPU agent otherwise; ties by name (deterministic).
+    return min(ready, key=lambda a: (a.gpu != gpu, a.name), default=None)
+
+
+def choose_node(
+    facts: CheckpointFacts,
+    requested: str | None,
+    nodes: Iterable[Mapping[str, Any]],
+    agents: Iterable[AgentPod],
+) -> tuple[str, AgentPod]:
+    """The node to restore on and its agent: `spec.nodeName`, else the source node when it is
+    Ready with an agent, else the first (by name) Ready, compatible node with an agent.
+
+    Raises `Refused` when no node could ever do (named node missing or incompatible; no
+    compatible node in the cluster) and `Waiting` while a compatible node lacks a ready agent.
+    """
+    by_name = {(n.get("metadata") or {}).get("name", ""): n for n in nodes}
+    agents = list(agents)
+    if requested:
+        node = by_name.get(requested)
+        if node is None:
+            raise Refused("NodeNotFound", f"node {requested} does not exist")
+        problem = incompatibility(facts, node)
+        if problem:
+            raise Refused(*problem)
+        agent = _agent_on(requested, agents, facts.needs_gpu)
+        if not _node_ready(node) or agent is None:
+            raise Waiting(
+                NODE_CHOSEN, "NoAgent",
+                f"node {requested} is not Ready or has no ready ckpt agent"
+                + (" for GPU work" if facts.needs_gpu else ""),
+            )
+        return requested, agent
+    compatible = [n for n, node in sorted(by_name.items()) if not incompatibility(facts, node)]
+    if not compatible:
+        problems = [incompatibility(facts, node) for node in by_name.values()]
+        reasons = {p[0] for p in problems if p}
+        reason = "GpuNodeRequired" if reasons == {"GpuNodeRequired"} else "NoCompatibleNode"
+        detail = "; ".join(p[1] for p in problems if p) or "the cluster has no nodes"
+        raise Refused(reason, f"no node can restore checkpoint {facts.name}: {detail}")
+    order = sorted(compatible, key=lambda n: (n != facts.node, n))
+    for name in order:
+        node = by_name[name]
+        if not _node_ready(node) or (node.get("spec") or {}).get("unschedulable"):
+            continue
+        agent = _agent_on(name, agents, facts.needs_gpu)
+        if agent is not None:
+            return name, agent
+    raise Waiting(
+        NODE_CHOSEN, "NoAgent",
+        f"no Ready node among {', '.join(compatible)} has a ready ckpt agent",
+    )
+
+
+# -- the Pod --------------------------------------------------------------------------------
+
+
+def restored_pod(
+    resource: RestoreResource, facts: CheckpointFacts, pod_name: str, node: str
+) -> dict[str, Any]:
+    """The Pod to create: the captured template, bound to `node`, under runtime class `ckpt`,
+    annotated with the staged restore's id."""
+    template = copy.deepcopy(dict(facts.template))
+    metadata = dict(template.get("metadata") or {})
+    spec = dict(template.get("spec") or {})
+    labels = dict(metadata.get("labels") or {})
+    labels[RESTORED_FROM_LABEL] = facts.name
+    labels[RESTORE_NAME_LABEL] = resource.name
+    annotations = dict(metadata.get("annotations") or {})
+    annotations[RESTORE_ANNOTATION] = resource.uid
+    spec["nodeName"] = node
+    spec["runtimeClassName"] = RUNTIME_CLASS
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name,
+            "namespace": resource.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+def pod_problem(pod: Mapping[str, Any]) -> str | None:
+    """Why a restored Pod will not reach Running, or None while it may."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Failed", "Succeeded"):
+        return f"pod is {status['phase']}: {status.get('message') or status.get('reason') or ''}"
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in _FATAL_WAITING:
+            name, reason = container["name"], waiting["reason"]
+            return f"container {name}: {reason}: {waiting.get('message', '')}"
+        terminated = state.get("terminated")
+        if terminated:
+            return (
+                f"container {container['name']} terminated: {terminated.get('reason', '')} "
+                f"(exit {terminated.get('exitCode')})"
+            )
+    return None
+
+
+def _pod_running(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    return status.get("phase") == "Running" and bool(containers) and all(
+        "running" in (c.get("state") or {}) for c in containers
+    )
+
+
+# -- the flow -------------------------------------------------------------------------------
+
+
+class Restorer:
+    """Drives one Restore from wherever its status says it is to Running or Failed."""
+
+    def __init__(
+        self, deps: RestoreDeps, resource: RestoreResource, status: RestoreStatus,
+        report: Reporter,
+    ) -> None:
+        self.deps = deps
+        self.res = resource
+        self.status = status
+        self.report = report
+        self._began: float | None = None
+
+    @property
+    def deadline(self) -> dt.datetime:
+        return self.res.created + dt.timedelta(seconds=self.deps.timeout_seconds)
+
+    async def run(self) -> RestoreStatus:
+        if self.status.phase in TERMINAL:
+            await self.cleanup()
+            return self.status
+        remaining = (self.deadline - self.deps.clock.now()).total_seconds()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                await self._flow()
+        except TimeoutError:
+            await self._fail(
+                "Timeout",
+                f"not Running within {self.deps.timeout_seconds:g}s"
+                + (f"; last: {self.status.message}" if self.status.message else ""),
+            )
+        except Refused as refused:
+            await self._fail(refused.reason, refused.message)
+        if self.status.phase in TERMINAL:
+            await self.cleanup()
+        return self.status
+
+    async def _flow(self) -> None:
+        self._began = self.deps.clock.monotonic()
+        if not self.status.started_at:
+            self.status.started_at = self._stamp()
+        self.status.observed_generation = self.res.generation
+        pod_name = self.res.spec.target_pod()
+        facts = await self._until(self._checkpoint)
+        existing = await self.deps.kube.get_pod(self.res.namespace, pod_name)
+        if existing is not None and not self._ours(existing):
+            raise Refused(
+                "PodExists",
+                f"pod {self.res.namespace}/{pod_name} exists and is not this Restore's; "
+                "delete it or set spec.podName",
+            )
+        if existing is None:
+            node, agent = await self._until(lambda: self._choose(facts))
+            await self._stage(facts, node, agent)
+            existing = await self._create_pod(facts, pod_name, node)
+        await self._follow_pod(pod_name)
+
+    def _stamp(self) -> str:
+        """Now on the flow's clock, RFC 3339 with milliseconds (timings are read off it)."""
+        return self.deps.clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleeps on the flow's clock; past the deadline the wait ends as a timeout."""
+        if self.deps.clock.now() + dt.timedelta(seconds=seconds) > self.deadline:
+            raise TimeoutError
+        await self.deps.clock.sleep(seconds)
+
+    def _ours(self, pod: Mapping[str, Any]) -> bool:
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        return bool(annotations.get(RESTORE_ANNOTATION) == self.res.uid)
+
+    async def _until(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Runs `step` until it stops `Waiting`, saying what it waits for in status."""
+        delay = self.deps.poll_interval
+        while True:
+            try:
+                return await step()
+            except Waiting as waiting:
+                changed = set_condition(
+                    self.status, waiting.condition, False, waiting.reason, waiting.message
+                )
+                self.status.message = f"waiting: {waiting.message}"
+                if changed:
+                    self.report.event("Normal", waiting.reason, waiting.message)
+                    await self.report.save(self.status)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _checkpoint(self) -> CheckpointFacts:
+        name = self.res.spec.checkpoint_name
+        found = await self.deps.kube.get_checkpoint(self.res.namespace, name)
+        facts = checkpoint_facts(name, found)
+        self.status.checkpoint_id = facts.checkpoint_id or None
+        set_condition(
+            self.status, CHECKPOINT_READY, True, "Ready",
+            f"checkpoint {name} from node {facts.node}"
+            + (f" ({facts.gpu})" if facts.needs_gpu else ""),
+        )
+        return facts
+
+    async def _choose(self, facts: CheckpointFacts) -> tuple[str, AgentPod]:
+        agents = list(self.deps.agent_pods())
+        if self.status.node_name:
+            # Chosen before a restart: stay there (the staged files may be there already);
+            # the agent is looked up again, it may be a new pod.
+            agent = _agent_on(self.status.node_name, agents, facts.needs_gpu)
+            if agent is None:
+                raise Waiting(
+                    NODE_CHOSEN, "NoAgent", f"no ready ckpt agent on node {self.status.node_name}"
+                )
+            return self.status.node_name, agent
+        node, agent = choose_node(
+            facts, self.res.spec.node_name, await self.deps.kube.list_nodes(), agents
+        )
+        self.status.node_name = node
+        self.status.agent = agent.ref
+        self.status.phase = RestorePhase.Staging
+        self.status.message = f"staging on node {node}"
+        how = "as asked" if self.res.spec.node_name else (
+            "the source node" if node == facts.node else f"source node {facts.node} unavailable"
+        )
+        set_condition(self.status, NODE_CHOSEN, True, "NodeChosen", f"node {node} ({how})")
+        self.report.event("Normal", "NodeChosen", f"restoring on node {node} ({how})")
+        await self.report.save(self.status)
+        return node, agent
+
+    # -- staging ------------------------------------------------------------------------------
+
+    def _stage_request(self, facts: CheckpointFacts) -> StageRequest:
+        return StageRequest(
+            restore_id=self.res.uid,
+            namespace=self.res.namespace,
+            pod_name=self.res.spec.target_pod(),
+            checkpoint_id=facts.checkpoint_id,
+            source=facts.source,
+            checksum=facts.checksum,
+        )
+
+    async def _stage(self, facts: CheckpointFacts, node: str, agent: AgentPod) -> None:
+        if self.status.phase is not RestorePhase.Staging:
+            self.status.phase = RestorePhase.Staging
+            await self.report.save(self.status)
+        request = self._stage_request(facts)
+        job: StageJob | None = None
+        for attempt in range(1, STAGE_ATTEMPTS + 1):
+            job = await self._agent_call(lambda a=agent: self.deps.stager.start_staging(a, request))
+            job = await self._follow_stage(agent, job, request)
+            if not (job.state is JobState.failed and job.retryable):
+                break
+            # The agent stopped under the job (a restart, a rollout): the same request on the
+            # node's (maybe new) agent starts it over.
+            self.report.event(
+                "Warning", "Retrying", f"staging on {node}: {job.error}; attempt {attempt + 1}"
+            )
+            _, agent = await self._until(lambda: self._choose(facts))
+        assert job is not None
+        if job.state is JobState.failed or job.result is None:
+            reason = {
+                "checksum_mismatch": "ChecksumMismatch",
+                "not_found": "ArchiveNotFound",
+                "bad_archive": "BadArchive",
+            }.get(job.error_code or "", "StagingFailed")
+            raise Refused(reason, f"agent on node {node}: {job.error or 'no result'}")
+        result = job.result
+        self.status.staged = True
+        self.status.agent = agent.ref
+        self.status.timings = RestoreTimings(
+            fetch=result.timings.fetch, verify=result.timings.verify,
+            extract=result.timings.extract,
+        )
+        set_condition(
+            self.status, STAGED, True, "Staged",
+            f"{len(result.containers)} container(s) staged on node {node} "
+            f"in {result.timings.total} ms",
+        )
+        self.report.event(
+            "Normal", "Staged",
+            f"on node {node}: fetch {result.timings.fetch} ms, verify {result.timings.verify} ms, "
+            f"extract {result.timings.extract} ms",
+        )
+
+    async def _follow_stage(
+        self, agent: AgentPod, job: StageJob, request: StageRequest
+    ) -> StageJob:
+        while job.state is JobState.running:
+            message = f"staging on node {agent.node}: {job.phase or 'started'}"
+            if message != self.status.message:
+                self.status.message = message
+                await self.report.save(self.status)
+            seen = job.phase
+            try:
+                job = await self._agent_call(
+                    lambda p=seen: self.deps.stager.staging_job(
+                        agent, self.res.uid, wait=LONG_POLL, phase=p
+                    )
+                )
+            except NotFound:
+                # The agent lost the job (a new agent pod without it): the POST starts it over.
+                job = await self._agent_call(
+                    lambda: self.deps.stager.start_staging(agent, request)
+                )
+            if job.state is JobState.running and job.phase == seen:
+                await self._sleep(self.deps.poll_interval)
+        return job
+
+    async def _agent_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        delay = 1.0
+        while True:
+            try:
+                return await call()
+            except NotFound:
+                raise
+            except ServiceError as exc:
+                if not exc.retryable:
+                    raise Refused("AgentRejected", str(exc)) from exc
+                message = f"retrying: {exc}"
+                if self.status.message != message:
+                    self.status.message = message
+                    self.report.event("Warning", "AgentUnavailable", str(exc))
+                    await self.report.save(self.status)
+            await self._sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # -- the Pod ------------------------------------------------------------------------------
+
+    async def _create_pod(
+        self, facts: CheckpointFacts, pod_name: str, node: str
+    ) -> Mapping[str, Any]:
+        body = restored_pod(self.res, facts, pod_name, node)
+        self.status.phase = RestorePhase.Restoring
+        self.status.pod_name = pod_name
+        self.status.message = f"creating pod {pod_name} on node {node}"
+        await self.report.save(self.status)
+        try:
+            created = await self.deps.kube.create_pod(self.res.namespace, body)
+        except PodExists:
+            found = await self.deps.kube.get_pod(self.res.namespace, pod_name)
+            if found is None or not self._ours(found):
+                raise Refused(
+                    "PodExists", f"pod {self.res.namespace}/{pod_name} appeared meanwhile"
+                ) from None
+            created = found
+        set_condition(self.status, POD_CREATED, True, "PodCreated", f"pod {pod_name} on {node}")
+        self.report.event("Normal", "PodCreated", f"pod {pod_name} on node {node}")
+        return created
+
+    async def _follow_pod(self, pod_name: str) -> None:
+        self.status.pod_name = pod_name
+        t_pod = self.deps.clock.monotonic()
+        if self.status.phase is not RestorePhase.Restoring:
+            self.status.phase = RestorePhase.Restoring
+            await self.report.save(self.status)
+        while True:
+            pod = await self.deps.kube.get_pod(self.res.namespace, pod_name)
+            if pod is None or not self._ours(pod):
+                raise Refused("PodGone", f"pod {self.res.namespace}/{pod_name} was deleted")
+            problem = pod_problem(pod)
+            if problem:
+                raise Refused("RestoreFailed", f"pod {pod_name}: {problem}")
+            if _pod_running(pod):
+                break
+            message = f"pod {pod_name}: {(pod.get('status') or {}).get('phase', 'Pending')}"
+            if message != self.status.message:
+                self.status.message = message
+                await self.report.save(self.status)
+            await self._sleep(self.deps.poll_interval)
+        await self._running(pod, t_pod)
+
+    async def _running(self, pod: Mapping[str, Any], t_pod: float) -> None:
+        now = self.deps.clock.monotonic()
+        timings = self.status.timings or RestoreTimings()
+        timings.restore = int((now - t_pod) * 1000)
+        started = _parse_time(self.status.started_at) or self.res.created
+        timings.total = int((self.deps.clock.now() - started).total_seconds() * 1000)
+        self.status.timings = timings
+        self.status.phase = RestorePhase.Running
+        self.status.message = ""
+        self.status.node_name = (pod.get("spec") or {}).get("nodeName") or self.status.node_name
+        self.status.completed_at = self._stamp()
+        set_condition(self.status, RUNNING, True, "Running", f"pod {self.status.pod_name}")
+        self.report.event(
+            "Normal", "Restored",
+            f"pod {self.status.pod_name} Running on {self.status.node_name} in {timings.total} ms "
+            f"(fetch {timings.fetch}, verify {timings.verify}, extract {timings.extract}, "
+            f"restore {timings.restore})",
+        )
+        await self.report.save(self.status)
+
+    async def _fail(self, reason: str, message: str) -> None:
+        self.status.phase = RestorePhase.Failed
+        self.status.message = message
+        self.status.completed_at = self._stamp()
+        set_condition(self.status, RUNNING, False, reason, message)
+        self.report.event("Warning", reason, message)
+        await self.report.save(self.status)
+
+    # -- cleanup ------------------------------------------------------------------------------
+
+    async def cleanup(self) -> bool:
+        """Asks the agent to remove the staged files; True once they are gone (or were never
+        there). The wrapper needs them only while it restores the Pod's containers."""
+        if not self.status.staged or not self.status.node_name:
+            return True
+        agent = _agent_on(self.status.node_name, self.deps.agent_pods(), gpu=False) or next(
+            (a for a in self.deps.agent_pods() if a.node == self.status.node_name and a.ready),
+            None,
+        )
+        if agent is None:
+            log.info("%s/%s: no agent on %s to clean up", self.res.namespace, self.res.name,
+                     self.status.node_name)
+            return False
+        try:
+            await self.deps.stager.delete_staging(agent, self.res.uid)
+        except NotFound:
+            pass  # already gone is what we wanted
+        except ServiceError as exc:
+            log.warning("%s/%s: cleanup on %s failed: %s", self.res.namespace,
+                        self.res.name, self.status.node_name, exc)
+            return False
+        self.status.staged = False
+        await self.report.save(self.status)
+        return True
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
