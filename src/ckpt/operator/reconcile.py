@@ -419,11 +419,15 @@ class Checkpointer:
             metrics.API_ERRORS.labels(what).inc()
             await self._transient("ApiUnavailable", f"checkpoints API {what} failed: {exc}")
 
+        before = self.status.message
         try:
-            return await retry(call, API_BACKOFF, retry_on=Unavailable, on_retry=transient)
+            answer = await retry(call, API_BACKOFF, retry_on=Unavailable, on_retry=transient)
         except ServiceError as exc:
             metrics.API_ERRORS.labels(what).inc()
             raise Failure("ApiRejected", f"checkpoints API refused {what}: {exc}") from exc
+        # The outage is over: the next status write must not still say "retrying".
+        self.status.message = before
+        return answer
 
     async def _agent_call(self, call: Callable[[], Awaitable[T]]) -> T:
         """Calls an agent until it answers; `NotFound` goes to the caller, other 4xx fail the
@@ -433,14 +437,17 @@ class Checkpointer:
             metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
             await self._transient("AgentUnavailable", str(exc))
 
+        before = self.status.message
         try:
-            return await retry(call, AGENT_BACKOFF, retry_on=Unavailable, on_retry=transient)
+            answer = await retry(call, AGENT_BACKOFF, retry_on=Unavailable, on_retry=transient)
         except NotFound as exc:
             metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
             raise
         except ServiceError as exc:
             metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
             raise Failure("AgentRejected", str(exc)) from exc
+        self.status.message = before
+        return answer
 
     async def _transient(self, reason: str, message: str) -> None:
         log.warning("%s/%s: %s", self.res.namespace, self.res.name, message)
