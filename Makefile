@@ -5,13 +5,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup deps tools test lint crd demo bench clean
+.PHONY: help setup deps tools test lint crd demo bench clean wrapper
 
 help:
 	@echo "make setup  - virtualenv with ckpt and its test tools ($(VENV))"
 	@echo "make deps   - Debian packages: runc, iptables, busybox-static, openssl, postgresql"
 	@echo "make tools  - build the test control plane and fetch CRIU >= 4 (cached in .cache/)"
 	@echo "make test   - the whole test suite against real apiserver, runc, CRIU, PostgreSQL"
+	@echo "make wrapper - the static ckpt-runc runtime wrapper (.cache/bin/ckpt-runc)"
 	@echo "make demo   - checkpoint and restore a container on a local control plane"
 	@echo "make bench  - benchmarks (tables; see BENCHMARKS.md)"
 	@echo "make lint   - ruff"
@@ -32,7 +33,12 @@ tools: deps
 	tools/criu/install.sh >/dev/null
 
 test: setup tools
+	cd cmd/ckpt-runc && go test ./...
 	$(BIN)/pytest
+
+# The node's runtime wrapper: static (hosts have no Python and may lack a matching libc).
+wrapper:
+	cd cmd/ckpt-runc && CGO_ENABLED=0 go build -trimpath -o ../../.cache/bin/ckpt-runc .
 
 lint: setup
 	$(BIN)/ruff check .
