@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from starlette.exceptions import HTTPException
 
 from ckpt.agent.errors import AgentError
 
@@ -47,8 +51,13 @@ class TokenReviewer:
     """Asks the apiserver who a token belongs to (authentication.k8s.io/v1 TokenReview)."""
 
     def __init__(self, api: client.ApiClient, audiences: list[str]) -> None:
+        if not audiences:
+            # Without audiences the apiserver checks tokens against its own (default)
+            # audience, so every token of the operator's ServiceAccount (the one in any of
+            # its pods, usable against the apiserver too) would be accepted.
+            raise ValueError("the agent needs at least one token audience")
         self._api = client.AuthenticationV1Api(api)
-        self._audiences = audiences or None
+        self._audiences = list(audiences)
 
     def _review_blocking(self, token: str) -> Review:
         body = client.V1TokenReview(
@@ -57,6 +66,11 @@ class TokenReviewer:
         answer = self._api.create_token_review(body, _request_timeout=_REVIEW_TIMEOUT_S)
         status = answer.status
         if status is None or not status.authenticated or status.user is None:
+            return Review(authenticated=False)
+        # The apiserver answers with the audiences the token is valid for among those asked;
+        # an authenticator that ignores audiences answers none, and that is no proof.
+        if not set(status.audiences or ()) & set(self._audiences):
+            log.warning("refused a token without the agent's audience")
             return Review(authenticated=False)
         return Review(authenticated=True, username=status.user.username or "")
 
@@ -128,3 +142,84 @@ def _bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token:
         raise AgentError(401, "unauthenticated", "the Authorization header is not a Bearer token")
     return token
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AuthFirst:
+    """ASGI middleware: the bearer token is checked before one byte of the body is read, and
+    the body is then read with a size limit.
+
+    FastAPI parses a JSON body before a route's dependencies run, so a dependency cannot keep
+    an unauthenticated caller from making the agent buffer (and parse) any amount of data: a
+    150 MB body grew the agent from 70 MB to 531 MB before its 401. Here the answer to a
+    caller without a valid token is sent without reading the body; uvicorn stops reading the
+    socket once its small buffer is full and closes the connection after the answer.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Callable[[], Authenticator],
+        max_body_bytes: int,
+        open_paths: frozenset[str] = frozenset({"/healthz"}),
+    ) -> None:
+        self._app = app
+        self._authenticator = authenticator
+        self._max = max_body_bytes
+        self._open = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self._open:
+            await self._app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        authorization = headers.get("authorization")
+        try:
+            caller = await self._authenticator().authenticate(
+                authorization.decode("latin-1") if authorization else None
+            )
+        except AgentError as exc:
+            await _answer(send, exc.status, exc.code, exc.message, close=True)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self._max):
+            await _answer(send, 413, "too_large",
+                          f"request body over the limit of {self._max} bytes", close=True)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            # A chunked body (no Content-Length) is counted as it arrives. An HTTPException
+            # is what FastAPI lets through from reading a body (it turns others into 400).
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max:
+                    raise HTTPException(413, f"request body over the limit of {self._max} bytes")
+            return message
+
+        await self._app(scope, limited_receive, send)
+
+
+async def _answer(send: Send, status: int, code: str, message: str, *, close: bool) -> None:
+    body = json.dumps({"message": message, "code": code}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        # The body was not read: the connection cannot carry another request.
+        headers.append((b"connection", b"close"))
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="ckpt-agent"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

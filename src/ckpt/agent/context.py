@@ -15,7 +15,7 @@ from ckpt.agent.gpu import GpuDriver
 from ckpt.agent.models import CheckpointRequest
 from ckpt.agent.pipeline import PipelineContext
 from ckpt.agent.runtimes.base import ContainerRef, Runtime, RuntimeError_
-from ckpt.agent.runtimes.kubelet import KubeletRuntime
+from ckpt.agent.runtimes.kubelet import SA_CA, KubeletRuntime
 from ckpt.agent.runtimes.process import ProcessRuntime
 from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.settings import AgentSettings
@@ -33,21 +33,17 @@ def build_context(settings: AgentSettings) -> PipelineContext:
         criu=criu.path,
         timeout_s=settings.job_timeout_seconds,
     )
-    # runc is always there: every archive, the kubelet's included, is restored through it.
-    runtimes: dict[str, Runtime] = {
-        "runc": runc,
-        "process": ProcessRuntime(criu.path, timeout_s=settings.job_timeout_seconds),
-    }
+    # Only the configured backend (and runc, which restores every archive, the kubelet's
+    # included): an archive's metadata names the runtime it was dumped with, and the
+    # `process` backend (CRIU on a bare host process tree, as root) must never be chosen by
+    # an archive on an agent not configured for it.
+    runtimes: dict[str, Runtime] = {"runc": runc}
+    if settings.runtime == "process":
+        runtimes["process"] = ProcessRuntime(criu.path, timeout_s=settings.job_timeout_seconds)
     if settings.runtime == "kubelet":
-        verify: ssl.SSLContext | bool = True
-        if settings.kubelet_insecure_skip_verify:
-            # Many kubelets serve a self-signed certificate; the token is still checked.
-            verify = False
-        elif settings.kubelet_ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(settings.kubelet_ca_file))
         runtimes["kubelet"] = KubeletRuntime(
             settings.kubelet_url,
-            verify=verify,
+            verify=kubelet_verify(settings),
             timeout_s=settings.job_timeout_seconds,
             restore_runtime=runc,
         )
@@ -71,6 +67,20 @@ def build_context(settings: AgentSettings) -> PipelineContext:
         zstd_level=settings.zstd_level,
         zstd_threads=settings.zstd_threads,
     )
+
+
+def kubelet_verify(settings: AgentSettings) -> ssl.SSLContext | bool:
+    """How the kubelet's serving certificate is checked: the configured CA, else the cluster
+    CA of the ServiceAccount mount (kubeadm-style clusters sign kubelet serving certs with
+    it), else the system CAs. The agent's token goes with every call, so never unverified
+    unless explicitly asked."""
+    if settings.kubelet_insecure_skip_verify:
+        log.warning("the kubelet's certificate is not verified (kubelet_insecure_skip_verify)")
+        return False
+    ca = settings.kubelet_ca_file
+    if ca is None and SA_CA.is_file():
+        ca = SA_CA
+    return ssl.create_default_context(cafile=str(ca)) if ca is not None else True
 
 
 def _clean_work_dir(work_dir: Path) -> None:
@@ -104,7 +114,10 @@ async def thaw_interrupted(
     runtime = ctx.runtime
     for request in requests:
         for target in request.containers:
-            ref = ContainerRef(target.name, target.container_id, request.namespace, request.pod)
+            ref = ContainerRef(
+                target.name, target.container_id, request.namespace, request.pod,
+                request.pod_uid,
+            )
             try:
                 await _wait_for_stragglers(target.container_id, straggler_wait_s)
                 container = await runtime.resolve(ref)

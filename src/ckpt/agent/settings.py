@@ -14,6 +14,14 @@ RuntimeBackend = Literal["runc", "kubelet", "process"]
 
 # The operator's ServiceAccount as deployed by `deploy/`; the only caller the agent trusts.
 DEFAULT_OPERATOR_IDENTITY = "system:serviceaccount:ckpt-system:ckpt-operator"
+# The audience of the operator's projected token (deploy/base/operator.yaml). A token minted
+# for it is refused by the apiserver itself and by anything else that checks its audience, so
+# a token stolen from an agent is worthless elsewhere; the agent in turn refuses tokens of the
+# apiserver's default audience, which every pod of the operator's ServiceAccount holds.
+AGENT_AUDIENCE = "ckpt-agent"
+# Every request body of the v1 API is a small JSON document (a few KiB for a pod with many
+# containers); anything larger is refused while it is being read, never buffered whole.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 class AgentSettings(BaseSettings):
@@ -43,9 +51,15 @@ class AgentSettings(BaseSettings):
         default="https://127.0.0.1:10250",
         description="Kubelet checkpoint API (kubelet backend; needs nodes/checkpoint).",
     )
-    kubelet_ca_file: Path | None = Field(default=None, description="CA of the kubelet's cert.")
+    kubelet_ca_file: Path | None = Field(
+        default=None,
+        description="CA of the kubelet's serving cert; unset: the cluster CA of the "
+        "ServiceAccount mount, else the system CAs.",
+    )
     kubelet_insecure_skip_verify: bool = Field(
-        default=False, description="Skip verifying the kubelet's certificate (tests only)."
+        default=False,
+        description="Skip verifying the kubelet's certificate (never in production: the "
+        "agent's token goes to whoever answers).",
     )
 
     store: str = Field(
@@ -55,6 +69,11 @@ class AgentSettings(BaseSettings):
     work_dir: Path = Field(
         default=Path("/var/lib/ckpt/work"),
         description="Scratch space for CRIU images while they stream into the archive.",
+    )
+    restores_dir: Path = Field(
+        default=Path("/var/lib/ckpt/restores"),
+        description="Staged restores (one 0700 folder per Restore) that the ckpt-runc wrapper "
+        "reads; the same host path in the agent and on the node.",
     )
     state_dir: Path = Field(
         default=Path("/var/lib/ckpt/jobs"),
@@ -81,7 +100,16 @@ class AgentSettings(BaseSettings):
         description="Comma-separated TokenReview usernames allowed to call the agent.",
     )
     token_audiences: Annotated[list[str], NoDecode] = Field(
-        default=[], description="Audiences tokens must carry; empty: the apiserver's default."
+        default=[AGENT_AUDIENCE],
+        min_length=1,
+        description="Audiences a caller's token must carry (checked by TokenReview); tokens of "
+        "the apiserver's default audience are refused.",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        description="Largest request body accepted (413 beyond it); read only after the "
+        "caller is authenticated.",
     )
     # Reused so that a busy operator polling jobs does not cost an apiserver round trip each.
     auth_cache_seconds: float = Field(

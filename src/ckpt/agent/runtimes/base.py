@@ -27,6 +27,10 @@ class ContainerNotRunning(RuntimeError_):
     """The container exists but is not running (or paused) and cannot be dumped."""
 
 
+class NotThePodsContainer(RuntimeError_):
+    """The runtime's own records say the container belongs to another pod (or to none)."""
+
+
 @dataclass(frozen=True)
 class ContainerRef:
     """What a request names: the pod-level name and the runtime's container id."""
@@ -35,6 +39,7 @@ class ContainerRef:
     container_id: str
     namespace: str = ""
     pod: str = ""
+    pod_uid: str = ""
 
 
 @dataclass

@@ -10,6 +10,7 @@ restore hands them to the runc backend.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from urllib.parse import quote
@@ -25,6 +26,8 @@ from ckpt.agent.runtimes.base import (
     Runtime,
     RuntimeError_,
 )
+
+log = logging.getLogger(__name__)
 
 SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 SA_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
@@ -91,12 +94,17 @@ class KubeletRuntime(Runtime):
                     url, headers=headers, params={"timeout": int(self.timeout_s)}
                 )
         except httpx.HTTPError as exc:
-            raise RuntimeError_(f"kubelet checkpoint {url}: {exc}") from exc
+            log.error("kubelet checkpoint %s: %r", url, exc)
+            raise RuntimeError_(f"the kubelet's checkpoint API is unreachable: {exc!r}") from exc
         if resp.status_code == 404:
             raise ContainerNotFound(f"kubelet: {ref.namespace}/{ref.pod}/{ref.name} not found")
         if resp.status_code != 200:
+            # The kubelet's answer carries CRIU's messages and host paths: log them only.
+            log.error("kubelet checkpoint %s: HTTP %s: %s", url, resp.status_code,
+                      resp.text[:2000])
             raise RuntimeError_(
-                f"kubelet checkpoint {url}: HTTP {resp.status_code}: {resp.text[:500]}"
+                f"the kubelet refused the checkpoint of {ref.namespace}/{ref.pod}/{ref.name} "
+                f"(HTTP {resp.status_code}); the node agent's log has its answer"
             )
         try:
             items = resp.json()["items"]
@@ -107,7 +115,8 @@ class KubeletRuntime(Runtime):
             ) from exc
         tar = self.checkpoints_dir / reported.name if self.checkpoints_dir else reported
         if not tar.is_file():
-            raise RuntimeError_(f"kubelet reported {reported}, but {tar} is not readable here")
+            log.error("kubelet reported %s, but %s is not readable here", reported, tar)
+            raise RuntimeError_("the kubelet's checkpoint archive is not readable by the agent")
         return DumpedContainer(
             container=container,
             source_tar=tar,

@@ -5,6 +5,7 @@ Used for plain processes and for the GPU check. ``container_id`` is the root pid
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ckpt.agent import proc
@@ -18,6 +19,8 @@ from ckpt.agent.runtimes.base import (
     RuntimeError_,
 )
 from ckpt.agent.runtimes.runc import criu_log_tail
+
+log = logging.getLogger(__name__)
 
 # A process started from a shell shares its session and terminal with it: --shell-job lets
 # CRIU dump and restore such a tree. --tcp-established and --file-locks cover common servers.
@@ -70,9 +73,12 @@ class ProcessRuntime(Runtime):
             argv.append("--leave-running")
         out = await proc.run(argv, limit_s=self.timeout_s, finish_on_cancel=True)
         if out.returncode != 0:
+            # CRIU's log names host paths: the agent's log only (see runc._failed).
+            log.error("criu dump of %s failed: %s\n%s", container.pid, out.describe(),
+                      criu_log_tail(logs / "dump.log"))
             raise RuntimeError_(
-                f"criu dump of {container.pid}: {out.describe()}\n"
-                f"{criu_log_tail(logs / 'dump.log')}"
+                f"criu dump of process {container.pid} failed (exit {out.returncode}); "
+                "the node agent's log has CRIU's messages"
             )
         return DumpedContainer(container=container, images_dir=images)
 
@@ -95,8 +101,11 @@ class ProcessRuntime(Runtime):
         ]
         out = await proc.run(argv, limit_s=self.timeout_s)
         if out.returncode != 0:
+            log.error("criu restore failed: %s\n%s", out.describe(),
+                      criu_log_tail(logs / "restore.log"))
             raise RuntimeError_(
-                f"criu restore: {out.describe()}\n{criu_log_tail(logs / 'restore.log')}"
+                f"criu restore failed (exit {out.returncode}); "
+                "the node agent's log has CRIU's messages"
             )
         pid = int(pidfile.read_text().strip())
         return RestoredContainer(container_id=str(pid), pid=pid)

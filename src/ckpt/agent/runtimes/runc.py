@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from ckpt.agent import proc
@@ -11,14 +14,81 @@ from ckpt.agent.runtimes.base import (
     ContainerNotRunning,
     ContainerRef,
     DumpedContainer,
+    NotThePodsContainer,
     ResolvedContainer,
     RestoredContainer,
     Runtime,
     RuntimeError_,
 )
 
+log = logging.getLogger(__name__)
+
 CONTAINERD_ROOT = Path("/run/containerd/runc/k8s.io")
 CRIO_ROOT = Path("/run/runc")
+
+# Where the CRI runtimes record, in each container's OCI config, the pod a container belongs
+# to: (namespace, pod name, pod uid, container name, container type). containerd's CRI
+# plugin writes the first set, CRI-O the second. The kubelet names a pod's containers by
+# these; a request's container id is believed only if they match the request's pod.
+_POD_ANNOTATIONS = (
+    ("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name",
+     "io.kubernetes.cri.sandbox-uid", "io.kubernetes.cri.container-name",
+     "io.kubernetes.cri.container-type"),
+    ("io.kubernetes.pod.namespace", "io.kubernetes.pod.name",
+     "io.kubernetes.pod.uid", "io.kubernetes.container.name",
+     "io.kubernetes.cri-o.ContainerType"),
+)
+
+
+def check_pod_ownership(ref: ContainerRef, annotations: Mapping[str, str]) -> None:
+    """Refuse unless the runtime's records put this container in the request's pod.
+
+    Namespace and pod name must be recorded and equal; the pod uid must equal the request's
+    (real CRI records always carry one, so a request without a uid never matches a real
+    container); the container name and type are checked where recorded (containerd and CRI-O
+    record both for every container of a pod; a sandbox's pause container is refused).
+    """
+    keys = next(
+        (k for k in _POD_ANNOTATIONS if k[0] in annotations and k[1] in annotations), None
+    )
+    if keys is None:
+        raise NotThePodsContainer(
+            f"container {ref.container_id} is not a container of pod {ref.namespace}/{ref.pod}"
+        )
+    ns_key, pod_key, uid_key, name_key, type_key = keys
+    recorded = (
+        annotations[ns_key], annotations[pod_key], annotations.get(uid_key, ""),
+    )
+    kind = annotations.get(type_key, "container")
+    name = annotations.get(name_key)
+    if (
+        recorded != (ref.namespace, ref.pod, ref.pod_uid)
+        or kind != "container"
+        or (name is not None and name != ref.name)
+    ):
+        # The records of the other pod stay in the agent's log: the caller learns nothing
+        # about containers it did not name correctly.
+        log.warning(
+            "refused container %s: recorded as %s/%s uid %s container %s (%s), requested "
+            "%s/%s uid %s container %s", ref.container_id, *recorded, name, kind,
+            ref.namespace, ref.pod, ref.pod_uid, ref.name,
+        )
+        raise NotThePodsContainer(
+            f"container {ref.container_id} is not container {ref.name!r} of pod "
+            f"{ref.namespace}/{ref.pod}"
+        )
+
+
+def _failed(action: str, container_id: str, out: proc.Completed, log_file: Path) -> RuntimeError_:
+    """A short error for the job (and so for the Checkpoint's status and Events, which the
+    namespace can read); runc's output and CRIU's log name host paths, so they go to the
+    agent's log only."""
+    log.error("%s of %s failed: %s\n%s", action, container_id, out.describe(),
+              criu_log_tail(log_file))
+    return RuntimeError_(
+        f"{action} of container {container_id} failed (exit {out.returncode}); "
+        "the node agent's log has CRIU's messages"
+    )
 
 
 def criu_log_tail(log: Path, lines: int = 15) -> str:
@@ -93,14 +163,16 @@ class RuncRuntime(Runtime):
     async def resolve(self, ref: ContainerRef) -> ResolvedContainer:
         state = await self.state(ref.container_id)
         if state is None:
-            raise ContainerNotFound(f"no runc container {ref.container_id} under {self.root}")
+            raise ContainerNotFound(f"no container {ref.container_id} on this node")
+        bundle = Path(str(state["bundle"]))
+        check_pod_ownership(ref, _annotations(bundle))
         status = state.get("status")
         if status not in ("running", "paused"):
-            raise ContainerNotRunning(f"runc container {ref.container_id} is {status}")
+            raise ContainerNotRunning(f"container {ref.container_id} is {status}")
         return ResolvedContainer(
             ref=ref,
             pid=int(str(state["pid"])),
-            bundle=Path(str(state["bundle"])),
+            bundle=bundle,
             extra={"runc_root": str(self.root), "status": status},
         )
 
@@ -110,7 +182,10 @@ class RuncRuntime(Runtime):
             return
         out = await self._run("pause", container.ref.container_id)
         if out.returncode != 0:
-            raise RuntimeError_(f"runc pause: {out.describe()}")
+            log.error("runc pause failed: %s", out.describe())
+            raise RuntimeError_(
+                f"pausing container {container.ref.container_id} failed (exit {out.returncode})"
+            )
         container.extra["paused_by_ckpt"] = True
 
     async def thaw(self, container: ResolvedContainer) -> None:
@@ -121,7 +196,11 @@ class RuncRuntime(Runtime):
             return  # dumped without leave-running: runc removed it
         out = await self._run("resume", container.ref.container_id)
         if out.returncode != 0:
-            raise RuntimeError_(f"runc resume: {out.describe()}")
+            log.error("runc resume failed: %s", out.describe())
+            raise RuntimeError_(
+                f"resuming container {container.ref.container_id} failed "
+                f"(exit {out.returncode})"
+            )
 
     async def dump(
         self, container: ResolvedContainer, work_dir: Path, *, leave_running: bool
@@ -146,10 +225,7 @@ class RuncRuntime(Runtime):
         if out.returncode != 0:
             # A host file behind the container's stdio and a missing iptables-restore are
             # the usual causes (field notes); CRIU's log says which.
-            raise RuntimeError_(
-                f"runc checkpoint {container.ref.container_id}: {out.describe()}\n"
-                f"{criu_log_tail(logs / 'dump.log')}"
-            )
+            raise _failed("checkpoint", container.ref.container_id, out, logs / "dump.log")
         return DumpedContainer(container=container, images_dir=images)
 
     async def restore(
@@ -163,9 +239,10 @@ class RuncRuntime(Runtime):
         if bundle is None:
             raise RuntimeError_("restore needs a runc bundle (rootfs + config.json)")
         if not (bundle / "config.json").is_file():
-            raise RuntimeError_(f"bundle {bundle} has no config.json")
+            log.error("restore of %s: bundle %s has no config.json", container_id, bundle)
+            raise RuntimeError_("the container's bundle has no OCI config")
         if await self.state(container_id) is not None:
-            raise RuntimeError_(f"a container {container_id} already exists under {self.root}")
+            raise RuntimeError_(f"a container {container_id} already exists on this node")
         logs = work_dir / "restore-logs"
         logs.mkdir(parents=True, exist_ok=True)
         out = await self._run(
@@ -178,13 +255,24 @@ class RuncRuntime(Runtime):
             limit_s=self.timeout_s,
         )
         if out.returncode != 0:
-            raise RuntimeError_(
-                f"runc restore {container_id}: {out.describe()}\n"
-                f"{criu_log_tail(logs / 'restore.log')}"
-            )
+            raise _failed("restore", container_id, out, logs / "restore.log")
         state = await self.state(container_id)
         if state is None or not state.get("pid"):
-            raise RuntimeError_(f"runc restore {container_id}: the container is not there")
+            raise RuntimeError_(f"restore of {container_id}: the container is not there")
         return RestoredContainer(
             container_id=container_id, pid=int(str(state["pid"])), bundle=bundle
         )
+
+
+def _annotations(bundle: Path) -> dict[str, str]:
+    """The annotations of the OCI config the CRI runtime wrote into the container's bundle
+    (root-owned, outside the container's filesystem)."""
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable OCI config in %s: %s", bundle, exc)
+        return {}
+    annotations = config.get("annotations") if isinstance(config, dict) else None
+    if not isinstance(annotations, dict):
+        return {}
+    return {str(k): str(v) for k, v in annotations.items()}
