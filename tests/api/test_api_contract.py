@@ -279,7 +279,6 @@ def test_put_info_with_a_bad_field_is_422_naming_it(
         ("info", b"{not json"),
         ("info", b"[]"),
         ("uploaded", b""),
-        ("uploaded", b"{}"),
         ("uploaded", b'{"restore_path": 5}'),
         ("uploaded", b'{"restore_path": "/x", "checksum": 5}'),
     ],

@@ -12,9 +12,11 @@ from fastapi import FastAPI
 
 from . import errors, migrate, openapi
 from .auth import BearerAuthMiddleware
+from .body import BodyDecodingMiddleware, BodyGateMiddleware
 from .cleanup import run_periodically, run_wal_checkpoints
 from .db import Database, is_sqlite
 from .metrics import ApiMetrics, MetricsMiddleware
+from .ratelimit import RateLimiter
 from .routes import ops, router
 from .service import CheckpointService
 from .settings import ApiSettings
@@ -64,8 +66,22 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(router)
     app.include_router(ops)
-    # Starlette wraps in reverse order: metrics sees every response, including auth's 401s.
-    app.add_middleware(BearerAuthMiddleware)
+    # Starlette wraps in reverse order, so requests pass: metrics (sees every response) ->
+    # body gate (headers only: declared size, coding) -> auth and rate limits -> body decoding
+    # (reads the body, decoded and bounded) -> routes. No body byte is read before auth.
+    app.add_middleware(
+        BodyDecodingMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
+    app.add_middleware(
+        BearerAuthMiddleware,
+        tenant_limit=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        failed_lookup_limit=RateLimiter(
+            settings.unknown_token_lookups_per_second, settings.unknown_token_lookups_burst
+        ),
+    )
+    app.add_middleware(BodyGateMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=[*router.routes, *ops.routes])
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     return app

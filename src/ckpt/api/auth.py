@@ -3,6 +3,11 @@
 Done as ASGI middleware rather than a route dependency so that it runs before anything
 reads the request: an anonymous caller learns nothing (not even whether its body or path
 would have been valid) and always gets 401.
+
+Rate limits live here too, since this is where the caller becomes known: each tenant gets a
+token bucket (429 + Retry-After past it), and each client address a bucket of failed token
+lookups, so that guessing tokens cannot turn into unbounded database queries: once an
+address's bucket is empty its uncached tokens get 429 without a lookup.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response, unauthorized
+from .ratelimit import RateLimiter, retry_after_header
 from .tokens import TokenResolver
 
 PROTECTED_PREFIX = "/v2/"
@@ -33,9 +39,31 @@ def _bearer_token(scope: Scope) -> str | None:
     return None
 
 
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+async def _too_many(scope: Scope, receive: Receive, send: Send, wait: float, what: str) -> None:
+    response = error_response(
+        429,
+        f"too many {what}; retry later",
+        "rate_limited",
+        headers={"Retry-After": retry_after_header(wait)},
+    )
+    await response(scope, receive, send)
+
+
 class BearerAuthMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        tenant_limit: RateLimiter | None = None,
+        failed_lookup_limit: RateLimiter | None = None,
+    ) -> None:
         self.app = app
+        self.tenant_limit = tenant_limit or RateLimiter(0, 1)
+        self.failed_lookup_limit = failed_lookup_limit or RateLimiter(0, 1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -48,13 +76,24 @@ class BearerAuthMiddleware:
             resolver: TokenResolver = scope["app"].state.resolver
             tenant_id = resolver.cached(token)
             if tenant_id is None:
+                address = _client_address(scope)
+                wait = self.failed_lookup_limit.retry_after(address)
+                if wait > 0:
+                    await _too_many(scope, receive, send, wait, "failed authentications")
+                    return
                 tenant_id = await anyio.to_thread.run_sync(resolver.resolve, token)
+                if tenant_id is None:
+                    self.failed_lookup_limit.take(address)
         if tenant_id is None:
             error = unauthorized(
                 "missing or malformed bearer token" if token is None else "invalid token"
             )
             response = error_response(401, error.message, error.code, headers=error.headers)
             await response(scope, receive, send)
+            return
+        wait = self.tenant_limit.take(tenant_id)
+        if wait > 0:
+            await _too_many(scope, receive, send, wait, "requests for this tenant")
             return
         scope.setdefault("state", {})["tenant_id"] = tenant_id
         await self.app(scope, receive, send)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .settings import ApiSettings
+
+if TYPE_CHECKING:
+    from .db import Database
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of tenants.")
@@ -54,22 +61,107 @@ def serve(
     )
 
 
-@token_app.command("create")
-def token_create(
-    tenant: Annotated[str, typer.Option("--tenant", help="Tenant (organisation) name.")],
-    database: DatabaseOption = None,
-) -> None:
-    """Create a token for TENANT (and the tenant if new); print only the token."""
+_DURATION = re.compile(r"(\d+)([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90`, `90s`, `15m`, `12h`, `30d`, `2w` -> a timedelta (at least one second)."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or int(match.group(1)) == 0:
+        raise typer.BadParameter(
+            "a positive whole number with an optional unit s, m, h, d or w (e.g. 30d)",
+            param_hint="--expires-in",
+        )
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+@contextmanager
+def _database(database: str | None) -> Iterator[Database]:
     from . import migrate
     from .db import Database
-    from .tokens import create_token
 
-    if not tenant.strip() or len(tenant) > 253:
-        raise typer.BadParameter("must be 1 to 253 characters", param_hint="--tenant")
     settings = _settings(database)
     db = Database(settings.database_url, settings)
     try:
         migrate.upgrade(db.engine)
-        typer.echo(create_token(db, tenant))
+        yield db
     finally:
         db.dispose()
+
+
+@token_app.command("create")
+def token_create(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant (organisation) name.")],
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            "--expires-in",
+            help="The token stops working after this long: 3600, 15m, 12h, 30d, 2w "
+            "[default: never].",
+            show_default=False,
+        ),
+    ] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Create a token for TENANT (and the tenant if new); print only the token."""
+    from .tokens import create_token
+
+    if not tenant.strip() or len(tenant) > 253:
+        raise typer.BadParameter("must be 1 to 253 characters", param_hint="--tenant")
+    lifetime = parse_duration(expires_in) if expires_in is not None else None
+    with _database(database) as db:
+        typer.echo(create_token(db, tenant, lifetime))
+
+
+def _when(value: object) -> str:
+    return "-" if value is None else f"{value:%Y-%m-%dT%H:%M:%SZ}"
+
+
+@token_app.command("list")
+def token_list(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Only this tenant's tokens.")
+    ] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """List tokens (never their values, which are not stored): id, tenant, state, times (UTC)."""
+    from .tables import utcnow
+    from .tokens import list_tokens
+
+    with _database(database) as db:
+        records = list_tokens(db, tenant)
+    now = utcnow()
+    typer.echo("ID\tTENANT\tSTATE\tCREATED\tEXPIRES\tREVOKED")
+    for r in records:
+        typer.echo(
+            f"{r.id}\t{r.tenant}\t{r.state(now)}\t{_when(r.created_at)}\t"
+            f"{_when(r.expires_at)}\t{_when(r.revoked_at)}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token: Annotated[
+        str,
+        typer.Argument(
+            help="The token's ID from `token list`, or the token itself (a leaked one)."
+        ),
+    ],
+    database: DatabaseOption = None,
+) -> None:
+    """Revoke a token: it stops working at once for new servers, within the token cache time
+    (CKPT_API_TOKEN_CACHE_SECONDS) for running ones."""
+    from .tokens import TOKEN_PREFIX, revoke_token
+
+    with _database(database) as db:
+        if token.startswith(TOKEN_PREFIX):
+            found = revoke_token(db, token=token)
+        elif token.isdigit():
+            found = revoke_token(db, token_id=int(token))
+        else:
+            raise typer.BadParameter("an ID from `token list` or a token", param_hint="TOKEN")
+    if not found:
+        typer.echo("no such token", err=True)
+        raise typer.Exit(1)
+    typer.echo("revoked")

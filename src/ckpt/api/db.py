@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -57,6 +58,7 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise ValueError("an in-memory SQLite database would vanish per connection; use a file")
+        create_private_file(parsed.database)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(parsed, **kwargs)
     if engine.dialect.name == "sqlite":
@@ -68,6 +70,25 @@ def make_engine(
         event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def create_private_file(path: str) -> None:
+    """Create the SQLite file readable by its owner only (0600), unless it exists.
+
+    SQLite would create it with 0644 under the usual umask, and it holds every tenant's
+    checkpoints and token hashes. SQLite gives the -wal and -shm files it creates next to it the
+    database file's permissions, so they are private too. An existing file is left as it is:
+    its owner chose its mode.
+    """
+    if path.startswith("file:"):
+        return  # a URI filename: SQLite parses it, not us
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        return  # no such folder: SQLite's own error on connect says so
+    os.close(fd)
 
 
 _SQLITE_PRAGMAS = (

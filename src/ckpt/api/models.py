@@ -73,17 +73,22 @@ class CheckpointInfo(BaseModel):
 
 
 class UploadedBody(BaseModel):
-    """Body of `POST /v2/checkpoints/uploaded/{id}`; `checksum` is this service's extension."""
+    """Body of `POST /v2/checkpoints/uploaded/{id}`; `checksum` is this service's extension.
 
-    restore_path: Annotated[StorableText, Field(max_length=4096)] | None
+    The seed marks `restore_path` "string · nullable · Optional": clients generated from it
+    omit it when unset, so a missing one means null (-> `possibly_uploaded`).
+    """
+
+    restore_path: Annotated[StorableText, Field(max_length=4096)] | None = None
     checksum: Annotated[StorableText, Field(max_length=256)] | None = None
 
 
 class ApiError(BaseModel):
-    """Body of every error response."""
+    """Body of every error response. `code` is always a string: typed clients generated from
+    the seed's OpenAPI parse it as a string only."""
 
     message: str
-    code: str | int | None = None
+    code: str | None = None
     details: Any = None
 
 

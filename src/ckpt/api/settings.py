@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./ckpt-api.db"
+# The largest page the OpenAPI document declares; `list_max_limit` may only lower it.
+LIST_LIMIT_CEILING = 1000
+# pydantic-core refuses to serialise JSON nested deeper than about 255 levels: a stored info
+# document past that made every list that included it answer 500. The setting stays far below.
+JSON_DEPTH_CEILING = 128
 
 
 class ApiSettings(BaseSettings):
@@ -25,11 +32,69 @@ class ApiSettings(BaseSettings):
     cleanup_interval_seconds: float = Field(
         default=60, gt=0, description="Seconds between runs of the internal state cleanup."
     )
-    # Tokens are only ever added, so a short TTL costs nothing in correctness and saves a
-    # query per request.
+    # A revoked token keeps working in a running server for at most this long.
     token_cache_seconds: float = Field(
-        default=30, ge=0, description="How long a verified token's tenant is cached."
+        default=30,
+        ge=0,
+        description="How long a verified token's tenant is cached (a revocation takes effect "
+        "within this time).",
     )
     pool_size: int = Field(default=10, ge=1, description="Database connections kept open.")
     max_overflow: int = Field(default=30, ge=0, description="Extra connections allowed under load.")
     list_max_ids: int = Field(default=1000, ge=1, description="Most ids one list request may name.")
+    # The largest legal body is an info document of 64 KiB of JSON plus two short strings;
+    # 1 MiB leaves room for escapes and whitespace and still bounds what a request can cost.
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body, counted after Content-Encoding is decoded (and on "
+        "the wire); larger answers 413.",
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=2,
+        le=JSON_DEPTH_CEILING,
+        description="Deepest nesting of arrays/objects in a JSON body; deeper answers 422.",
+    )
+    list_default_limit: int = Field(
+        default=100,
+        ge=1,
+        le=LIST_LIMIT_CEILING,
+        description="Page size of a list request without `limit` (X-Next-Cursor tells of more).",
+    )
+    list_max_limit: int = Field(
+        default=LIST_LIMIT_CEILING,
+        ge=1,
+        le=LIST_LIMIT_CEILING,
+        description="Largest page a list request gets; a larger `limit` is lowered to this.",
+    )
+    gzip_min_bytes: int = Field(
+        default=1400,
+        ge=0,
+        description="List responses at least this large are gzip-compressed for clients that "
+        "accept gzip.",
+    )
+    rate_limit_per_second: float = Field(
+        default=100,
+        ge=0,
+        description="Requests per second one tenant may make on average (0: no limit); "
+        "beyond it 429 with Retry-After.",
+    )
+    rate_limit_burst: int = Field(
+        default=200, ge=1, description="Requests one tenant may make at once above the rate."
+    )
+    unknown_token_lookups_per_second: float = Field(
+        default=5,
+        ge=0,
+        description="Failed token lookups per second allowed from one client address (0: no "
+        "limit); beyond it 429 without a database lookup.",
+    )
+    unknown_token_lookups_burst: int = Field(
+        default=20, ge=1, description="Failed token lookups one client address may make at once."
+    )
+
+    @model_validator(mode="after")
+    def _default_page_within_maximum(self) -> Self:
+        if self.list_default_limit > self.list_max_limit:
+            raise ValueError("list_default_limit must not exceed list_max_limit")
+        return self

@@ -48,6 +48,10 @@ class Token(Base):
     # sha256 hex of the token; the clear token is shown once and never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    # Revision 0002. Revoked tokens are kept (marked, not deleted) so that `token list` still
+    # shows what existed and when it stopped working.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
 
 
 class CheckpointRow(Base):
