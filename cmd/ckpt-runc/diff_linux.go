@@ -82,24 +82,18 @@ func removeAt(dirfd int, name string) error {
 	return unlinkat(dirfd, name, atRemovedir)
 }
 
-// diffApplier copies a staged rootfs-diff tree over a rootfs.
-type diffApplier struct {
-	rootfd int
-}
-
 // applyDiff copies the tree under srcfd (a directory descriptor of the staged diff) over
 // the rootfs rootfd, preserving modes, owners, symlinks and modification times.
 func applyDiff(srcfd, rootfd int) error {
-	a := diffApplier{rootfd: rootfd}
 	dst, err := openInRoot(rootfd, ".", syscall.O_RDONLY|syscall.O_DIRECTORY)
 	if err != nil {
 		return fmt.Errorf("open the rootfs: %w", err)
 	}
 	defer syscall.Close(dst)
-	return a.copyTree(srcfd, dst, "")
+	return copyTree(srcfd, dst, "")
 }
 
-func (a diffApplier) copyTree(srcDir, dstDir int, rel string) error {
+func copyTree(srcDir, dstDir int, rel string) error {
 	dup, err := syscall.Dup(srcDir)
 	if err != nil {
 		return err
@@ -111,14 +105,14 @@ func (a diffApplier) copyTree(srcDir, dstDir int, rel string) error {
 		return fmt.Errorf("read the staged diff at %q: %w", "/"+rel, err)
 	}
 	for _, name := range names {
-		if err := a.copyEntry(srcDir, dstDir, rel, name); err != nil {
+		if err := copyEntry(srcDir, dstDir, rel, name); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (a diffApplier) copyEntry(srcDir, dstDir int, rel, name string) error {
+func copyEntry(srcDir, dstDir int, rel, name string) error {
 	child := path.Join(rel, name)
 	wrap := func(what string, err error) error {
 		return fmt.Errorf("apply the rootfs diff at %q: %s: %w", "/"+child, what, err)
@@ -131,7 +125,7 @@ func (a diffApplier) copyEntry(srcDir, dstDir int, rel, name string) error {
 	perm := st.Mode & 0o7777
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
-		return a.copyDir(srcDir, dstDir, rel, name, st)
+		return copyDir(srcDir, dstDir, rel, name, st)
 	case syscall.S_IFREG:
 		if err := replaceable(dstDir, name, false); err != nil {
 			return wrap("make room", err)
@@ -197,7 +191,7 @@ func replaceable(dirfd int, name string, keepDir bool) error {
 	return removeAt(dirfd, name)
 }
 
-func (a diffApplier) copyDir(srcDir, dstDir int, rel, name string, st syscall.Stat_t) error {
+func copyDir(srcDir, dstDir int, rel, name string, st syscall.Stat_t) error {
 	child := path.Join(rel, name)
 	wrap := func(what string, err error) error {
 		return fmt.Errorf("apply the rootfs diff at %q: %s: %w", "/"+child, what, err)
@@ -220,7 +214,7 @@ func (a diffApplier) copyDir(srcDir, dstDir int, rel, name string, st syscall.St
 		return wrap("open the staged folder", err)
 	}
 	defer syscall.Close(sfd)
-	if err := a.copyTree(sfd, dfd, child); err != nil {
+	if err := copyTree(sfd, dfd, child); err != nil {
 		return err
 	}
 	// Owner before mode (chown clears set-id bits), times last (children touched mtime).
