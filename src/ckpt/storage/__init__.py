@@ -1,0 +1,1 @@
+"""Storage locations shared by the operator and the agent: models, object access, encryption."""

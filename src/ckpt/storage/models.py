@@ -1,0 +1,199 @@
+"""Storage locations: the StorageLocation resource (its CRD is generated from these models) and
+the resolved form the operator hands to an agent for one job.
+
+A location is defined by a cluster admin (cluster-scoped resource). Users only name it in a
+Checkpoint's ``spec.storage``; they never give a path or URL, so nobody who may create a
+Checkpoint can make the privileged agent write anywhere else.
+
+Object keys are ``<prefix>/<namespace>/<checkpoint-id>.tar.zst[.age]``: one prefix per
+namespace, so a bucket policy or a prune can work per namespace.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "ckpt.dev"
+VERSION = "v1alpha1"
+PLURAL = "storagelocations"
+KIND = "StorageLocation"
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# S3 bucket names (also valid GCS bucket and Azure container names).
+BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# Slash-separated segments of safe characters; no "." or ".." segment, no leading slash.
+# Empty is allowed (no prefix).
+PREFIX = r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*)?$"
+# An age X25519 recipient: "age1" + 58 bech32 characters.
+AGE_RECIPIENT = r"^age1[02-9ac-hj-np-z]{58}$"
+CHECKPOINT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+# Keys of the credentials Secret (S3) and of the identity Secret (age).
+ACCESS_KEY_ID = "accessKeyId"
+SECRET_ACCESS_KEY = "secretAccessKey"  # noqa: S105 - a key name, not a secret
+SESSION_TOKEN = "sessionToken"  # noqa: S105 - a key name, not a secret
+IDENTITY_KEY = "identity"
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class LocationType(StrEnum):
+    s3 = "s3"
+    file = "file"
+
+
+class SecretRef(_CamelModel):
+    """A Secret in the operator's own namespace (ckpt-system). No namespace field on purpose:
+    the operator may read Secrets only there (a namespaced Role), never cluster-wide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+class EncryptionSpec(_CamelModel):
+    """age encryption at rest. Agents encrypt to every recipient; any one identity decrypts,
+    so a key rotation adds the new recipient, re-keys or expires old archives, then drops the
+    old recipient and identity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipients: list[Annotated[str, Field(pattern=AGE_RECIPIENT)]] = Field(
+        min_length=1, max_length=16,
+        description="age X25519 public keys (age1...); archives are encrypted to all of them.",
+    )
+    identity_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret (in the operator's namespace) whose 'identity' key holds the age "
+        "secret key(s), one per line; needed only to restore.",
+    )
+
+
+class StorageLocationSpec(_CamelModel):
+    """Where archives go. Only cluster admins create these; Checkpoints name one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: LocationType = Field(description="s3 (any S3-compatible store) or file (node-local).")
+    bucket: str | None = Field(
+        default=None, min_length=3, max_length=63, pattern=BUCKET,
+        description="Bucket (type s3).",
+    )
+    prefix: str = Field(
+        default="", max_length=512, pattern=PREFIX,
+        description="Key prefix (s3) or subfolder of the agent's archive folder (file).",
+    )
+    endpoint: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="S3 endpoint URL (default: AWS for the region).",
+    )
+    region: str | None = Field(
+        default=None, max_length=64, pattern=r"^[a-z0-9-]+$", description="S3 region."
+    )
+    path_style: bool = Field(
+        default=False, description="Path-style requests (most S3-compatible servers need it)."
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret in the operator's namespace with keys accessKeyId, "
+        "secretAccessKey and optionally sessionToken (type s3).",
+    )
+    encryption: EncryptionSpec | None = Field(
+        default=None, description="Encrypt archives at rest with age."
+    )
+    default: bool = Field(
+        default=False, description="Used by Checkpoints that name no location."
+    )
+
+    @model_validator(mode="after")
+    def _type_fields(self) -> StorageLocationSpec:
+        if self.type is LocationType.s3 and not self.bucket:
+            raise ValueError("type s3 needs a bucket")
+        if self.type is LocationType.file and (self.bucket or self.endpoint):
+            raise ValueError("type file takes no bucket or endpoint")
+        return self
+
+
+class LocationCondition(_CamelModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+
+
+class StorageLocationStatus(_CamelModel):
+    phase: Literal["Available", "Unavailable", "Unknown"] | None = None
+    message: str = Field(default="", description="Result of the last reachability check.")
+    conditions: list[LocationCondition] = Field(default_factory=list)
+    last_checked: str | None = Field(default=None, description="RFC 3339 time of the check.")
+    observed_generation: int | None = None
+
+
+# ------------------------------------------------------------------ the agent's view of a location
+
+
+class S3Credentials(BaseModel):
+    """Static S3 keys, carried in memory only for one job (never in a record, log or status)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    access_key_id: SecretStr
+    secret_access_key: SecretStr
+    session_token: SecretStr | None = None
+
+
+class Destination(BaseModel):
+    """A StorageLocation resolved by the operator for one agent job (checkpoint, restore,
+    delete): its settings plus the credentials, read from the location's Secret just before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    location: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    type: LocationType
+    bucket: str | None = Field(default=None, pattern=BUCKET)
+    prefix: str = Field(default="", max_length=512, pattern=PREFIX)
+    endpoint: str | None = Field(default=None, max_length=2048)
+    region: str | None = None
+    path_style: bool = False
+    credentials: S3Credentials | None = None
+    recipients: list[Annotated[str, Field(pattern=AGE_RECIPIENT)]] = Field(
+        default_factory=list, max_length=16
+    )
+    # age secret keys; only restores carry them.
+    identities: list[SecretStr] = Field(default_factory=list, max_length=16)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.recipients)
+
+    def key_for(self, namespace: str, checkpoint_id: str, compression: str = "zstd") -> str:
+        """The object key (s3) or relative path (file) of a checkpoint's archive."""
+        if not re.match(DNS_LABEL, namespace) or len(namespace) > 63:
+            raise ValueError("bad namespace")
+        if not re.match(CHECKPOINT_ID, checkpoint_id) or len(checkpoint_id) > 64:
+            raise ValueError("bad checkpoint id")
+        name = f"{checkpoint_id}.tar.zst" if compression == "zstd" else f"{checkpoint_id}.tar"
+        if self.encrypted:
+            name += ".age"
+        return "/".join(p for p in (self.prefix, namespace, name) if p)
+
+    def __eq__(self, other: object) -> bool:
+        # The same job's destination whatever the credentials: agent job records keep them
+        # masked, and a retry may carry rotated ones.
+        return isinstance(other, Destination) and self.redacted() == other.redacted()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def redacted(self) -> dict[str, object]:
+        """For logs and errors: everything but secrets."""
+        return self.model_dump(exclude={"credentials", "identities"})
+
