@@ -17,7 +17,11 @@ from ckpt.agent.client import AgentClient
 from ckpt.errors import NotFound
 from ckpt.operator.agents import AgentPod
 from harness.controlplane import Cluster, free_port
+from harness.identities import token_for
 from harness.processes import ManagedProcess
+
+# Needs a real agent process verifying tokens with the test apiserver.
+pytestmark = pytest.mark.e2e
 
 PROTECTED = [
     ("GET", "/v1/info"),
@@ -71,7 +75,8 @@ def test_valid_token_of_another_identity_is_403(agent: ManagedProcess, other_tok
 
 def test_cluster_admin_is_not_the_operator(agent: ManagedProcess, kube: Cluster) -> None:
     # Cluster-admin rights do not make a caller the operator: only listed identities pass.
-    token = kube.service_account_token("default", "a-cluster-admin")
+    kube.service_account_token("default", "a-cluster-admin")  # creates the account
+    token = token_for(kube, "default", "a-cluster-admin")  # the agents' audience
     kube.kubectl(
         "create",
         "clusterrolebinding",

@@ -16,8 +16,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import httpx
+import pytest
 
 from harness.containers import BusyboxContainer, ContainerError, Pod, Runc
+
+# Needs a real agent process with runc and CRIU, as root.
+pytestmark = pytest.mark.e2e
 
 if TYPE_CHECKING:
     from conftest import JobWaiter

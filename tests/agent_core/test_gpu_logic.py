@@ -167,6 +167,7 @@ def test_lock_args_layout_matches_the_driver_header() -> None:
     assert gpu_mod.CUcheckpointLockArgs.timeoutMs.offset == 0
 
 
+@pytest.mark.e2e  # a real runc container, as root
 async def test_gpu_required_is_refused_without_a_gpu(
     ctx: PipelineContext, busybox_container: BusyboxContainer, progress: Progress
 ) -> None:
@@ -197,6 +198,7 @@ def _has_gpu() -> bool:
 
 
 @pytest.mark.gpu
+@pytest.mark.e2e  # CRIU and runc on the GPU machine, as root
 @pytest.mark.skipif(not _has_gpu(), reason=GPU_REASON)
 def test_gpu_check_script_on_a_real_gpu(criu_bin: str) -> None:
     import subprocess

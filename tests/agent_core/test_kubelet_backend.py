@@ -15,6 +15,9 @@ from ckpt.agent.runtimes.kubelet import KubeletRuntime
 from ckpt.agent.store import path_of
 from harness.containers import BusyboxContainer, Runc
 
+# Needs runc and CRIU, as root.
+pytestmark = pytest.mark.e2e
+
 TOKEN = "operator-sa-token"
 
 

@@ -11,11 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from agent_core_support import Progress
 
 from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
 from ckpt.agent.pipeline import PipelineContext, run_checkpoint, run_restore
 from harness.containers import pid_alive
+
+# Needs CRIU on real processes, as root.
+pytestmark = pytest.mark.e2e
 
 
 def read_counter(path: Path) -> int:

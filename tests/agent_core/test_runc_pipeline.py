@@ -25,6 +25,9 @@ from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.store import path_of
 from harness.containers import BusyboxContainer, Pod, Runc, pid_alive
 
+# Needs runc and CRIU, as root.
+pytestmark = pytest.mark.e2e
+
 
 def request_for(cid: str, *containers: BusyboxContainer, **kw: object) -> CheckpointRequest:
     return CheckpointRequest(

@@ -6,7 +6,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.containers import BusyboxContainer, pid_alive
+
+# Needs runc and CRIU, as root.
+pytestmark = pytest.mark.e2e
 
 
 def test_criu_is_4_or_newer(criu_bin: str) -> None:

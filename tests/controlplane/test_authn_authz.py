@@ -9,6 +9,9 @@ from kubernetes import client
 
 from harness.controlplane import Cluster
 
+# Needs the test apiserver.
+pytestmark = pytest.mark.e2e
+
 
 def _list_pods(kube: Cluster, token: str, namespace: str) -> int:
     with kube.api_client(token=token) as api:

@@ -13,6 +13,9 @@ from kubernetes import client, watch
 from ckpt.operator.models import GROUP, PLURAL, VERSION
 from harness.controlplane import Cluster
 
+# Needs the test apiserver.
+pytestmark = pytest.mark.e2e
+
 CRD = Path(__file__).resolve().parents[2] / "crds" / "checkpoint.yaml"
 
 

@@ -17,6 +17,9 @@ from kubernetes import client
 
 from harness.controlplane import Cluster
 
+# Needs the test apiserver.
+pytestmark = pytest.mark.e2e
+
 OPERATOR = f"system:serviceaccount:{NAMESPACE}:ckpt-operator"
 AGENT = f"system:serviceaccount:{NAMESPACE}:ckpt-agent"
 API = f"system:serviceaccount:{NAMESPACE}:ckpt-api"

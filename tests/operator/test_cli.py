@@ -8,9 +8,13 @@ import sys
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from harness.containers import BusyboxContainer
 from harness.stack import LocalStack
+
+# Needs the local stack: apiserver, operator, agent, runc and CRIU.
+pytestmark = pytest.mark.e2e
 
 
 def _ckpt(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -99,6 +99,7 @@ specs = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.e2e  # the test apiserver
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

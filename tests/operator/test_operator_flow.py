@@ -10,11 +10,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+import pytest
 from operator_support import Checkpoints, condition, event_reasons, records_named
 
 from ckpt.api.client import SyncCheckpointsClient
 from harness.containers import BusyboxContainer
 from harness.stack import SYSTEM_NAMESPACE, LocalStack
+
+# Needs the local stack: apiserver, operator, agent, runc and CRIU.
+pytestmark = pytest.mark.e2e
 
 
 def test_checkpoint_goes_ready_and_restores(

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from operator_support import Checkpoints, event_reasons, records_named
 
 from ckpt.api.client import SyncCheckpointsClient
 from harness.containers import BusyboxContainer
 from harness.stack import LocalStack
+
+# Needs the local stack: apiserver, operator, agent, runc and CRIU.
+pytestmark = pytest.mark.e2e
 
 
 def test_api_down_for_a_while(
