@@ -6,10 +6,23 @@
 # api and operator are the same image (Python slim, non-root) with a different default
 # command; deploy/ runs both from ghcr.io/ckpt-dev/ckpt and sets the command itself. The agent
 # is its own image: it needs CRIU >= 4 (Debian 13's package; Debian 12's CRIU 3.17 fails on
-# recent kernels), runc and iptables, and it runs as root.
+# recent kernels), runc and iptables, and it runs as root; it also carries the static
+# ckpt-runc wrapper (cmd/ckpt-runc), which it installs on its node for containerd.
+#
+# The base images are build arguments: Docker users build this file unchanged with the public
+# defaults; tools/images/build.sh builds it with buildah on Debian images made by mmdebstrap.
+# Only python3 is used (Debian's own python has no `python` command; the official images have
+# both).
+#
+# Trusted CA: steps that download (pip) take an optional build secret `ca`, a PEM bundle for
+# networks whose egress presents its own CA:
+#   docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt ...
+# It is mounted for that step only, so it never becomes part of a layer; without it the steps
+# use the image's own trust store.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG AGENT_BASE_IMAGE=debian:trixie-slim
+ARG GO_IMAGE=golang:1.24-bookworm
 
 # ---------------------------------------------------------------------------- builder
 FROM ${PYTHON_IMAGE} AS builder
@@ -18,7 +31,19 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 # The build backend (setuptools, from pyproject's build-system) is fetched in an isolated
 # build environment; --no-deps: only ckpt's own wheel, dependencies come from the index later.
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+RUN --mount=type=secret,id=ca,required=false \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+
+# ---------------------------------------------------------------------------- wrapper
+# The ckpt-runc wrapper: a static binary (hosts have no Python and any libc), standard library
+# only, so the build needs no network (GOPROXY=off makes a new dependency fail here, loudly)
+# and GOTOOLCHAIN=local keeps go from fetching another toolchain.
+FROM ${GO_IMAGE} AS wrapper
+WORKDIR /src
+COPY cmd/ckpt-runc ./
+RUN CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=readonly \
+    go build -trimpath -ldflags='-s -w' -o /out/ckpt-runc .
 
 # ---------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -36,7 +61,9 @@ RUN groupadd --system --gid 65532 ckpt \
 # versions) does not apply: this installs the local wheel, whose pyproject bounds its deps.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
-    python -m venv "$VIRTUAL_ENV" \
+    --mount=type=secret,id=ca,required=false \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && python3 -m venv "$VIRTUAL_ENV" \
     && wheel="$(ls /dist/ckpt-*.whl)" \
     && pip install --no-cache-dir "${wheel}[postgres]" \
     && ckpt --help >/dev/null
@@ -76,9 +103,13 @@ RUN criu --version \
     && runc --version
 # Debian's python3 is "externally managed" (PEP 668): ckpt gets its own virtual environment.
 RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
-    python3 -m venv "$VIRTUAL_ENV" \
+    --mount=type=secret,id=ca,required=false \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && python3 -m venv "$VIRTUAL_ENV" \
     && pip install --no-cache-dir /dist/ckpt-*.whl \
     && ckpt --help >/dev/null
+# The agent installs this on its node as containerd's BinaryName for the `ckpt` runtime.
+COPY --from=wrapper /out/ckpt-runc /usr/local/bin/ckpt-runc
 # No USER: the agent runs as root (the image's default) on purpose; CRIU and runc need it,
 # and the DaemonSet runs it privileged.
 EXPOSE 8443

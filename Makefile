@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup deps tools test lint crd demo bench clean wrapper
+.PHONY: help setup deps tools test lint crd demo bench clean images wrapper
 
 help:
 	@echo "make setup  - virtualenv with ckpt and its test tools ($(VENV))"
@@ -16,6 +16,7 @@ help:
 	@echo "make demo   - checkpoint and restore a container on a local control plane"
 	@echo "make bench  - benchmarks (tables; see BENCHMARKS.md)"
 	@echo "make lint   - ruff"
+	@echo "make images - build the container images with buildah (OCI archives in .cache/images/)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,11 @@ bench: setup tools
 	PYTHONPATH=. $(BIN)/python bench/api.py
 	PYTHONPATH=. $(BIN)/python bench/agent.py
 	PYTHONPATH=. $(BIN)/python bench/operator_load.py
+
+# The Dockerfile's targets built with buildah on mmdebstrap'd Debian bases (no Docker engine);
+# prints the folder holding ckpt.tar and ckpt-agent.tar (cached by a hash of the inputs).
+images: deps
+	tools/images/build.sh
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

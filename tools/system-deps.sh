@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the demo need, only those that are missing:
 # runc, iptables (CRIU locks the container network with iptables-restore), busybox-static
-# (the test containers' rootfs), openssl (keys of the test control plane) and PostgreSQL
-# (the checkpoints API is tested against it). Needs root; prints nothing when all are there.
+# (the test containers' rootfs), openssl (keys of the test control plane), PostgreSQL
+# (the checkpoints API is tested against it), and buildah + mmdebstrap (the container images,
+# built from Debian packages without a Docker engine: tools/images/build.sh). Needs root;
+# prints nothing when all are there.
 set -euo pipefail
-packages=(runc iptables busybox-static openssl postgresql)
+packages=(runc iptables busybox-static openssl postgresql buildah mmdebstrap)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

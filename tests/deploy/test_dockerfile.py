@@ -1,4 +1,8 @@
-"""The Dockerfile: no Docker engine here (nor in CI), so it is linted and checked, not built."""
+"""The Dockerfile, read as text: lint and the contracts of its stages.
+
+No Docker engine here; tools/images/build.sh builds it with buildah and tests/images/ checks
+the built images.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +50,57 @@ def test_hadolint_is_clean() -> None:
 
 
 def test_targets_for_every_part() -> None:
-    assert {"builder", "runtime", "api", "operator", "agent"} <= stages().keys()
+    assert {"builder", "wrapper", "runtime", "api", "operator", "agent"} <= stages().keys()
+
+
+def run_lines(stage: str) -> list[str]:
+    return [line for line in stages()[stage] if line.startswith("RUN")]
+
+
+def test_base_images_are_build_arguments_with_public_defaults() -> None:
+    text = DOCKERFILE.read_text()
+    for default in (
+        "ARG PYTHON_IMAGE=python:3.11-slim-bookworm",
+        "ARG AGENT_BASE_IMAGE=debian:trixie-slim",
+        "ARG GO_IMAGE=golang:1.24-bookworm",
+    ):
+        assert default in text
+    froms = {stage: lines[0] for stage, lines in stages().items()}
+    assert froms["builder"] == froms["runtime"] == "FROM ${PYTHON_IMAGE}"
+    assert froms["wrapper"] == "FROM ${GO_IMAGE}"
+    # Only images named by an ARG or another stage: nothing else is pulled.
+    for stage, line in froms.items():
+        base = line.split()[1]
+        assert base.startswith("${") or base in stages(), f"{stage}: {line}"
+
+
+def test_wrapper_is_built_static_offline_and_lands_in_the_agent_image() -> None:
+    build = " ".join(run_lines("wrapper"))
+    for part in ("CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOPROXY=off", "go build", "-trimpath"):
+        assert part in build
+    assert "COPY --from=wrapper /out/ckpt-runc /usr/local/bin/ckpt-runc" in stages()["agent"]
+
+
+def test_downloads_may_trust_a_ca_given_only_as_a_build_secret() -> None:
+    """pip steps mount the optional secret `ca` for their own RUN; nothing bakes a CA in."""
+    for stage in ("builder", "runtime", "agent"):
+        for line in run_lines(stage):
+            if "pip " in line:
+                assert "--mount=type=secret,id=ca,required=false" in line, line
+                assert "PIP_CERT=/run/secrets/ca" in line, line
+    for stage, lines in stages().items():
+        for line in lines:
+            keyword = line.split()[0]
+            assert not (keyword == "ENV" and re.search(r"PIP_CERT|SSL_CERT|CA_BUNDLE", line)), line
+            assert not (keyword in ("COPY", "ADD") and re.search(r"\.(crt|pem)\b", line)), line
+            assert "ca-certificates.crt" not in line, f"{stage}: {line}"
+
+
+def test_only_python3_is_invoked() -> None:
+    """Debian's own python has no `python` command; the official images have both."""
+    for stage in stages():
+        for line in run_lines(stage):
+            assert not re.search(r"(^|[\s;&|(])python(\s|$)", line), line
 
 
 def test_api_and_operator_run_as_the_non_root_user_of_the_manifests() -> None:
@@ -72,15 +126,21 @@ def test_agent_has_criu_4_runc_and_iptables_and_runs_as_root() -> None:
     assert "EXPOSE 8443" in agent
 
 
-def test_build_context_holds_only_what_the_wheel_needs() -> None:
+def test_build_context_holds_only_what_the_wheel_and_the_wrapper_need() -> None:
     ignore = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()]
     rules = [line for line in ignore if line and not line.startswith("#")]
     assert rules[0] == "*"
-    assert {"!pyproject.toml", "!README.md", "!src/"} <= set(rules)
-    copied = {
-        source
-        for line in stages()["builder"]
-        if line.startswith("COPY") and "--from" not in line
-        for source in line.split()[1:-1]
-    }
-    assert copied == {"pyproject.toml", "README.md", "src"}
+    assert {"!pyproject.toml", "!README.md", "!src/", "!cmd/ckpt-runc/"} <= set(rules)
+
+    def copied(stage: str) -> set[str]:
+        return {
+            source
+            for line in stages()[stage]
+            if line.startswith("COPY") and "--from" not in line
+            for source in line.split()[1:-1]
+        }
+
+    assert copied("builder") == {"pyproject.toml", "README.md", "src"}
+    assert copied("wrapper") == {"cmd/ckpt-runc"}
+    for stage in ("runtime", "api", "operator", "agent"):
+        assert not copied(stage), stage

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Builds ckpt's container images from the project's Dockerfile without a Docker engine:
+#
+# 1. Base images from Debian's packages with mmdebstrap (cached in buildah's storage under a
+#    tag that hashes their recipe), standing in for the public images the Dockerfile names by
+#    default (python:3.11-slim-bookworm, debian:trixie-slim, golang:1.24-bookworm):
+#      python  bookworm minbase + python3, python3-venv, python3-pip (Debian 12's python is 3.11)
+#      agent   trixie minbase (Debian 13: its criu package is 4.x)
+#      go      trixie minbase + golang-go (Go 1.24)
+# 2. `buildah bud` of the targets api (published as ghcr.io/ckpt-dev/ckpt, which deploy/ runs
+#    for the API and the operator with their own commands) and agent
+#    (ghcr.io/ckpt-dev/ckpt-agent), with --build-arg pointing at those bases.
+# 3. OCI archives of both (`ckpt.tar`, `ckpt-agent.tar`, each named with the exact reference
+#    deploy/ uses) in .cache/images/<key>/, where <key> hashes every input: the Dockerfile,
+#    .dockerignore, pyproject.toml, README.md (the wheel's readme), src/, cmd/ckpt-runc/ and
+#    this folder (the base recipes). A later run with the same inputs only prints the folder;
+#    `ctr -n k8s.io images import FILE` loads an archive into a node.
+#
+# Prints that folder on the last line of stdout; progress goes to stderr. Needs root, buildah
+# and mmdebstrap (tools/system-deps.sh). Buildah's storage (vfs driver, no kernel overlay
+# needed) lives in .cache/images/ too, so `make clean` removes every trace.
+#
+# Trusted CA: where the network presents its own CA (a TLS-inspecting egress), pip inside the
+# build needs that bundle. CKPT_IMAGES_CA (default: /etc/ssl/certs/ca-certificates.crt when it
+# exists) is passed as the build secret `ca`, mounted only for the RUN steps that download, so
+# it never becomes part of a layer. CKPT_IMAGES_CA= (empty) builds without it.
+set -euo pipefail
+
+say() { echo "images: $*" >&2; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cache="$root/.cache/images"
+mirror=${CKPT_IMAGES_MIRROR:-http://deb.debian.org/debian}
+security_mirror=${CKPT_IMAGES_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+ca=${CKPT_IMAGES_CA-/etc/ssl/certs/ca-certificates.crt}
+
+CKPT_IMAGE=ghcr.io/ckpt-dev/ckpt:0.1.0
+AGENT_IMAGE=ghcr.io/ckpt-dev/ckpt-agent:0.1.0
+
+for tool in buildah mmdebstrap flock; do
+  command -v "$tool" >/dev/null || { say "$tool is missing: run tools/system-deps.sh"; exit 1; }
+done
+if [[ ! -f "$root/cmd/ckpt-runc/go.mod" ]]; then
+  say "cmd/ckpt-runc/go.mod is missing: the agent image carries the ckpt-runc wrapper"
+  exit 1
+fi
+
+bh() {
+  buildah --root "$cache/storage" --runroot "$cache/run" --storage-driver vfs "$@"
+}
+
+# ------------------------------------------------------------------------- cache key
+# Only what reaches the build context (.dockerignore) or shapes the build; editable-install
+# metadata and bytecode are left out, as the build context leaves them out.
+inputs_key() {
+  (
+    cd "$root"
+    {
+      printf '%s\n' Dockerfile .dockerignore pyproject.toml README.md
+      find src cmd/ckpt-runc tools/images -type f \
+        ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*'
+    } | LC_ALL=C sort | while IFS= read -r file; do
+      printf '%s %s\n' "$(sha256sum <"$file" | cut -d' ' -f1)" "$file"
+    done | sha256sum | cut -c1-16
+  )
+}
+
+mkdir -p "$cache"
+# One build at a time: a second caller (the cluster, a test) waits and then finds the result.
+exec 9>"$cache/.lock"
+flock 9
+
+key=$(inputs_key)
+out="$cache/$key"
+if [[ -f "$out/ckpt.tar" && -f "$out/ckpt-agent.tar" ]]; then
+  say "up to date: $out"
+  echo "$out"
+  exit 0
+fi
+start=$(date +%s)
+
+# ------------------------------------------------------------------------- base images
+# base NAME SUITE [PACKAGE...]: prints the reference of a Debian minbase image of SUITE with
+# PACKAGES, building it on first use. Its tag hashes the recipe, so a changed recipe builds a
+# new base and an unchanged one is reused across builds of changed sources.
+base() {
+  local name=$1 suite=$2
+  shift 2
+  local packages
+  packages=$(IFS=,; echo "$*")
+  local sources=(
+    "deb $mirror $suite main"
+    "deb $mirror $suite-updates main"
+    "deb $security_mirror $suite-security main"
+  )
+  local tag
+  tag=$(printf '%s\n' "$name" "$suite" "$packages" "${sources[@]}" | sha256sum | cut -c1-16)
+  local ref="localhost/ckpt-base-$name:$tag"
+  if bh inspect --type image "$ref" >/dev/null 2>&1; then
+    echo "$ref"
+    return
+  fi
+  say "base image $name: mmdebstrap $suite${packages:+ + $packages}"
+  local tarball="$cache/tmp/base-$name.tar"
+  mkdir -p "$cache/tmp"
+  # No recommends and no documentation, like the slim images this stands in for; mmdebstrap
+  # removes apt's package lists itself at the end.
+  mmdebstrap --quiet --variant=minbase \
+    ${packages:+--include="$packages"} \
+    --aptopt='APT::Install-Recommends "false"' \
+    --aptopt='Acquire::Languages "none"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    "$suite" "$tarball" "${sources[@]}" >&2
+  local ctr
+  ctr=$(bh from --pull=never scratch)
+  bh add --quiet "$ctr" "$tarball" / >&2
+  # What the public images set: a PATH (a scratch image has none), UTF-8 text, bash.
+  bh config \
+    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --env LANG=C.UTF-8 \
+    --cmd bash \
+    "$ctr" >&2
+  bh commit --quiet --rm "$ctr" "$ref" >/dev/null
+  rm -f "$tarball"
+  echo "$ref"
+}
+
+python_base=$(base python bookworm ca-certificates python3 python3-venv python3-pip)
+agent_base=$(base agent trixie)
+go_base=$(base go trixie ca-certificates golang-go)
+
+# ------------------------------------------------------------------------- targets
+secret=()
+if [[ -n "$ca" ]]; then
+  secret=(--secret "id=ca,src=$ca")
+fi
+
+# target TARGET IMAGE
+target() {
+  local t0
+  t0=$(date +%s)
+  say "building target $1 as $2"
+  bh bud --quiet --isolation chroot --network host --pull=never --layers \
+    --build-arg "PYTHON_IMAGE=$python_base" \
+    --build-arg "AGENT_BASE_IMAGE=$agent_base" \
+    --build-arg "GO_IMAGE=$go_base" \
+    "${secret[@]}" \
+    --target "$1" --tag "$2" \
+    --file "$root/Dockerfile" "$root" >&2
+  say "target $1 built in $(($(date +%s) - t0))s"
+}
+
+target api "$CKPT_IMAGE"
+target agent "$AGENT_IMAGE"
+
+# Written beside the final folder and renamed, so a reader never sees half an archive.
+partial="$cache/.partial-$key"
+rm -rf "$partial"
+mkdir -p "$partial"
+bh push --quiet "$CKPT_IMAGE" "oci-archive:$partial/ckpt.tar:$CKPT_IMAGE" >&2
+bh push --quiet "$AGENT_IMAGE" "oci-archive:$partial/ckpt-agent.tar:$AGENT_IMAGE" >&2
+rm -rf "$out"
+mv "$partial" "$out"
+say "images built in $(($(date +%s) - start))s: $out"
+echo "$out"
