@@ -193,6 +193,27 @@ def counter_script(interval: float = 0.1, ballast_mib: int = 0) -> str:
     return "\n".join(lines)
 
 
+# What containerd's CRI plugin records in every container's OCI config, and the node agent
+# checks before it touches a container (ckpt.agent.runtimes.runc.check_pod_ownership). Bare
+# test containers belong to pod default/counter (no uid, as requests without one name it);
+# `BusyboxContainer.record_pod` rewrites them for a real Pod object.
+DEFAULT_POD_ANNOTATIONS = {
+    "io.kubernetes.cri.container-type": "container",
+    "io.kubernetes.cri.sandbox-namespace": "default",
+    "io.kubernetes.cri.sandbox-name": "counter",
+}
+
+
+def pod_annotations(namespace: str, pod: str, uid: str, container: str) -> dict[str, str]:
+    return {
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-namespace": namespace,
+        "io.kubernetes.cri.sandbox-name": pod,
+        "io.kubernetes.cri.sandbox-uid": uid,
+        "io.kubernetes.cri.container-name": container,
+    }
+
+
 def oci_config(
     args: Sequence[str], hostname: str = "busybox", env: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -209,6 +230,7 @@ def oci_config(
     ]
     return {
         "ociVersion": "1.0.2",
+        "annotations": dict(DEFAULT_POD_ANNOTATIONS),
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
@@ -334,6 +356,14 @@ class BusyboxContainer:
             c.close()
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def record_pod(self, namespace: str, pod: str, uid: str, container: str) -> None:
+        """Make the runtime's records name this pod, as containerd does for a Pod's
+        containers (the agent reads them from the bundle's config.json)."""
+        config_path = self.bundle / "config.json"
+        config = json.loads(config_path.read_text())
+        config["annotations"] = pod_annotations(namespace, pod, uid, container)
+        config_path.write_text(json.dumps(config, indent=2))
 
     def start(self) -> None:
         """``runc run -d``: create and start, detached."""

@@ -11,6 +11,7 @@ pod object carries the agent's loopback address as its pod IP.
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ import yaml
 from ckpt.operator.models import GROUP, PLURAL
 from harness.containers import BusyboxContainer, Runc
 from harness.controlplane import Cluster, free_port, write_kubeconfig
+from harness.identities import AGENT_SERVER_NAME, agent_certificate, token_for
 from harness.processes import ManagedProcess
 from harness.tools import REPO_ROOT
 
@@ -30,6 +32,8 @@ OPERATOR_SA = "ckpt-operator"
 AGENT_SA = "ckpt-agent"
 DEFAULT_NODE = "ckpt-node-1"
 AGENT_LABELS = {"app.kubernetes.io/name": "ckpt-agent"}
+# The DaemonSets of deploy/base/agent.yaml by kind; the operator calls only pods they control.
+AGENT_DAEMONSETS = {False: "ckpt-agent", True: "ckpt-agent-gpu"}
 _IDENTITY_KINDS = {
     "Namespace", "CustomResourceDefinition", "ServiceAccount",
     "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
@@ -73,6 +77,7 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.agent_cert, self.agent_key = agent_certificate(self.workdir / "tls")
         install_identities(self.cluster)
         self.start_api()
         self.agent = self.start_agent(self.node, name=f"ckpt-agent-{self.node}")
@@ -143,17 +148,55 @@ class LocalStack:
                 "CKPT_AGENT_KUBECONFIG": str(kubeconfig),
                 "CKPT_AGENT_ALLOWED_IDENTITIES":
                     f"system:serviceaccount:{SYSTEM_NAMESPACE}:{OPERATOR_SA}",
+                "CKPT_AGENT_TLS_CERT_FILE": str(self.agent_cert),
+                "CKPT_AGENT_TLS_KEY_FILE": str(self.agent_key),
             },
-            url=f"http://127.0.0.1:{port}",
+            url=f"https://127.0.0.1:{port}",
             log_path=self.workdir / f"{name}.log",
+            verify=self._agent_tls(),
         )
         self._launch(agent)
         if register:
             self.register_agent_pod(name, node, port, gpu=gpu)
         return agent
 
+    def _agent_tls(self) -> ssl.SSLContext:
+        """Trusts the agents' certificate under the name the operator checks (not the IP)."""
+        context = ssl.create_default_context(cafile=str(self.agent_cert))
+        context.check_hostname = False  # health checks dial 127.0.0.1; the cert names a DNS
+        return context
+
+    def _agent_daemonset(self, gpu: bool) -> dict[str, Any]:
+        """The agent DaemonSet object (applied as-is; it selects no node here, so no
+        controller would start pods for it) whose uid the agent pods' owner references carry,
+        as the DaemonSet controller's pods would."""
+        name = AGENT_DAEMONSETS[gpu]
+        labels = {**AGENT_LABELS, "ckpt.dev/agent-kind": "gpu" if gpu else "cpu"}
+        daemonset = {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": AGENT_SA,
+                        "nodeSelector": {"ckpt.dev/harness-runs-agents-itself": "true"},
+                        "containers": [{"name": "agent",
+                                        "image": "ghcr.io/ckpt-dev/ckpt-agent:0.1.0"}],
+                    },
+                },
+            },
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(daemonset))
+        return json.loads(self.cluster.kubectl(
+            "-n", SYSTEM_NAMESPACE, "get", "daemonset", name, "-o", "json"
+        ).stdout)
+
     def register_agent_pod(self, name: str, node: str, port: int, *, gpu: bool = False) -> None:
         labels = {**AGENT_LABELS, "ckpt.dev/agent-kind": "gpu" if gpu else "cpu"}
+        owner = self._agent_daemonset(gpu)["metadata"]
         self._delete_pod(SYSTEM_NAMESPACE, name)  # a pod's ports cannot be changed in place
         self._agent_pods.append(name)
         self._create_pod(
@@ -161,6 +204,9 @@ class LocalStack:
             containers=[{"name": "agent", "image": "ghcr.io/ckpt-dev/ckpt-agent:0.1.0",
                          "ports": [{"name": "agent", "containerPort": port}]}],
             labels=labels,
+            service_account=AGENT_SA,
+            owner={"apiVersion": "apps/v1", "kind": "DaemonSet", "name": owner["name"],
+                   "uid": owner["uid"], "controller": True, "blockOwnerDeletion": True},
         )
         self._set_pod_status(
             SYSTEM_NAMESPACE, name,
@@ -170,8 +216,10 @@ class LocalStack:
 
     def start_operator(self) -> ManagedProcess:
         token = self.cluster.service_account_token(SYSTEM_NAMESPACE, OPERATOR_SA)
+        # As deploy/ mounts it: a token for the agents' audience only, apart from the one
+        # the operator uses with the apiserver.
         token_file = self.workdir / "operator.token"
-        token_file.write_text(token)
+        token_file.write_text(token_for(self.cluster, SYSTEM_NAMESPACE, OPERATOR_SA))
         token_file.chmod(0o600)
         kubeconfig = self.workdir / "operator.kubeconfig"
         write_kubeconfig(kubeconfig, self.cluster.server, self.cluster.ca_file, token, OPERATOR_SA)
@@ -185,6 +233,10 @@ class LocalStack:
                 "CKPT_OPERATOR_API_URL": self.api_url,
                 "CKPT_OPERATOR_API_TOKEN": self.api_token,
                 "CKPT_OPERATOR_AGENT_TOKEN_FILE": str(token_file),
+                "CKPT_OPERATOR_AGENT_NAMESPACE": SYSTEM_NAMESPACE,
+                "CKPT_OPERATOR_AGENT_SCHEME": "https",
+                "CKPT_OPERATOR_AGENT_CA_FILE": str(self.agent_cert),
+                "CKPT_OPERATOR_AGENT_SERVER_NAME": AGENT_SERVER_NAME,
                 "CKPT_OPERATOR_LISTEN_HOST": "127.0.0.1",
                 "CKPT_OPERATOR_LIVENESS_PORT": str(liveness),
                 "CKPT_OPERATOR_METRICS_PORT": str(metrics),
@@ -218,6 +270,11 @@ class LocalStack:
             containers=[{"name": c, "image": "busybox", "resources": resources}
                         for c in containers],
         )
+        uid = json.loads(self.cluster.kubectl(
+            "-n", namespace, "get", "pod", name, "-o", "json"
+        ).stdout)["metadata"]["uid"]
+        for container_name, box in containers.items():
+            box.record_pod(namespace, name, uid, container_name)
         self._set_pod_status(namespace, name, {
             "phase": phase,
             "containerStatuses": [
@@ -232,13 +289,19 @@ class LocalStack:
     def _create_pod(
         self, namespace: str, name: str, node: str, *, containers: list[dict[str, Any]],
         labels: Mapping[str, str] | None = None,
+        service_account: str | None = None,
+        owner: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        pod = {
+        pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
             "spec": {"nodeName": node, "containers": containers},
         }
+        if service_account:
+            pod["spec"]["serviceAccountName"] = service_account
+        if owner:
+            pod["metadata"]["ownerReferences"] = [dict(owner)]
         self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
         return pod
 

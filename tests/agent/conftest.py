@@ -13,6 +13,7 @@ import pytest
 from harness import tools
 from harness.containers import BusyboxContainer, Launcher, Runc
 from harness.controlplane import Cluster, free_port
+from harness.identities import token_for
 from harness.processes import ManagedProcess
 
 OPERATOR_NAMESPACE = "ckpt-system"
@@ -28,13 +29,23 @@ def criu_binary() -> str:
 
 @pytest.fixture(scope="session")
 def operator_token(kube: Cluster) -> str:
+    """The operator's token for the agents' audience, as its projected volume holds it."""
+    kube.service_account_token(OPERATOR_NAMESPACE, OPERATOR_SA)  # creates the account
+    return token_for(kube, OPERATOR_NAMESPACE, OPERATOR_SA)
+
+
+@pytest.fixture(scope="session")
+def operator_default_audience_token(kube: Cluster) -> str:
+    """The operator's ServiceAccount token for the apiserver's own audience (what every pod
+    of that account holds): the agent must refuse it."""
     return kube.service_account_token(OPERATOR_NAMESPACE, OPERATOR_SA)
 
 
 @pytest.fixture(scope="session")
 def other_token(kube: Cluster) -> str:
-    """A valid token of an identity the agent must refuse."""
-    return kube.service_account_token("default", "not-the-operator")
+    """A valid token, for the agents' audience, of an identity the agent must refuse."""
+    kube.service_account_token("default", "not-the-operator")  # creates the account
+    return token_for(kube, "default", "not-the-operator")
 
 
 @pytest.fixture

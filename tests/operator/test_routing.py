@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ckpt.agent.models import GpuMode
-from ckpt.operator.agents import AgentPod, agent_from_pod, choose_agent
+from ckpt.operator.agents import AgentIdentity, AgentPod, agent_from_pod, choose_agent
 from ckpt.operator.conditions import get_condition, set_condition
 from ckpt.operator.models import CheckpointSpec, CheckpointStatus
 from ckpt.operator.target import Blocked, needs_gpu, resolve_target
@@ -114,24 +114,29 @@ def test_no_suitable_agent_is_no_agent(agents: list[AgentPod], needs: bool, frag
 
 
 def test_agent_pod_port_and_kind_come_from_the_pod() -> None:
+    # The kind comes from the controlling DaemonSet (tests/security has the impostors).
     pod = {
         "metadata": {
             "name": "ckpt-agent-gpu-x",
             "namespace": "ckpt-system",
             "labels": {"ckpt.dev/agent-kind": "gpu"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                                 "name": "ckpt-agent-gpu", "uid": "u", "controller": True}],
         },
         "spec": {
             "nodeName": "node-a",
+            "serviceAccountName": "ckpt-agent",
             "containers": [{"name": "agent", "ports": [{"name": "agent", "containerPort": 9000}]}],
         },
         "status": {"podIP": "10.1.2.3", "conditions": [{"type": "Ready", "status": "True"}]},
     }
-    agent = agent_from_pod(pod, kind_label="ckpt.dev/agent-kind", default_port=8443)
+    identity = AgentIdentity()
+    agent = agent_from_pod(pod, identity=identity, default_port=8443)
     assert agent == AgentPod(
         "ckpt-agent-gpu-x", "ckpt-system", "node-a", "10.1.2.3", 9000, True, True
     )
     del pod["status"]["podIP"]
-    assert agent_from_pod(pod, kind_label="ckpt.dev/agent-kind", default_port=8443) is None
+    assert agent_from_pod(pod, identity=identity, default_port=8443) is None
 
 
 def test_condition_transition_time_moves_only_when_truth_changes() -> None:

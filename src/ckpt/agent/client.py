@@ -30,14 +30,15 @@ class AgentAddress(Protocol):
 
 
 class AgentClient:
-    """Calls agents' v1 API with the operator's ServiceAccount token."""
+    """Calls agents' v1 API with the operator's projected token (audience `ckpt-agent`)."""
 
     def __init__(
         self,
         token_file: Path,
         *,
-        scheme: str = "http",
+        scheme: str = "https",
         ca_file: Path | None = None,
+        server_name: str | None = None,
         timeout: float = 30.0,
     ) -> None:
         self._token_file = token_file
@@ -45,6 +46,10 @@ class AgentClient:
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         )
+        # Agents are called at their pod IPs, which their certificate cannot name (they
+        # change with every pod): the certificate names the agents' service identity, and
+        # the handshake checks that name (SNI and hostname verification) instead.
+        self._extensions = {"sni_hostname": server_name} if server_name else None
         # Agents run a couple of jobs each; a small pool bounds sockets and the per-request
         # scan of pooled connections when hundreds of checkpoints are followed at once.
         self._http = httpx.AsyncClient(
@@ -64,7 +69,7 @@ class AgentClient:
         try:
             response = await self._http.request(
                 method, agent.base_url(self._scheme) + path, json=body, params=params,
-                headers={"Authorization": f"Bearer {token}"},
+                headers={"Authorization": f"Bearer {token}"}, extensions=self._extensions,
             )
         except httpx.HTTPError as exc:
             raise Unavailable(f"agent {agent.ref} unreachable: {exc!r}") from exc

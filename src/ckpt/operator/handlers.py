@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from ckpt.operator import reconcile, retention
-from ckpt.operator.agents import AgentPod, agent_from_pod
+from ckpt.operator.agents import AgentIndex, AgentPod
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
 from ckpt.operator.runtime import (
     Clients,
@@ -17,6 +17,7 @@ from ckpt.operator.runtime import (
     build_clients,
     configure_kopf,
     serve_metrics,
+    start_agent_index,
 )
 from ckpt.operator.settings import OperatorSettings
 
@@ -32,41 +33,33 @@ def _ready(status: dict[str, Any], **_: Any) -> bool:
     return status.get("phase") == "Ready"
 
 
-def _agents(index: kopf.Index[str, AgentPod]) -> list[AgentPod]:
-    return [agent for store in index.values() for agent in store]
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings, CONFIG)
     memo.clients = build_clients(CONFIG)
+    memo.agent_index = start_agent_index(CONFIG)
     serve_metrics(CONFIG)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.clients.aclose()
-
-
-@kopf.index("pods")
-def agent_pods(body: kopf.Body, **_: Any) -> dict[str, AgentPod] | None:
-    agent = agent_from_pod(
-        body, kind_label=CONFIG.agent_kind_label, default_port=CONFIG.agent_port
-    )
-    return {agent.node: agent} if agent else None
+    index: AgentIndex = memo.agent_index
+    index.stop()
 
 
 @kopf.daemon(*CHECKPOINTS, when=_active, cancellation_timeout=5.0)
 async def checkpoint(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
-    memo: kopf.Memo, agent_pods: kopf.Index[str, AgentPod], **_: Any,
+    memo: kopf.Memo, **_: Any,
 ) -> None:
     clients: Clients = memo.clients
+    index: AgentIndex = memo.agent_index
     deps = reconcile.Dependencies(
         api=clients.api,
         agents=clients.agents,
         get_pod=clients.kube.get_pod,
-        agent_pods=lambda: _agents(agent_pods),
+        agent_pods=index.agents,
         poll_interval=CONFIG.poll_interval,
     )
     resource = reconcile.Resource(
@@ -94,11 +87,11 @@ async def sync(
 
 @kopf.on.delete(*CHECKPOINTS, retries=6, backoff=5)
 async def release(
-    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo,
-    agent_pods: kopf.Index[str, AgentPod], **_: Any,
+    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any,
 ) -> None:
     clients: Clients = memo.clients
-    done = await _release(clients, spec, status, _agents(agent_pods))
+    index: AgentIndex = memo.agent_index
+    done = await _release(clients, spec, status, index.agents())
     if done:
         kopf.info(body, reason="Released", message="; ".join(done))
 

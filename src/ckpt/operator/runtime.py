@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 
 from ckpt.agent.client import AgentClient
 from ckpt.api.client import CheckpointsClient
+from ckpt.operator.agents import AgentIdentity, AgentIndex
 from ckpt.operator.kube import Kube, load_api_client
 from ckpt.operator.models import CheckpointStatus
 from ckpt.operator.settings import OperatorSettings
@@ -37,8 +38,6 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) ->
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    # Only agent pods are watched, and the apiserver filters them.
-    settings.watching.label_selectors["v1", "pods"] = config.agent_selector
 
 
 @dataclass
@@ -56,10 +55,29 @@ def build_clients(config: OperatorSettings) -> Clients:
     return Clients(
         api=CheckpointsClient(config.api_url, config.api_token.get_secret_value()),
         agents=AgentClient(
-            config.agent_token_file, scheme=config.agent_scheme, ca_file=config.agent_ca_file
+            config.agent_token_file, scheme=config.agent_scheme, ca_file=config.agent_ca_file,
+            server_name=config.agent_server_name,
         ),
         kube=Kube(load_api_client()),
     )
+
+
+def start_agent_index(config: OperatorSettings) -> AgentIndex:
+    """The agent pods of the operator's namespace only (not a kopf index: kopf would watch
+    pods in every namespace, and need list/watch on all of them)."""
+    index = AgentIndex(
+        load_api_client(),
+        AgentIdentity(
+            namespace=config.agent_namespace,
+            service_account=config.agent_service_account,
+            cpu_daemonset=config.agent_daemonset,
+            gpu_daemonset=config.agent_gpu_daemonset,
+        ),
+        selector=config.agent_selector,
+        default_port=config.agent_port,
+    )
+    index.start()
+    return index
 
 
 def serve_metrics(config: OperatorSettings) -> None:

@@ -7,7 +7,21 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# The projected token of deploy/base/operator.yaml: audience `ckpt-agent`, short-lived and
+# rotated by the kubelet. It is worthless against the apiserver (wrong audience), unlike the
+# ServiceAccount's default token, which the operator uses for the apiserver only.
+AGENT_TOKEN = Path("/var/run/secrets/ckpt.dev/agent-token/token")
+# The agents' certificate, mounted from Secret ckpt-agent-tls (its public part only).
+AGENT_CA = Path("/var/run/secrets/ckpt.dev/agent-tls/tls.crt")
+
+
+def _own_namespace() -> str:
+    """The namespace the operator runs in: its ServiceAccount mount says, else ckpt-system."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "ckpt-system"
+    except OSError:
+        return "ckpt-system"
 
 
 class OperatorSettings(BaseSettings):
@@ -20,24 +34,46 @@ class OperatorSettings(BaseSettings):
     api_token: SecretStr = Field(
         default=SecretStr(""), description="Bearer token of the checkpoints API (a tenant's)."
     )
+    agent_namespace: str = Field(
+        default_factory=_own_namespace,
+        description="Namespace of the agents (the operator's own): agent pods elsewhere are "
+        "never called.",
+    )
     agent_selector: str = Field(
         default="app.kubernetes.io/name=ckpt-agent",
-        description="Label selector of the node agent pods (watched server-side).",
+        description="Label selector narrowing the agent pod watch (labels prove nothing; "
+        "owner and ServiceAccount do).",
     )
-    agent_kind_label: str = Field(
-        default="ckpt.dev/agent-kind", description="Label telling GPU agents (gpu) from CPU ones."
+    agent_service_account: str = Field(
+        default="ckpt-agent", description="ServiceAccount every agent pod must run as."
+    )
+    agent_daemonset: str = Field(
+        default="ckpt-agent", description="DaemonSet controlling the CPU agents."
+    )
+    agent_gpu_daemonset: str = Field(
+        default="ckpt-agent-gpu",
+        description="DaemonSet controlling the GPU agents (the only ones given GPU work).",
     )
     agent_port: int = Field(
         default=8443, description="Agent port when its pod declares no container port `agent`."
     )
     agent_scheme: str = Field(
-        default="http", pattern="^https?$", description="http, or https when agents serve TLS."
+        default="https", pattern="^https?$",
+        description="https (verified); http only for agents on loopback in tests.",
     )
     agent_token_file: Path = Field(
-        default=SERVICE_ACCOUNT_TOKEN,
-        description="Token presented to agents (re-read on every call: projected tokens rotate).",
+        default=AGENT_TOKEN,
+        description="Projected token (audience ckpt-agent) presented to agents; re-read on "
+        "every call, as the kubelet rotates it.",
     )
-    agent_ca_file: Path | None = Field(default=None, description="CA of agents serving https.")
+    agent_ca_file: Path | None = Field(
+        default=AGENT_CA,
+        description="Certificate (or CA) the agents' serving certificate must chain to.",
+    )
+    agent_server_name: str = Field(
+        default="ckpt-agent.ckpt-system.svc",
+        description="Name the agents' certificate must carry; checked instead of the pod IP.",
+    )
     sync_interval: float = Field(
         default=60.0, gt=0, description="Seconds between API status syncs of Ready checkpoints."
     )
