@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ckpt.agent import pipeline
-from ckpt.agent.auth import Authenticator, TokenReviewer, api_client
+from ckpt.agent.auth import Authenticator, AuthFirst, TokenReviewer, api_client
 from ckpt.agent.context import build_context, thaw_interrupted
 from ckpt.agent.errors import AgentError, ErrorBody
 from ckpt.agent.gpu import GpuError
@@ -46,6 +46,7 @@ ContextFactory = Callable[[AgentSettings], pipeline.PipelineContext]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No or invalid bearer token"},
     403: {"model": ErrorBody, "description": "The token's identity may not call the agent"},
+    413: {"model": ErrorBody, "description": "Request body over CKPT_AGENT_MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "Invalid request (the message names the field)"},
     503: {"model": ErrorBody, "description": "The apiserver could not verify the token"},
 }
@@ -67,16 +68,18 @@ def _agent(request: Request) -> Agent:
     return agent
 
 
-async def require_caller(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    """Every route but /healthz: the bearer token must belong to an allowed identity."""
-    return await _agent(request).auth.authenticate(authorization)
+def caller(request: Request) -> str:
+    """The identity `AuthFirst` authenticated; every route but /healthz has one."""
+    name = request.scope.get("state", {}).get("caller")
+    if not name:
+        # Unreachable while AuthFirst wraps the app; refuse rather than serve anonymously.
+        raise AgentError(401, "unauthenticated", "missing Authorization: Bearer token")
+    return str(name)
 
 
 AgentDep = Annotated[Agent, Depends(_agent)]
 
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_caller)], responses=_ERRORS)
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller)], responses=_ERRORS)
 
 
 def _refuse_gpu_required(mode: GpuMode, ctx: pipeline.PipelineContext) -> None:
@@ -178,7 +181,9 @@ async def info(agent: AgentDep) -> AgentInfo:
 
 
 def _metrics_route(app: FastAPI) -> None:
-    @app.get("/metrics", dependencies=[Depends(require_caller)], responses=_ERRORS)
+    # Authenticated like the API (AuthFirst): the job counters and names of a privileged
+    # agent are nobody else's business, and its port admits only the operator anyway.
+    @app.get("/metrics", dependencies=[Depends(caller)], responses=_ERRORS)
     async def metrics(agent: AgentDep) -> Response:
         return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -218,7 +223,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return _error(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -290,8 +297,20 @@ def create_app(
     app.include_router(v1)
     _metrics_route(app)
 
-    @app.get("/v1/openapi.json", dependencies=[Depends(require_caller)], include_in_schema=False)
+    @app.get("/v1/openapi.json", dependencies=[Depends(caller)], include_in_schema=False)
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
+    # Outermost of the app's own layers: no route, parser or validator sees a request
+    # before its caller is authenticated.
+    app.add_middleware(
+        AuthFirst,
+        authenticator=lambda: _authenticator(app),
+        max_body_bytes=settings.max_body_bytes,
+    )
     return app
+
+
+def _authenticator(app: FastAPI) -> Authenticator:
+    agent: Agent = app.state.agent
+    return agent.auth
