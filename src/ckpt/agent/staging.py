@@ -1,0 +1,434 @@
+"""Staging a checkpoint for a Restore: fetch, verify, extract into the folder the wrapper reads.
+
+The operator asks the agent of the chosen node to stage before any Pod exists, so that the
+runtime call (the ckpt-runc wrapper's `runc restore`) finds everything local and stays short.
+The staged folder, `<restores>/<restore-id>/` (0700), is the contract with the wrapper:
+
+    restore.json                      {"version": 1, "restoreId", "namespace", "podName",
+                                       "tcpClose": true, "containers": {...}, "emptyDirs": {...}}
+    containers/<name>/images/         CRIU images
+    containers/<name>/rootfs-diff/    files to copy over the new rootfs (modes, owners,
+                                      symlinks, mtimes preserved)
+    containers/<name>/deleted         NUL-separated relative paths to remove first
+    volumes/<volume>/                 emptyDir contents, copied into the new Pod's emptyDir
+    stage.json                        the agent's own record of the finished staging
+
+It is built under a hidden partial name and renamed into place when complete, so the wrapper
+never sees half a restore; a checksum mismatch (or any failure) leaves nothing behind. Jobs are
+keyed by restore id: the same request again answers the same job, and a finished staging is
+answered from `stage.json` after an agent restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ckpt.agent import archive
+from ckpt.agent.capture import diff_member_ok
+from ckpt.agent.errors import AgentError
+from ckpt.agent.models import JobState, StageJob, StageRequest, StageResult, StageTimings
+from ckpt.agent.pipeline import NODE_LOCAL
+from ckpt.storage import crypto
+from ckpt.storage.objects import ObjectNotFound, StorageError, open_location
+
+log = logging.getLogger(__name__)
+
+RESTORE_FORMAT = 1
+RESTORE_JSON = "restore.json"
+STAGE_JSON = "stage.json"
+# The wrapper writes this into a container's folder once it restored that container.
+RESTORED_MARKER = "restored"
+CHUNK = 1 << 20
+
+
+class StagingError(Exception):
+    """Staging failed; `code` tells callers why (checksum_mismatch, not_found, bad_archive,
+    bad_source) and the message is fit for the job's error field."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Cancelled(Exception):
+    pass
+
+
+Progress = Callable[[str], None]
+
+
+def stage_archive(
+    request: StageRequest,
+    root: Path,
+    *,
+    archive_root: Path,
+    progress: Progress = lambda _: None,
+    cancel: threading.Event | None = None,
+) -> StageResult:
+    """Stages `request` under `root` (blocking: run it in a worker thread). `archive_root` is
+    the agent's node-local archive folder (where node-local locations live)."""
+    final = root / request.restore_id
+    done = read_result(final)
+    if done is not None:
+        return done
+    t_total = time.monotonic()
+    # What a killed agent left of an earlier attempt is never completed: start afresh.
+    for stale in root.glob(f".{request.restore_id}.partial.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = archive.make_scratch(root, f".{request.restore_id}.partial.{secrets.token_hex(4)}")
+    root.chmod(0o700)
+    try:
+        timings = StageTimings()
+        dest = request.location or NODE_LOCAL
+        try:
+            store = open_location(dest, file_root=archive_root)
+            # Only archives of the location: a host file or another bucket is refused
+            # before it is opened.
+            key = store.key_of(request.source)
+        except StorageError as exc:
+            raise StagingError("bad_source", str(exc)) from exc
+        fetched = partial / ".archive-file"
+        extracted = partial / ".archive"
+        progress("fetching")
+        t = time.monotonic()
+        limits = archive.ExtractLimits.for_folder(partial)
+        try:
+            with store.open_read(key) as src:
+                size = archive.stage_verified(
+                    src, fetched, request.checksum.removeprefix("sha256:"),
+                    max_bytes=limits.max_bytes, cancel=cancel,
+                )
+        except ObjectNotFound as exc:
+            raise StagingError("not_found", f"archive not found: {exc}") from exc
+        except archive.ChecksumError as exc:
+            raise StagingError("checksum_mismatch", str(exc)) from exc
+        except StorageError as exc:
+            raise StagingError("fetch_failed", f"fetching the archive failed: {exc}") from exc
+        except archive.ArchiveError as exc:
+            raise StagingError("bad_archive", f"bad archive: {exc}") from exc
+        timings.fetch = _ms(t)
+        _check(cancel)
+        progress("extracting")
+        t = time.monotonic()
+        try:
+            identities = crypto.parse_identities([i.get_secret_value() for i in dest.identities])
+            with fetched.open("rb") as f:
+                metadata = archive.extract_archive(
+                    f, extracted, identities=identities,
+                    limits=archive.ExtractLimits.for_folder(partial), cancel=cancel,
+                )
+        except archive.Cancelled as exc:
+            raise _Cancelled() from exc
+        except (archive.ArchiveError, crypto.CryptoError) as exc:
+            raise StagingError("bad_archive", f"bad archive: {exc}") from exc
+        finally:
+            fetched.unlink(missing_ok=True)
+        containers = _lay_out(metadata, extracted, partial, cancel)
+        gpu = bool(metadata.cuda_pids)
+        emptydirs = _emptydirs(metadata, extracted, partial)
+        shutil.rmtree(extracted)
+        timings.extract = _ms(t)
+        timings.total = _ms(t_total)
+        restore = {
+            "version": RESTORE_FORMAT,
+            "restoreId": request.restore_id,
+            "namespace": request.namespace,
+            "podName": request.pod_name,
+            # The new Pod has a new IP: established connections cannot follow it (CRIU
+            # tcp-close), as the field notes say.
+            "tcpClose": True,
+            "containers": {
+                name: {
+                    "images": f"containers/{name}/images",
+                    "rootfsDiff": f"containers/{name}/rootfs-diff",
+                    "deleted": f"containers/{name}/deleted",
+                    "gpu": gpu,
+                }
+                for name in containers
+            },
+            "emptyDirs": {vol: f"volumes/{vol}" for vol in emptydirs},
+        }
+        result = StageResult(
+            path=str(final), containers=containers, gpu=gpu, size_bytes=size, timings=timings
+        )
+        (partial / RESTORE_JSON).write_text(json.dumps(restore, indent=2, sort_keys=True))
+        (partial / STAGE_JSON).write_text(result.model_dump_json())
+        os.rename(partial, final)
+        return result
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def read_result(folder: Path) -> StageResult | None:
+    """The finished staging recorded in `folder`, or None."""
+    try:
+        return StageResult.model_validate_json((folder / STAGE_JSON).read_bytes())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+
+
+def restored_containers(folder: Path) -> list[str]:
+    """Containers the wrapper restored: its marker (one JSON line per attempt, written by
+    rename) says exit status 0 and no error."""
+    base = folder / "containers"
+    if not base.is_dir():
+        return []
+    out = []
+    for container in sorted(base.iterdir()):
+        try:
+            marker = json.loads((container / RESTORED_MARKER).read_text())
+        except (OSError, ValueError):
+            continue
+        if marker.get("exitStatus") == 0 and not marker.get("error"):
+            out.append(container.name)
+    return out
+
+
+def _ms(start: float) -> int:
+    return round((time.monotonic() - start) * 1000)
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise _Cancelled()
+
+
+def _safe_relative(name: str) -> str:
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts:
+        raise StagingError("bad_archive", f"unsafe path {name!r} in the archive")
+    return str(p)
+
+
+def _lay_out(
+    metadata: archive.ArchiveMetadata,
+    extracted: Path,
+    partial: Path,
+    cancel: threading.Event | None,
+) -> list[str]:
+    """Moves each container's images and unpacks its filesystem diff into the layout."""
+    capture = (metadata.capture or {}).get("containers") or {}
+    names: list[str] = []
+    for entry in metadata.containers:
+        _check(cancel)
+        name = _safe_relative(entry.name)
+        if "/" in name:
+            raise StagingError("bad_archive", f"bad container name {name!r}")
+        out = partial / "containers" / name
+        out.mkdir(parents=True)
+        images = extracted / _safe_relative(entry.images)
+        if not images.is_dir():
+            raise StagingError("bad_archive", f"container {name}: no images at {entry.images}")
+        os.rename(images, out / "images")
+        facts = capture.get(name) or {}
+        diff = out / "rootfs-diff"
+        diff.mkdir()
+        if facts.get("rootfsDiff"):
+            _untar(extracted / _safe_relative(facts["rootfsDiff"]), diff)
+        deleted = out / "deleted"
+        if facts.get("deleted"):
+            source = extracted / _safe_relative(facts["deleted"])
+            for path in source.read_bytes().split(b"\0"):
+                if path:
+                    _safe_relative(path.decode())
+            os.rename(source, deleted)
+        else:
+            deleted.write_bytes(b"")
+        names.append(name)
+    if not names:
+        raise StagingError("bad_archive", "the archive holds no containers")
+    return names
+
+
+def _emptydirs(metadata: archive.ArchiveMetadata, extracted: Path, partial: Path) -> list[str]:
+    volumes = (metadata.capture or {}).get("emptyDirs") or {}
+    for volume, member in volumes.items():
+        if "/" in volume or volume in ("", ".", ".."):
+            raise StagingError("bad_archive", f"bad volume name {volume!r}")
+        out = partial / "volumes" / volume
+        out.mkdir(parents=True)
+        _untar(extracted / _safe_relative(member), out)
+    return sorted(volumes)
+
+
+def _untar(tar_path: Path, dest: Path) -> None:
+    """Unpacks a captured tree with its modes, numeric owners, symlinks and mtimes."""
+    root = dest.resolve()
+
+    def keep(member: tarfile.TarInfo, _: str) -> tarfile.TarInfo:
+        if not diff_member_ok(member):
+            raise StagingError("bad_archive", f"unsafe member {member.name!r} in {tar_path.name}")
+        parent = (root / member.name).parent.resolve()
+        # A member under a symlink extracted earlier would land outside the folder.
+        if not parent.is_relative_to(root):
+            raise StagingError("bad_archive", f"member {member.name!r} escapes through a link")
+        return member
+
+    try:
+        with tarfile.open(tar_path, mode="r:") as tar:
+            # Every member passes `keep` (safe names, no escape through links).
+            tar.extractall(dest, numeric_owner=True, filter=keep)  # noqa: S202
+    except (tarfile.TarError, OSError) as exc:
+        raise StagingError("bad_archive", f"{tar_path.name}: {exc}") from exc
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    request: StageRequest
+    job: StageJob
+    task: asyncio.Task[None] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class Stagings:
+    """The staging jobs of one agent, sharing its job slots with checkpoints."""
+
+    def __init__(self, root: Path, slots: asyncio.Semaphore, *, archive_root: Path) -> None:
+        self.root = root
+        self.slots = slots
+        self.archive_root = archive_root
+        self.entries: dict[str, _Entry] = {}
+
+    def submit(self, request: StageRequest) -> StageJob:
+        entry = self.entries.get(request.restore_id)
+        if entry is not None:
+            if entry.request != request:
+                raise AgentError(
+                    409, "conflict",
+                    f"restore {request.restore_id!r} already exists with a different request",
+                )
+            if not entry.job.retryable:
+                return self._answer(entry)
+        done = read_result(self.root / request.restore_id)
+        if done is not None:
+            job = StageJob(
+                restore_id=request.restore_id, state=JobState.succeeded, phase="staged",
+                result=done,
+            )
+            self.entries[request.restore_id] = _Entry(request=request, job=job)
+            return self._answer(self.entries[request.restore_id])
+        job = StageJob(restore_id=request.restore_id, state=JobState.running, phase="queued")
+        entry = _Entry(request=request, job=job)
+        self.entries[request.restore_id] = entry
+        entry.task = asyncio.create_task(self._run(entry), name=f"stage-{request.restore_id}")
+        return job.model_copy()
+
+    def get(self, restore_id: str) -> StageJob:
+        entry = self.entries.get(restore_id)
+        if entry is None:
+            # After an agent restart: a finished staging is still on disk.
+            done = read_result(self.root / restore_id)
+            if done is None:
+                raise AgentError(404, "not_found", f"no restore {restore_id!r} on this node")
+            return StageJob(
+                restore_id=restore_id, state=JobState.succeeded, phase="staged", result=done,
+                restored=restored_containers(self.root / restore_id),
+            )
+        return self._answer(entry)
+
+    def _answer(self, entry: _Entry) -> StageJob:
+        job = entry.job.model_copy()
+        if job.state is JobState.succeeded:
+            job.restored = restored_containers(self.root / job.restore_id)
+        return job
+
+    async def watch(self, restore_id: str, seen_phase: str | None, wait: float) -> StageJob:
+        entry = self.entries.get(restore_id)
+        if entry is None or entry.job.state is not JobState.running:
+            return self.get(restore_id)
+        if entry.job.phase == seen_phase and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await entry.changed.wait()
+        return self._answer(entry)
+
+    async def remove(self, restore_id: str) -> bool:
+        """Stops a running staging and removes the staged files; False if nothing was there."""
+        entry = self.entries.pop(restore_id, None)
+        if entry is not None and entry.task is not None and not entry.task.done():
+            entry.cancel.set()
+            entry.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await entry.task
+        final = self.root / restore_id
+        existed = final.exists() or entry is not None
+        await asyncio.to_thread(shutil.rmtree, final, True)
+        for stale in self.root.glob(f".{restore_id}.partial.*"):
+            await asyncio.to_thread(shutil.rmtree, stale, True)
+        return existed
+
+    async def _run(self, entry: _Entry) -> None:
+        loop = asyncio.get_running_loop()
+
+        def progress(phase: str) -> None:
+            loop.call_soon_threadsafe(self._phase, entry, phase)
+
+        job = entry.job
+        try:
+            async with self.slots:
+                worker = asyncio.ensure_future(asyncio.to_thread(
+                    stage_archive, entry.request, self.root, archive_root=self.archive_root,
+                    progress=progress, cancel=entry.cancel,
+                ))
+                try:
+                    result = await asyncio.shield(worker)
+                except asyncio.CancelledError:
+                    # The worker stops at its next check and removes its partial folder.
+                    entry.cancel.set()
+                    with contextlib.suppress(BaseException):
+                        await worker
+                    raise
+        except asyncio.CancelledError:
+            job.state, job.error, job.retryable = JobState.failed, "cancelled", True
+            entry.notify()
+            raise
+        except StagingError as exc:
+            log.warning("staging %s failed: %s", job.restore_id, exc)
+            job.state, job.error, job.error_code = JobState.failed, str(exc), exc.code
+        except (_Cancelled, archive.Cancelled):
+            job.state, job.error, job.retryable = JobState.failed, "cancelled", True
+        except Exception as exc:
+            log.exception("staging %s failed", job.restore_id)
+            job.state, job.error = JobState.failed, str(exc) or type(exc).__name__
+        else:
+            job.state, job.phase, job.result = JobState.succeeded, "staged", result
+            log.info("staged restore %s in %d ms", job.restore_id, result.timings.total)
+        entry.notify()
+
+    @staticmethod
+    def _phase(entry: _Entry, phase: str) -> None:
+        if entry.job.state is JobState.running and entry.job.phase != phase:
+            entry.job.phase = phase
+            entry.notify()
+
+    async def shutdown(self) -> None:
+        running = [e for e in self.entries.values() if e.task is not None and not e.task.done()]
+        for entry in running:
+            entry.cancel.set()
+            assert entry.task is not None
+            entry.task.cancel()
+        for entry in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                assert entry.task is not None
+                await entry.task

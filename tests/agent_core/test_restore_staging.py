@@ -1,0 +1,243 @@
+"""Staging a checkpoint for a Restore, from archives built the way the checkpoint pipeline
+builds them (CRIU image folders + captured layer diff, emptyDir and pod template), on real
+files: whiteouts are character devices 0:0 and opaque folders carry trusted.* xattrs, so this
+needs root."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckpt.agent import archive, capture
+from ckpt.agent.models import JobState, StageRequest
+from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
+from ckpt.agent.staging import StagingError, Stagings, read_result, stage_archive
+
+pytestmark = pytest.mark.e2e
+
+RESTORE_ID = "7d9f0c1e-aaaa-bbbb-cccc-000011112222"
+
+
+def _upperdir(root: Path) -> Path:
+    """An overlay upperdir as a container leaves it: new and changed files, a whiteout, an
+    opaque folder, a symlink, a hard link, a setuid file owned by another user."""
+    upper = root / "upper"
+    (upper / "tmp").mkdir(parents=True)
+    (upper / "tmp" / "marker").write_text("written by the original container\n")
+    os.chmod(upper / "tmp", 0o1777)  # noqa: S103 - a container's /tmp, as it is
+    (upper / "etc").mkdir()
+    (upper / "etc" / "app.conf").write_text("x=1\n")
+    os.chown(upper / "etc" / "app.conf", 1234, 5678)
+    os.chmod(upper / "etc" / "app.conf", 0o4750)  # noqa: S103 - set-id bits must travel
+    os.utime(upper / "etc" / "app.conf", (1_600_000_000, 1_600_000_000))
+    os.symlink("/etc/app.conf", upper / "etc" / "link")
+    os.link(upper / "tmp" / "marker", upper / "tmp" / "marker.hard")
+    os.mknod(upper / "etc" / "removed", stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    (upper / "var" / "cache").mkdir(parents=True)
+    os.setxattr(upper / "var" / "cache", "trusted.overlay.opaque", b"y")
+    (upper / "var" / "cache" / "fresh").write_text("only this survives in cache\n")
+    return upper
+
+
+def _archive(tmp: Path, *, gpu: bool = False) -> tuple[str, str, Path]:
+    """Writes an archive into a node-local store folder; returns (url, checksum, store)."""
+    images = tmp / "images"
+    images.mkdir()
+    (images / "inventory.img").write_bytes(b"\x01" * 4096)
+    (images / "pages-1.img").write_bytes(os.urandom(1 << 16))
+    bundle = tmp / "bundle"
+    bundle.mkdir()
+    empty = tmp / "kubelet" / "pods" / "u1" / "volumes" / "kubernetes.io~empty-dir" / "cache"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "data.bin").write_bytes(b"emptydir data")
+    (bundle / "config.json").write_text(json.dumps({"mounts": [
+        {"destination": "/cache", "type": "bind", "source": str(empty)},
+        {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/kubelet/hosts"},
+    ]}))
+    upper = _upperdir(tmp)
+    mountinfo = tmp / "proc" / "4242" / "mountinfo"
+    mountinfo.parent.mkdir(parents=True)
+    mountinfo.write_text(
+        "1 0 0:50 / / rw,relatime master:1 - overlay overlay "
+        f"rw,lowerdir=/l1:/l2,upperdir={upper},workdir={tmp}/work\n"
+        "2 1 0:51 / /proc rw - proc proc rw\n"
+    )
+    template = capture.pod_template({
+        "metadata": {"name": "counter", "uid": "u1", "labels": {"app": "c"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "busybox"}]},
+        "status": {"containerStatuses": [
+            {"name": "app", "imageID": "docker.io/b@sha256:" + "1" * 64}
+        ]},
+    })
+    section = capture.capture_pod(
+        template, [capture.CapturedContainer("app", 4242, bundle)], tmp / "capture",
+        host_root=Path("/"), proc=tmp / "proc",
+    )
+    ref = ContainerRef(name="app", container_id="c1", namespace="demo", pod="counter")
+    dumped = [DumpedContainer(container=ResolvedContainer(ref=ref, pid=4242), images_dir=images)]
+    metadata = archive.ArchiveMetadata(
+        checkpoint_id="42", namespace="demo", pod="counter", runtime="runc",
+        cuda_pids=[4242] if gpu else [], containers=[archive.container_entry(d) for d in dumped],
+        capture=section,
+    )
+    store = tmp / "store"
+    (store / "demo").mkdir(parents=True)
+    path = store / "demo" / "42.tar.zst"
+    with path.open("wb") as sink:
+        digest, _ = archive.write_archive(
+            sink, dumped, metadata, extra_files=capture.members_of(tmp / "capture")
+        )
+    return path.as_uri(), f"sha256:{digest}", store
+
+
+def _request(url: str, checksum: str) -> StageRequest:
+    return StageRequest(
+        restore_id=RESTORE_ID, namespace="demo", pod_name="counter-restored",
+        checkpoint_id="42", source=url, checksum=checksum,
+    )
+
+
+def _tree(root: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        out[path.relative_to(root).as_posix()] = (
+            stat.filemode(st.st_mode), st.st_uid, st.st_gid,
+            os.readlink(path) if path.is_symlink() else None,
+        )
+    return out
+
+
+def test_stages_the_layout_the_wrapper_reads(tmp_path: Path) -> None:
+    url, checksum, store = _archive(tmp_path)
+    restores = tmp_path / "restores"
+    result = stage_archive(_request(url, checksum), restores, archive_root=store)
+
+    staged = restores / RESTORE_ID
+    assert result.path == str(staged) and result.containers == ["app"]
+    assert stat.S_IMODE(staged.stat().st_mode) == 0o700
+    assert stat.S_IMODE(restores.stat().st_mode) == 0o700
+    assert json.loads((staged / "restore.json").read_text()) == {
+        "version": 1, "restoreId": RESTORE_ID, "namespace": "demo",
+        "podName": "counter-restored", "tcpClose": True,
+        "containers": {"app": {
+            "images": "containers/app/images", "rootfsDiff": "containers/app/rootfs-diff",
+            "deleted": "containers/app/deleted", "gpu": False,
+        }},
+        "emptyDirs": {"cache": "volumes/cache"},
+    }
+    images = staged / "containers" / "app" / "images"
+    assert sorted(p.name for p in images.iterdir()) == ["inventory.img", "pages-1.img"]
+    assert (images / "inventory.img").read_bytes() == b"\x01" * 4096
+
+    diff = staged / "containers" / "app" / "rootfs-diff"
+    assert (diff / "tmp" / "marker").read_text() == "written by the original container\n"
+    tree = _tree(diff)
+    assert tree["tmp"][0] == "drwxrwxrwt"
+    assert tree["etc/app.conf"] == ("-rwsr-x---", 1234, 5678, None)
+    assert tree["etc/link"][3] == "/etc/app.conf"
+    assert (diff / "etc" / "app.conf").stat().st_mtime == 1_600_000_000
+    assert (diff / "tmp" / "marker").stat().st_ino == (diff / "tmp" / "marker.hard").stat().st_ino
+    assert "etc/removed" not in tree
+    assert (diff / "var" / "cache" / "fresh").exists()
+    deleted = (staged / "containers" / "app" / "deleted").read_bytes().split(b"\0")
+    assert sorted(p for p in deleted if p) == [b"etc/removed", b"var/cache"]
+    assert (staged / "volumes" / "cache" / "sub" / "data.bin").read_bytes() == b"emptydir data"
+    # Nothing else: no leftovers of the fetch or the unpacking.
+    assert sorted(p.name for p in staged.iterdir()) == [
+        "containers", "restore.json", "stage.json", "volumes"
+    ]
+    assert [p.name for p in restores.iterdir()] == [RESTORE_ID]
+    assert read_result(staged) == result
+    assert result.timings.total >= result.timings.fetch
+
+
+def test_checksum_mismatch_leaves_nothing(tmp_path: Path) -> None:
+    url, _checksum, store = _archive(tmp_path)
+    wrong = "sha256:" + hashlib.sha256(b"another archive").hexdigest()
+    restores = tmp_path / "restores"
+    with pytest.raises(StagingError) as failed:
+        stage_archive(_request(url, wrong), restores, archive_root=store)
+    assert failed.value.code == "checksum_mismatch"
+    assert list(restores.iterdir()) == []
+
+
+def test_tampered_archive_is_refused(tmp_path: Path) -> None:
+    url, checksum, store = _archive(tmp_path)
+    path = store / "demo" / "42.tar.zst"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    restores = tmp_path / "restores"
+    with pytest.raises(StagingError) as failed:
+        stage_archive(_request(url, checksum), restores, archive_root=store)
+    assert failed.value.code == "checksum_mismatch"
+    assert list(restores.iterdir()) == []
+
+
+def test_archive_outside_the_location_is_refused(tmp_path: Path) -> None:
+    url, checksum, _store = _archive(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(StagingError) as failed:
+        stage_archive(_request(url, checksum), tmp_path / "restores", archive_root=elsewhere)
+    assert failed.value.code in ("bad_source", "not_found")
+
+
+def test_missing_archive_is_not_found(tmp_path: Path) -> None:
+    url, checksum, store = _archive(tmp_path)
+    (store / "demo" / "42.tar.zst").unlink()
+    with pytest.raises(StagingError) as failed:
+        stage_archive(_request(url, checksum), tmp_path / "restores", archive_root=store)
+    assert failed.value.code == "not_found"
+
+
+async def test_jobs_are_idempotent_and_removed_on_request(tmp_path: Path) -> None:
+    url, checksum, store = _archive(tmp_path, gpu=True)
+    restores = tmp_path / "restores"
+    stagings = Stagings(restores, asyncio.Semaphore(2), archive_root=store)
+    request = _request(url, checksum)
+    first = stagings.submit(request)
+    assert first.state is JobState.running
+    assert stagings.submit(request).restore_id == RESTORE_ID
+    job = first
+    while job.state is JobState.running:
+        job = await stagings.watch(RESTORE_ID, job.phase, 5)
+    assert job.state is JobState.succeeded, job.error
+    assert job.result is not None and job.result.gpu is True
+    assert json.loads((restores / RESTORE_ID / "restore.json").read_text())[
+        "containers"]["app"]["gpu"] is True
+
+    # The wrapper marks a container restored; the job says so.
+    marker = restores / RESTORE_ID / "containers" / "app" / "restored"
+    marker.write_text('{"containerId":"c9","exitStatus":1,"error":"runc restore failed"}\n')
+    assert stagings.get(RESTORE_ID).restored == []
+    marker.write_text('{"containerId":"c9","exitStatus":0,"pid":4242}\n')
+    assert stagings.get(RESTORE_ID).restored == ["app"]
+
+    # A restarted agent answers the same request from the staged folder.
+    again = Stagings(restores, asyncio.Semaphore(2), archive_root=store)
+    answered = again.submit(request)
+    assert (answered.state, answered.result) == (JobState.succeeded, job.result)
+    assert again.get(RESTORE_ID).state is JobState.succeeded
+
+    assert await again.remove(RESTORE_ID) is True
+    assert list(restores.iterdir()) == []
+    assert await again.remove(RESTORE_ID) is False
+
+
+async def test_failed_job_says_why(tmp_path: Path) -> None:
+    url, _, store = _archive(tmp_path)
+    stagings = Stagings(tmp_path / "restores", asyncio.Semaphore(1), archive_root=store)
+    job = stagings.submit(_request(url, "sha256:" + "0" * 64))
+    while job.state is JobState.running:
+        job = await stagings.watch(RESTORE_ID, job.phase, 5)
+    assert (job.state, job.error_code) == (JobState.failed, "checksum_mismatch")
+    assert not job.retryable
