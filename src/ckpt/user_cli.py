@@ -4,7 +4,6 @@ in `ckpt.user`."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ckpt.agent.models import GpuMode, JobState, RestoreRequest
+from ckpt.agent.models import GpuMode
 from ckpt.operator.models import CheckpointSpec, RetainPolicy
 
 console = Console(stderr=True)
@@ -154,56 +153,45 @@ def _age(created: str) -> str:
 def restore(
     checkpoint_name: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A Ready one.")],
     namespace: Namespace = "default",
-    container_id: Annotated[
-        str | None, typer.Option(help="Id of the restored container (default: derived).")
+    name: Annotated[
+        str | None, typer.Option(help="Name of the Restore (default: CHECKPOINT-restore-XXXX).")
     ] = None,
-    container: Annotated[
-        str | None, typer.Option(help="Which container of the archive (if several).")
+    pod_name: Annotated[
+        str | None, typer.Option(help="Name of the new Pod (default: CHECKPOINT-restored).")
     ] = None,
-    agent_url: Annotated[
-        str | None, typer.Option(help="Agent address (default: its pod IP and port).")
+    node: Annotated[
+        str | None, typer.Option(help="Node to restore on (default: chosen by the operator).")
     ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(help="Token for the agent (default: minted for the operator's account)."),
-    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the Pod.")] = 900,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
-    """Restore a checkpoint as a new container on the node that holds its archive."""
-    from ckpt.user.resources import Checkpoints, UserError, api_client
-    from ckpt.user.restore import agent_url as find_agent
-    from ckpt.user.restore import restore as run_restore
+    """Restore a checkpoint as a new Pod: creates a Restore and follows it.
 
+    The operator does the work with its own agents; this command needs only the right to
+    create Restores in the namespace.
+    """
+    from ckpt.user.resources import UserError, api_client
+    from ckpt.user.restore import Restores, follow
+
+    resource = name or f"{checkpoint_name}-restore-{secrets.token_hex(2)}"[:253]
     try:
-        checkpoints = Checkpoints(api_client(kubeconfig, context))
-        status = checkpoints.get(namespace, checkpoint_name).get("status") or {}
-        if status.get("phase") != "Ready":
-            raise UserError(
-                f"checkpoint {namespace}/{checkpoint_name} is {status.get('phase', 'Pending')}, "
-                "not Ready"
-            )
-        url = agent_url or find_agent(checkpoints, status)
-        token = (
-            token_file.read_text().strip() if token_file
-            else checkpoints.service_account_token(
-                os.environ.get("CKPT_SYSTEM_NAMESPACE", "ckpt-system"), "ckpt-operator"
-            )
+        restores = Restores(api_client(kubeconfig, context))
+        restores.create(namespace, resource, checkpoint_name, pod_name=pod_name, node_name=node)
+        console.print(f"restore.ckpt.dev/{resource} created")
+        status = follow(
+            restores, namespace, resource, timeout=timeout,
+            on_phase=lambda phase, message: console.print(
+                f"{phase}" + (f": {message}" if message else "")
+            ),
         )
-        request = RestoreRequest(
-            restore_path=status["restorePath"], checksum=status["checksum"],
-            container_id=container_id or f"{checkpoint_name}-restored-{secrets.token_hex(2)}",
-            container=container,
-        )
-        with console.status(f"restoring {checkpoint_name} through {url}"):
-            job = run_restore(url, token, request)
     except UserError as exc:
         raise _fail(str(exc)) from None
-    if job.state is not JobState.succeeded:
-        raise _fail(f"restore failed: {job.error}")
+    if status.get("phase") != "Running":
+        raise _fail(f"restore {namespace}/{resource} failed: {status.get('message', '')}")
     out.print(
-        f"restored {namespace}/{checkpoint_name} as container {job.container_id} "
-        f"(pid {job.pid}) in {job.timings.total} ms"
+        f"restored {namespace}/{checkpoint_name} as pod {status.get('podName')} "
+        f"on {status.get('nodeName')}"
     )
 
 

@@ -47,7 +47,7 @@ class Checkpoints:
                 GROUP, VERSION, namespace, PLURAL, body
             )
         except client.ApiException as exc:
-            raise UserError(_explain(exc, f"create checkpoint {namespace}/{name}")) from exc
+            raise UserError(explain(exc, f"create checkpoint {namespace}/{name}")) from exc
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         try:
@@ -55,7 +55,7 @@ class Checkpoints:
                 GROUP, VERSION, namespace, PLURAL, name
             )
         except client.ApiException as exc:
-            raise UserError(_explain(exc, f"read checkpoint {namespace}/{name}")) from exc
+            raise UserError(explain(exc, f"read checkpoint {namespace}/{name}")) from exc
 
     def list(self, namespace: str | None) -> list[dict[str, Any]]:
         try:
@@ -66,34 +66,18 @@ class Checkpoints:
                     GROUP, VERSION, namespace, PLURAL
                 )
         except client.ApiException as exc:
-            raise UserError(_explain(exc, "list checkpoints")) from exc
+            raise UserError(explain(exc, "list checkpoints")) from exc
         return list(found.get("items", []))
 
     def pod(self, namespace: str, name: str) -> dict[str, Any]:
         try:
             response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
         except client.ApiException as exc:
-            raise UserError(_explain(exc, f"read pod {namespace}/{name}")) from exc
+            raise UserError(explain(exc, f"read pod {namespace}/{name}")) from exc
         return dict(json.loads(response.data))
 
-    def service_account_token(self, namespace: str, name: str, seconds: int = 600) -> str:
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
-        )
-        try:
-            response = self.core.create_namespaced_service_account_token(
-                name, namespace, request
-            )
-        except client.ApiException as exc:
-            raise UserError(
-                _explain(exc, f"mint a token for {namespace}/{name}")
-                + " (restoring through an agent needs a token of the operator's "
-                "ServiceAccount; pass --token-file if you have one)"
-            ) from exc
-        return str(response.status.token)
 
-
-def _explain(exc: client.ApiException, doing: str) -> str:
+def explain(exc: client.ApiException, doing: str) -> str:
     try:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
     except ValueError:

@@ -1,56 +1,79 @@
-"""Restoring a Ready checkpoint through the agent on its node."""
+"""`ckpt restore`: a Restore resource, followed until its Pod runs.
+
+The user never talks to a node agent and never holds an operator credential: the operator
+reads the Checkpoint (whose status a user may be able to patch), checks it against the
+checkpoints API, and has its own agent stage the archive (README, Security model).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-import httpx
+from kubernetes import client
 
-from ckpt.agent.models import JobState, RestoreJob, RestoreRequest
-from ckpt.operator.agents import agent_from_pod
-from ckpt.user.resources import Checkpoints, UserError
+from ckpt.operator.models import GROUP, VERSION
+from ckpt.operator.restore_models import RESTORE_KIND, RESTORE_PLURAL, RestorePhase
+from ckpt.user.resources import UserError, explain
 
-
-def agent_url(checkpoints: Checkpoints, status: dict[str, Any], default_port: int = 8443) -> str:
-    """The address of the agent that holds the archive (from the checkpoint's status)."""
-    ref = status.get("agent") or ""
-    namespace, _, name = ref.partition("/")
-    if not name:
-        raise UserError("the checkpoint names no agent; is it Ready?")
-    agent = agent_from_pod(
-        checkpoints.pod(namespace, name), kind_label="ckpt.dev/agent-kind",
-        default_port=default_port,
-    )
-    if agent is None:
-        raise UserError(f"agent pod {ref} has no IP; is it running? (or pass --agent-url)")
-    return agent.base_url()
+TERMINAL = {RestorePhase.Running.value, RestorePhase.Failed.value}
 
 
-def restore(
-    url: str, token: str, request: RestoreRequest, *, timeout: float = 600
-) -> RestoreJob:
-    """Starts the restore (idempotent by container id) and waits for it to finish."""
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+class Restores:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api)
+
+    def create(
+        self, namespace: str, name: str, checkpoint: str, *,
+        pod_name: str | None = None, node_name: str | None = None,
+    ) -> dict[str, Any]:
+        spec = {"checkpointName": checkpoint}
+        if pod_name:
+            spec["podName"] = pod_name
+        if node_name:
+            spec["nodeName"] = node_name
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": RESTORE_KIND,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
         try:
-            response = http.post("/v1/restores", json=request.model_dump(mode="json"))
-            deadline = time.monotonic() + timeout
-            while response.status_code < 400:
-                job = RestoreJob.model_validate_json(response.content)
-                if job.state is not JobState.running:
-                    return job
-                if time.monotonic() > deadline:
-                    raise UserError(f"restore still running at the deadline (phase {job.phase})")
-                # A long poll: the agent answers when the phase moves on.
-                response = http.get(
-                    f"/v1/restores/{request.container_id}",
-                    params={"wait": 10, "phase": job.phase},
-                )
-        except httpx.HTTPError as exc:
-            raise UserError(f"cannot reach the agent at {url}: {exc}") from exc
-    try:
-        message = response.json().get("message", response.text)
-    except ValueError:
-        message = response.text
-    raise UserError(f"the agent refused the restore ({response.status_code}): {message}")
+            return self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, RESTORE_PLURAL, body
+            )
+        except client.ApiException as exc:
+            raise UserError(explain(exc, f"create restore {namespace}/{name}")) from exc
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, RESTORE_PLURAL, name
+            )
+        except client.ApiException as exc:
+            raise UserError(explain(exc, f"read restore {namespace}/{name}")) from exc
+
+
+def follow(
+    restores: Restores, namespace: str, name: str, *, timeout: float,
+    on_phase: Callable[[str, str], None] = lambda phase, message: None,
+    interval: float = 1.0,
+) -> dict[str, Any]:
+    """The Restore's status once it is Running or Failed; UserError at the deadline."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while True:
+        status = restores.get(namespace, name).get("status") or {}
+        phase = status.get("phase") or RestorePhase.Pending.value
+        if phase != seen:
+            on_phase(phase, status.get("message", ""))
+            seen = phase
+        if phase in TERMINAL:
+            return status
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"restore {namespace}/{name} is still {phase} after {timeout:.0f} s: "
+                f"{status.get('message', '')} (kubectl describe restore {name} -n {namespace})"
+            )
+        time.sleep(interval)
