@@ -131,6 +131,9 @@ class _Overflow(Exception):
     """A layer's output would pass the limit."""
 
 
+_INNER_SLACK = 64 * 1024
+
+
 class BodyDecoder:
     """The layers of a body's codings, undone in reverse order, output bounded by `limit`."""
 
@@ -140,12 +143,20 @@ class BodyDecoder:
         self._layers = [_Inflater(c) for c in reversed(codings) if c != IDENTITY]
         self.size = 0
         self._wire = 0
+        # What each inner layer has produced so far (the last layer's is `size`).
+        self._inner = [0] * max(0, len(self._layers) - 1)
 
     def feed(self, data: bytes) -> bytes:
         self._wire += len(data)
         try:
-            for layer in self._layers:
-                data = layer.feed(data, self.limit - self.size)
+            for i, layer in enumerate(self._layers[:-1]):
+                # A compressed stream inside another is about as large as what it holds; the
+                # slack covers deflate's overhead on incompressible data (well under 1%).
+                room = self.limit + _INNER_SLACK - self._inner[i]
+                data = layer.feed(data, room)
+                self._inner[i] += len(data)
+            if self._layers:
+                data = self._layers[-1].feed(data, self.limit - self.size)
         except _Overflow:
             raise _too_large(self.limit) from None
         self.size += len(data)
