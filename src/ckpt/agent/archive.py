@@ -1,12 +1,18 @@
-"""The checkpoint archive: CRIU images -> tar -> zstd -> sha256 -> store, and back.
+"""The checkpoint archive: CRIU images -> tar -> zstd [-> age] -> sha256 -> store, and back.
 
 Writing streams: files are read from the images folders (or copied member by member from a
-tar the kubelet wrote) into a tar stream, compressed by multi-threaded zstd, hashed and handed
-to the store writer; no second full copy lands on disk. Reading verifies the sha256 of the
-stored bytes before anything is extracted (``verify_checksum``), and hashes again while
-extracting so that a file changed in between is caught too.
+tar the kubelet wrote) into a tar stream, compressed by multi-threaded zstd, encrypted with age
+when the location lists recipients, hashed and handed to the store writer; no second full copy
+lands on disk. The checksum is the sha256 of the stored bytes (the ciphertext when encrypted),
+so a restore can verify what it fetched before it decrypts or unpacks anything.
 
-Layout: ``ckpt.json`` (metadata, first member), then ``containers/<name>/...`` per container.
+Reading (``stage_verified`` then ``extract_archive``): the stored bytes are copied into a
+private scratch file while hashed, and compared with the expected checksum; only a verified
+file is decrypted and unpacked, with caps on the bytes and members it may produce (a 6.5 KB
+zstd bomb once became 200 MB on disk before a late checksum verdict). Errors name neither the
+host paths nor the hash actually found, so an agent cannot be used as an oracle for host files.
+
+Layout: ``ckpt.json`` (``ArchiveMetadata``, first member), then ``containers/<name>/...``.
 """
 
 from __future__ import annotations
@@ -15,20 +21,26 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import queue
 import shutil
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import zstandard
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ckpt.agent.runtimes.base import DumpedContainer
+from ckpt.storage import crypto
 
 FORMAT_VERSION = 1
 METADATA_NAME = "ckpt.json"
+# ckpt.json holds ids, names and a few numbers per container; anything near this is not ours.
+METADATA_MAX_BYTES = 1 << 20
 CHUNK = 1 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -45,21 +57,95 @@ class Cancelled(ArchiveError):
     """The job was cancelled while the archive was being written or read."""
 
 
-def container_entry(d: DumpedContainer) -> dict[str, Any]:
+class LimitExceeded(ArchiveError):
+    """Unpacking would exceed a size or count cap."""
+
+
+class ContainerEntry(BaseModel):
+    """One dumped container in the archive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253)
+    container_id: str = Field(max_length=256)
+    pid: int | None = None
+    bundle: str | None = Field(default=None, max_length=4096)
+    # Folder of the CRIU images inside the archive, e.g. containers/app[/checkpoint].
+    images: str = Field(min_length=1, max_length=1024)
+    restore_runtime: str | None = Field(default=None, max_length=64)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArchiveMetadata(BaseModel):
+    """ckpt.json: written by the checkpoint pipeline, read (size-bounded) before a restore."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal[1] = FORMAT_VERSION
+    checkpoint_id: str = Field(min_length=1, max_length=64)
+    namespace: str = Field(min_length=1, max_length=63)
+    pod: str = Field(min_length=1, max_length=253)
+    pod_uid: str = Field(default="", max_length=64)
+    node: str = Field(default="", max_length=253)
+    runtime: str = Field(min_length=1, max_length=64)
+    consistent_cut: bool = True
+    leave_running: bool = True
+    criu_version: str = Field(default="", max_length=64)
+    platform: str = Field(default="", max_length=64)
+    gpu: str = Field(default="none", max_length=1024)
+    gpu_driver_version: str | None = Field(default=None, max_length=64)
+    cuda_pids: list[int] = Field(default_factory=list, max_length=4096)
+    created_at: str = Field(default="", max_length=64)
+    containers: list[ContainerEntry] = Field(min_length=1, max_length=256)
+    # What the Restore flow captures besides CRIU images (pod template, rootfs diff index,
+    # emptyDir list); its owner gives it a model of its own.
+    capture: dict[str, Any] | None = None
+
+    def container(self, name: str | None) -> ContainerEntry:
+        """The named container, or the only one."""
+        if name is None:
+            if len(self.containers) != 1:
+                names = ", ".join(c.name for c in self.containers)
+                raise ArchiveError(f"the archive holds several containers ({names}); name one")
+            return self.containers[0]
+        for c in self.containers:
+            if c.name == name:
+                return c
+        raise ArchiveError(f"the archive holds no container named {name!r}")
+
+
+def parse_metadata(raw: bytes) -> ArchiveMetadata:
+    if len(raw) > METADATA_MAX_BYTES:
+        raise ArchiveError(f"{METADATA_NAME} is larger than {METADATA_MAX_BYTES} bytes")
+    try:
+        return ArchiveMetadata.model_validate_json(raw)
+    except ValidationError as exc:
+        fmt = None
+        with contextlib.suppress(ValueError, AttributeError):
+            fmt = json.loads(raw).get("format")
+        if fmt != FORMAT_VERSION:
+            raise ArchiveError(f"unsupported archive format {fmt!r}") from None
+        raise ArchiveError(
+            f"bad {METADATA_NAME}: {exc.error_count()} invalid field(s), first at "
+            f"{'.'.join(str(x) for x in exc.errors()[0]['loc'])}"
+        ) from None
+
+
+def container_entry(d: DumpedContainer) -> ContainerEntry:
     """The metadata entry of one dumped container."""
     c = d.container
     images = f"containers/{c.name}"
     if d.images_subdir:
         images += f"/{d.images_subdir}"
-    return {
-        "name": c.name,
-        "container_id": c.ref.container_id,
-        "pid": c.pid,
-        "bundle": str(c.bundle) if c.bundle else None,
-        "images": images,
-        "restore_runtime": d.restore_runtime,
-        "extra": c.extra,
-    }
+    return ContainerEntry(
+        name=c.name,
+        container_id=c.ref.container_id,
+        pid=c.pid,
+        bundle=str(c.bundle) if c.bundle else None,
+        images=images,
+        restore_runtime=d.restore_runtime,
+        extra=c.extra,
+    )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -135,20 +221,34 @@ def _safe_name(name: str) -> str:
 def write_archive(
     sink: Any,
     dumped: list[DumpedContainer],
-    metadata: dict[str, Any],
+    metadata: ArchiveMetadata,
     *,
     compression: str = "zstd",
     level: int = 1,
     threads: int = -1,
+    recipients: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    extra_files: Sequence[tuple[str, Path]] = (),
 ) -> tuple[str, int]:
-    """Stream the archive into ``sink``; returns (sha256 hex, bytes written)."""
+    """Stream the archive into ``sink``; returns (sha256 hex, bytes written) of what the sink
+    received: with ``recipients`` that is the age ciphertext."""
     if compression not in ("zstd", "none"):
         raise ArchiveError(f"unknown compression {compression!r}")
     hashing = _HashingSink(sink, progress, cancel)
+    encryptor: crypto.EncryptingWriter | None = None
     try:
-        _write_tar(hashing, dumped, metadata, compression, level, threads, cancel)
+        target: Any = hashing
+        if recipients:
+            encryptor = crypto.EncryptingWriter(hashing, recipients)
+            target = encryptor
+        _write_tar(target, dumped, metadata, compression, level, threads, cancel, extra_files)
+        if encryptor is not None:
+            encryptor.finish()
+    except BaseException:
+        if encryptor is not None:
+            encryptor.abort()
+        raise
     finally:
         hashing.finish()
     if progress:
@@ -157,13 +257,14 @@ def write_archive(
 
 
 def _write_tar(
-    hashing: _HashingSink,
+    hashing: Any,
     dumped: list[DumpedContainer],
-    metadata: dict[str, Any],
+    metadata: ArchiveMetadata,
     compression: str,
     level: int,
     threads: int,
     cancel: threading.Event | None,
+    extra_files: Sequence[tuple[str, Path]] = (),
 ) -> None:
     out: Any = hashing
     zwriter = None
@@ -177,7 +278,9 @@ def _write_tar(
     # overhead small against hundreds of MiB of memory pages.
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
         tar.copybufsize = CHUNK
-        meta = json.dumps(metadata, indent=2, sort_keys=True).encode()
+        meta = metadata.model_dump_json(indent=2).encode()
+        if len(meta) > METADATA_MAX_BYTES:
+            raise ArchiveError(f"{METADATA_NAME} would exceed {METADATA_MAX_BYTES} bytes")
         info = tarfile.TarInfo(METADATA_NAME)
         info.size = len(meta)
         info.mode = 0o644
@@ -190,6 +293,11 @@ def _write_tar(
                 _copy_tar(tar, d.source_tar, prefix, cancel)
             else:
                 raise ArchiveError(f"container {d.container.name}: nothing was dumped")
+        # What the Restore flow captured (ckpt.agent.capture): pod.json, layer diffs and
+        # emptyDirs, each a regular file under its archive name.
+        for arcname, path in extra_files:
+            _check(cancel)
+            tar.add(str(path), arcname=_safe_name(arcname), recursive=False)
     if zwriter is not None:
         zwriter.flush(zstandard.FLUSH_FRAME)
         zwriter.close()
@@ -232,54 +340,55 @@ def _copy_tar(
 # ----------------------------------------------------------------------------- reading
 
 
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Caps on what unpacking one archive may produce."""
+
+    max_bytes: int = 1 << 40
+    max_members: int = 1_000_000
+    # Above this, a file is refused whatever the total (CRIU pages files are the large ones).
+    max_member_bytes: int = 1 << 40
+
+    @classmethod
+    def for_folder(cls, folder: Path, reserve_bytes: int = 1 << 30) -> ExtractLimits:
+        """Never more than the folder's filesystem has free, less a reserve for the node."""
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+        budget = max(0, free - reserve_bytes)
+        return cls(max_bytes=budget, max_member_bytes=budget)
+
+
+def _compare(expected: str, actual: str) -> None:
+    if expected != actual:
+        # Not the hash found: an agent that hashes whatever it was pointed at would otherwise
+        # tell a caller the sha256 of any host file.
+        raise ChecksumError(
+            "archive checksum mismatch: the stored archive is not the one that was recorded "
+            "(corrupt, truncated or replaced); refusing to restore it"
+        )
+
+
 class _HashingReader(io.RawIOBase):
-    """Reads the stored bytes, hashing them; ``peek4`` looks at the magic without consuming."""
+    """Reads the source, hashing and counting; stops on cancellation."""
 
     def __init__(self, src: BinaryIO, cancel: threading.Event | None) -> None:
         self.src = src
         self.sha = hashlib.sha256()
         self.size = 0
         self.cancel = cancel
-        self._pending = b""
 
     def readable(self) -> bool:
         return True
 
-    def peek4(self) -> bytes:
-        while len(self._pending) < 4:
-            more = self.src.read(4 - len(self._pending))
-            if not more:
-                break
-            self._pending += more
-        return self._pending[:4]
-
     def readinto(self, b: Any) -> int:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled while reading the archive")
-        view = memoryview(b)
-        if self._pending:
-            n = min(len(view), len(self._pending))
-            data = self._pending[:n]
-            self._pending = self._pending[n:]
-        else:
-            data = self.src.read(len(view))
-            n = len(data)
-        view[:n] = data
+        data = self.src.read(len(b))
+        n = len(data)
+        memoryview(b)[:n] = data
         self.sha.update(data)
         self.size += n
         return n
-
-    def drain(self) -> None:
-        while self.readinto(bytearray(CHUNK)):
-            pass
-
-
-def _compare(expected: str, actual: str) -> None:
-    if expected != actual:
-        raise ChecksumError(
-            f"archive checksum mismatch: expected sha256:{expected}, found sha256:{actual}; "
-            "the archive is corrupt or was replaced, refusing to restore it"
-        )
 
 
 def verify_checksum(
@@ -287,96 +396,188 @@ def verify_checksum(
 ) -> int:
     """Hash the whole stored archive and compare; returns its size."""
     reader = _HashingReader(src, cancel)
-    reader.drain()
+    buf = bytearray(CHUNK)
+    while reader.readinto(buf):
+        pass
     _compare(expected_sha256, reader.sha.hexdigest())
     return reader.size
 
 
+def make_scratch(parent: Path, name: str) -> Path:
+    """A private (0700) folder for one job's staged archive and extracted files."""
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = parent / name
+    path.mkdir(mode=0o700)
+    path.chmod(0o700)  # mkdir's mode is filtered by the umask
+    return path
+
+
+def stage_verified(
+    src: BinaryIO,
+    dest: Path,
+    expected_sha256: str,
+    *,
+    max_bytes: int | None = None,
+    cancel: threading.Event | None = None,
+) -> int:
+    """Copy the stored archive into ``dest`` (a new 0600 file in a private folder) while
+    hashing it; returns its size. On a mismatch, an oversize source or any failure the file
+    is removed and nothing else was written."""
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    sha = hashlib.sha256()
+    size = 0
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as out:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled while fetching the archive")
+                chunk = src.read(CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise LimitExceeded("the stored archive is larger than this node can stage")
+                sha.update(chunk)
+                out.write(chunk)
+        _compare(expected_sha256, sha.hexdigest())
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return size
+
+
+def _plaintext(src: BinaryIO, identities: Sequence[Any]) -> tuple[Any, Callable[[], None]]:
+    """The archive's plaintext (decrypting when it is age ciphertext) and how to close it."""
+    buffered = io.BufferedReader(src, buffer_size=CHUNK) if not hasattr(src, "peek") else src
+    head = buffered.peek(len(crypto.AGE_MAGIC))[: len(crypto.AGE_MAGIC)]
+    if crypto.looks_encrypted(head):
+        reader = crypto.DecryptingReader(buffered, identities)
+        return io.BufferedReader(reader, buffer_size=CHUNK), reader.close
+    return buffered, lambda: None
+
+
 @contextlib.contextmanager
-def _tar_stream(reader: _HashingReader) -> Iterator[tarfile.TarFile]:
-    stream: Any = io.BufferedReader(reader, buffer_size=CHUNK)
-    if reader.peek4() == ZSTD_MAGIC:
+def _tar_stream(src: Any) -> Iterator[tarfile.TarFile]:
+    stream: Any = src if hasattr(src, "peek") else io.BufferedReader(src, buffer_size=CHUNK)
+    if stream.peek(4)[:4] == ZSTD_MAGIC:
         dctx = zstandard.ZstdDecompressor()
         stream = dctx.stream_reader(stream, read_size=CHUNK, read_across_frames=True)
     with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
         yield tar
 
 
+def _read_metadata_member(tar: tarfile.TarFile) -> ArchiveMetadata:
+    member = tar.next()
+    if member is None:
+        raise ArchiveError("empty archive")
+    if member.name != METADATA_NAME or not member.isfile():
+        raise ArchiveError(f"first member is {member.name!r}, not {METADATA_NAME}")
+    if member.size > METADATA_MAX_BYTES:
+        raise ArchiveError(f"{METADATA_NAME} is larger than {METADATA_MAX_BYTES} bytes")
+    f = tar.extractfile(member)
+    assert f is not None
+    return parse_metadata(f.read(METADATA_MAX_BYTES + 1))
+
+
 def extract_archive(
     src: BinaryIO,
     dest: Path,
     *,
-    expected_sha256: str | None = None,
+    identities: Sequence[Any] = (),
+    limits: ExtractLimits | None = None,
     cancel: threading.Event | None = None,
-) -> dict[str, Any]:
-    """Extract into ``dest`` (regular files and folders only); returns the metadata.
-
-    With ``expected_sha256`` the bytes are hashed while extracting; on a mismatch everything
-    extracted is removed and ChecksumError raised. A damaged archive usually breaks zstd or
-    tar before its end: the rest is then hashed too, so the caller hears the real cause (the
-    checksum) rather than a decoder's complaint.
-    """
-    reader = _HashingReader(src, cancel)
-    metadata: dict[str, Any] | None = None
-    dest.mkdir(parents=True, exist_ok=True)
+) -> ArchiveMetadata:
+    """Unpack a *verified* archive (see ``stage_verified``) into ``dest``: regular files and
+    folders under safe names only, within ``limits``. Decrypts age ciphertext with
+    ``identities``. On any failure everything unpacked is removed."""
+    limits = limits or ExtractLimits()
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    plain, close = _plaintext(src, identities)
+    budget = _Budget(limits)
     try:
-        with _tar_stream(reader) as tar:
+        with _tar_stream(plain) as tar:
+            metadata = _read_metadata_member(tar)
             for member in tar:
-                if metadata is None:
-                    if member.name != METADATA_NAME or not member.isfile():
-                        raise ArchiveError(f"first member is {member.name!r}, not {METADATA_NAME}")
-                    f = tar.extractfile(member)
-                    assert f is not None
-                    metadata = json.loads(f.read())
-                    continue
-                _extract_member(tar, member, dest)
-        reader.drain()
-        if expected_sha256 is not None:
-            _compare(expected_sha256, reader.sha.hexdigest())
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled while unpacking the archive")
+                budget.member(member)
+                _extract_member(tar, member, dest, budget)
     except (zstandard.ZstdError, tarfile.TarError) as exc:
         _empty(dest)
-        if expected_sha256 is not None:
-            reader.drain()
-            _compare(expected_sha256, reader.sha.hexdigest())
         kind = "zstd" if isinstance(exc, zstandard.ZstdError) else "tar"
         raise ArchiveError(f"{kind}: {exc}") from exc
+    except crypto.CryptoError as exc:
+        _empty(dest)
+        raise ArchiveError(str(exc)) from exc
     except BaseException:
         _empty(dest)
         raise
-    if metadata is None:
-        raise ArchiveError("empty archive")
-    if metadata.get("format") != FORMAT_VERSION:
-        raise ArchiveError(f"unsupported archive format {metadata.get('format')!r}")
+    finally:
+        close()
     return metadata
 
 
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+class _Budget:
+    def __init__(self, limits: ExtractLimits) -> None:
+        self.limits = limits
+        self.members = 0
+        self.bytes = 0
+
+    def member(self, member: tarfile.TarInfo) -> None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise LimitExceeded(f"the archive holds more than {self.limits.max_members} members")
+        if member.size > self.limits.max_member_bytes:
+            raise LimitExceeded("a member of the archive is larger than the cap")
+        if self.bytes + member.size > self.limits.max_bytes:
+            raise LimitExceeded(
+                "unpacking the archive would exceed the space allowed for it "
+                f"({self.limits.max_bytes} bytes)"
+            )
+
+    def wrote(self, n: int) -> None:
+        self.bytes += n
+        if self.bytes > self.limits.max_bytes:
+            raise LimitExceeded("unpacking the archive exceeded the space allowed for it")
+
+
+def _extract_member(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget: _Budget
+) -> None:
     name = _safe_name(member.name)
     target = dest / name
     if member.isdir():
-        target.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True, mode=0o700)
         return
     if not member.isfile():
         raise ArchiveError(f"unsupported member type in {member.name!r}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     f = tar.extractfile(member)
     assert f is not None
-    with target.open("wb") as out:
-        shutil.copyfileobj(f, out, CHUNK)
+    # O_NOFOLLOW|O_EXCL: a member can neither write through a symlink nor replace a file.
+    fd = os.open(
+        target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+    )
+    with os.fdopen(fd, "wb") as out:
+        while chunk := f.read(CHUNK):
+            budget.wrote(len(chunk))
+            out.write(chunk)
+    # No setuid/setgid/sticky bits from an archive; the scratch folder above is 0700.
     target.chmod(member.mode & 0o777)
 
 
-def read_metadata(src: BinaryIO) -> dict[str, Any]:
+def read_metadata(src: BinaryIO, identities: Sequence[Any] = ()) -> ArchiveMetadata:
     """Only the metadata member (the first one); reads no further."""
-    reader = _HashingReader(src, None)
-    with _tar_stream(reader) as tar:
-        member = tar.next()
-        if member is None or member.name != METADATA_NAME:
-            raise ArchiveError("not a ckpt archive")
-        f = tar.extractfile(member)
-        assert f is not None
-        result: dict[str, Any] = json.loads(f.read())
-        return result
+    plain, close = _plaintext(src, identities)
+    try:
+        with _tar_stream(plain) as tar:
+            return _read_metadata_member(tar)
+    except crypto.CryptoError as exc:
+        raise ArchiveError(str(exc)) from exc
+    except (zstandard.ZstdError, tarfile.TarError) as exc:
+        raise ArchiveError("not a ckpt archive") from exc
+    finally:
+        close()
 
 
 def _empty(dest: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ckpt.storage.models import Destination
 
 
 class GpuMode(StrEnum):
@@ -38,9 +40,13 @@ class CheckpointRequest(BaseModel):
     containers: list[ContainerTarget] = Field(min_length=1)
     leave_running: bool = True
     gpu: GpuMode = GpuMode.auto
-    # Store URL or path; empty means the agent's configured default store.
-    destination: str = ""
+    # The storage location, resolved by the operator (settings + credentials for this job
+    # only; records keep them masked). None: the agent's own node-local archive folder.
+    destination: Destination | None = None
     compression: Literal["zstd", "none"] = "zstd"
+    # The pod as a template for a Restore (ckpt.agent.capture.pod_template), written into the
+    # archive as pod.json; None: the archive can be restored as containers only.
+    pod_template: dict[str, Any] | None = None
 
 
 class Timings(BaseModel):
@@ -79,8 +85,11 @@ class CheckpointJob(BaseModel):
 class RestoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    restore_path: str = Field(min_length=1)
+    restore_path: str = Field(min_length=1, max_length=4096)
     checksum: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    # The location holding restore_path (with the age identities when it encrypts); None:
+    # the agent's own node-local archive folder. A path outside the location is refused.
+    source: Destination | None = None
     # Id for the restored container; the same id again returns the same job.
     container_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     # Which container of the archive to restore (default: the only one).
@@ -121,13 +130,18 @@ class StageRequest(BaseModel):
     namespace: str = Field(min_length=1, max_length=63)
     pod_name: str = Field(min_length=1, max_length=253)
     checkpoint_id: str = Field(default="", max_length=64)
-    # Where the archive is: a location of a configured store (as the checkpoint recorded it).
+    # The archive's URL as the checkpoint recorded it (its restorePath), inside `location`.
     source: str = Field(min_length=1, max_length=4096)
     checksum: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    # The storage location holding it, resolved by the operator (with age identities when it
+    # encrypts); None: the agent's own node-local archive folder.
+    location: Destination | None = None
 
 
 class StageTimings(BaseModel):
-    """Milliseconds: copy from the store, sha256 over the archive, unpack into the layout."""
+    """Milliseconds: fetch (copy into the node's private scratch; the bytes are hashed as
+    they land), verify (the checksum comparison: 0 while it rides on the fetch), extract
+    (decrypt, unpack, lay out for the wrapper)."""
 
     fetch: int = 0
     verify: int = 0

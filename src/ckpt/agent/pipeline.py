@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckpt.agent import archive
+from ckpt.agent import archive, capture
 from ckpt.agent.criu import CriuInfo
 from ckpt.agent.gpu import GpuDriver, GpuError
 from ckpt.agent.models import (
@@ -51,7 +51,10 @@ from ckpt.agent.runtimes.base import (
     RuntimeError_,
     frozen,
 )
-from ckpt.agent.store import Store, StoreError, open_store, store_for_location
+from ckpt.agent.store import FileStore
+from ckpt.storage import crypto
+from ckpt.storage.models import Destination, LocationType
+from ckpt.storage.objects import LocationStore, ObjectNotFound, StorageError, open_location
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,9 @@ class PipelineContext:
     #: restores use the backend recorded in the archive.
     runtimes: Mapping[str, Runtime]
     default_runtime: str
-    #: The default store (``request.destination`` may name another).
-    store: Store
+    #: The node-local archive folder: file locations live under it, and a request that
+    #: names no location uses it.
+    store: FileStore
     #: Scratch space for CRIU images; should be on the same fast disk as the store.
     work_dir: Path
     node_name: str
@@ -89,6 +93,9 @@ class PipelineContext:
     zstd_level: int = 1
     zstd_threads: int = -1
     container_locks: ContainerLocks = field(default_factory=lambda: ContainerLocks())
+    #: The host's root as this process reaches it: container layers (overlay upperdirs) and
+    #: emptyDirs are host paths. With hostPID, /proc/1/root is the host's mount namespace.
+    host_root: Path = Path("/proc/1/root")
 
     @property
     def runtime(self) -> Runtime:
@@ -136,6 +143,18 @@ def archive_name(checkpoint_id: str, compression: str) -> str:
     return f"{checkpoint_id}.tar.zst" if compression == "zstd" else f"{checkpoint_id}.tar"
 
 
+#: What a request that names no location gets: the agent's own archive folder.
+NODE_LOCAL = Destination(location="node-local", type=LocationType.file)
+
+
+def _location(dest: Destination | None, ctx: PipelineContext) -> tuple[Destination, LocationStore]:
+    dest = dest or NODE_LOCAL
+    try:
+        return dest, open_location(dest, file_root=ctx.store.root)
+    except StorageError as exc:
+        raise PipelineError(str(exc)) from exc
+
+
 async def run_checkpoint(
     request: CheckpointRequest,
     ctx: PipelineContext,
@@ -147,10 +166,8 @@ async def run_checkpoint(
     t_total = time.monotonic()
     timings = Timings()
     rt = ctx.runtimes[runtime or ctx.default_runtime]
-    try:
-        store = open_store(request.destination) if request.destination else ctx.store
-    except StoreError as exc:
-        raise PipelineError(str(exc)) from exc
+    dest, store = _location(request.destination, ctx)
+    key = dest.key_for(request.namespace, request.checkpoint_id, request.compression)
 
     progress("resolving", 0)
     resolved: list[ResolvedContainer] = []
@@ -160,6 +177,7 @@ async def run_checkpoint(
             container_id=target.container_id,
             namespace=request.namespace,
             pod=request.pod,
+            pod_uid=request.pod_uid,
         )
         try:
             resolved.append(await rt.resolve(ref))
@@ -173,25 +191,23 @@ async def run_checkpoint(
     job_dir = ctx.work_dir / f"ckpt-{request.checkpoint_id}-{secrets.token_hex(4)}"
     job_dir.mkdir()
     dumped: list[DumpedContainer] = []
+    captured: dict[str, Any] = {}
     try:
         async with ctx.container_locks.hold(
             [c.ref.container_id for c in resolved], lambda: progress("waiting", 0)
         ):
             await _dump_all(
-                request, ctx, rt, resolved, cuda_pids, job_dir, dumped, timings, progress
+                request, ctx, rt, resolved, cuda_pids, job_dir, dumped, timings, progress,
+                captured=captured,
             )
 
         progress("storing", 0)
         t = time.monotonic()
         metadata = _metadata(request, ctx, rt, dumped, gpu_models, cuda_pids)
+        metadata.capture = captured or None
         location, checksum, size = await _store_archive(
-            store,
-            archive_name(request.checkpoint_id, request.compression),
-            dumped,
-            metadata,
-            request.compression,
-            ctx,
-            progress,
+            store, key, dumped, metadata, request.compression, ctx, progress,
+            extra_files=capture.members_of(job_dir / "capture"),
         )
         timings.store = _ms(t)
     finally:
@@ -222,8 +238,11 @@ async def _dump_all(
     dumped: list[DumpedContainer],
     timings: Timings,
     progress: ProgressFn,
+    *,
+    captured: dict[str, Any] | None = None,
 ) -> None:
-    """GPU lock + checkpoint, freeze all, dump all, thaw all, GPU restore + unlock."""
+    """GPU lock + checkpoint, freeze all, capture filesystems, dump all, thaw all, GPU restore
+    + unlock."""
     gpu_suspended: list[int] = []
     ok = False
     try:
@@ -243,6 +262,8 @@ async def _dump_all(
         try:
             async with frozen(rt, resolved):
                 timings.freeze = _ms(t)
+                if captured is not None:
+                    captured.update(await _capture(request, ctx, resolved, job_dir))
                 progress("dumping", 0)
                 t = time.monotonic()
                 for c in resolved:
@@ -306,35 +327,54 @@ def _metadata(
     dumped: list[DumpedContainer],
     gpu_models: list[str],
     cuda_pids: list[int],
+) -> archive.ArchiveMetadata:
+    return archive.ArchiveMetadata(
+        checkpoint_id=request.checkpoint_id,
+        namespace=request.namespace,
+        pod=request.pod,
+        pod_uid=request.pod_uid,
+        node=ctx.node_name,
+        runtime=rt.name,
+        consistent_cut=rt.consistent_cut or len(dumped) == 1,
+        leave_running=request.leave_running,
+        criu_version=ctx.criu.version,
+        platform=platform_string(),
+        gpu=", ".join(gpu_models) if gpu_models else "none",
+        gpu_driver_version=ctx.gpu.driver_version() if cuda_pids else None,
+        cuda_pids=cuda_pids,
+        created_at=dt.datetime.now(dt.UTC).isoformat(),
+        containers=[archive.container_entry(d) for d in dumped],
+    )
+
+
+async def _capture(
+    request: CheckpointRequest,
+    ctx: PipelineContext,
+    resolved: list[ResolvedContainer],
+    job_dir: Path,
 ) -> dict[str, Any]:
-    return {
-        "format": archive.FORMAT_VERSION,
-        "checkpoint_id": request.checkpoint_id,
-        "namespace": request.namespace,
-        "pod": request.pod,
-        "pod_uid": request.pod_uid,
-        "node": ctx.node_name,
-        "runtime": rt.name,
-        "consistent_cut": rt.consistent_cut or len(dumped) == 1,
-        "leave_running": request.leave_running,
-        "criu_version": ctx.criu.version,
-        "platform": platform_string(),
-        "gpu": ", ".join(gpu_models) if gpu_models else "none",
-        "gpu_driver_version": ctx.gpu.driver_version() if cuda_pids else None,
-        "cuda_pids": cuda_pids,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "containers": [archive.container_entry(d) for d in dumped],
-    }
+    """Writable layers, emptyDirs and the pod template, taken while the containers are frozen
+    and before the dump (a dump without leave-running ends them, and their layers with them)."""
+    containers = [capture.CapturedContainer(c.name, c.pid, c.bundle) for c in resolved]
+    try:
+        return await asyncio.to_thread(
+            capture.capture_pod, request.pod_template, containers, job_dir / "capture",
+            host_root=ctx.host_root,
+        )
+    except OSError as exc:
+        raise PipelineError(f"capturing the containers' filesystems failed: {exc}") from exc
 
 
 async def _store_archive(
-    store: Store,
-    name: str,
+    store: LocationStore,
+    key: str,
     dumped: list[DumpedContainer],
-    metadata: dict[str, Any],
+    metadata: archive.ArchiveMetadata,
     compression: str,
     ctx: PipelineContext,
     progress: ProgressFn,
+    *,
+    extra_files: list[tuple[str, Path]] | None = None,
 ) -> tuple[str, str, int]:
     """Stream the archive into the store from a worker thread; returns (location, sha, size)."""
     loop = asyncio.get_running_loop()
@@ -344,7 +384,9 @@ async def _store_archive(
         loop.call_soon_threadsafe(progress, "storing", n)
 
     def work() -> tuple[str, str, int]:
-        with store.open_write(name) as sink:
+        # Leaving this block without commit aborts: the S3 multipart upload is aborted (no
+        # partial object, no pending parts), a file location's temporary file is removed.
+        with store.open_write(key) as sink:
             digest, size = archive.write_archive(
                 sink,
                 dumped,
@@ -352,14 +394,22 @@ async def _store_archive(
                 compression=compression,
                 level=ctx.zstd_level,
                 threads=ctx.zstd_threads,
+                recipients=store.dest.recipients,
                 progress=report,
                 cancel=cancel,
+                extra_files=extra_files or (),
             )
-            location = sink.commit()
-        return location, digest, size
+            # Completed only now, when the whole stream is hashed and flushed.
+            sink.commit()
+        return store.url(key), digest, size
 
-    # On cancellation the writer stops between chunks and removes its temporary file.
-    result: tuple[str, str, int] = await _in_thread(cancel, work)
+    # On cancellation the writer stops between chunks and aborts the upload.
+    try:
+        result: tuple[str, str, int] = await _in_thread(cancel, work)
+    except StorageError as exc:
+        raise PipelineError(f"storing the archive failed: {exc}") from exc
+    except crypto.CryptoError as exc:
+        raise PipelineError(str(exc)) from exc
     return result
 
 
@@ -374,13 +424,15 @@ def _cleanup(job_dir: Path, dumped: list[DumpedContainer]) -> None:
 async def run_restore(
     request: RestoreRequest, ctx: PipelineContext, progress: ProgressFn
 ) -> RestoreOutcome:
-    """Verify the archive's checksum, extract it and restore one container as a new one."""
+    """Fetch and verify the archive, unpack it and restore one container as a new one."""
     t_total = time.monotonic()
     timings = Timings()
-    location = request.restore_path
+    dest, store = _location(request.source, ctx)
     try:
-        store = store_for_location(location)
-    except StoreError as exc:
+        # Only archives of the location: anything else (a host file, another bucket) is
+        # refused before it is opened.
+        key = store.key_of(request.restore_path)
+    except StorageError as exc:
         raise PipelineError(str(exc)) from exc
     expected = request.checksum.removeprefix("sha256:")
 
@@ -389,26 +441,27 @@ async def run_restore(
             f"gpu: required, but this node cannot restore GPU state: {ctx.gpu.unavailable_reason()}"
         )
 
-    ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    job_dir = ctx.work_dir / f"restore-{request.container_id}-{secrets.token_hex(4)}"
-    job_dir.mkdir()
+    job_dir = archive.make_scratch(
+        ctx.work_dir, f"restore-{request.container_id}-{secrets.token_hex(4)}"
+    )
     cancel = threading.Event()
     try:
-        # One pass: the archive is hashed while it is extracted into this job's private
-        # folder (regular files under safe names only), and nothing is restored unless the
-        # hash matches. A separate verify pass first would read and hash it all twice.
+        # Stage (fetch + hash) into this job's private folder, compare, and only then
+        # decrypt and unpack: nothing unverified is ever unpacked.
         progress("extracting", 0)
         t = time.monotonic()
-        metadata = await _in_thread(cancel, _extract, store, location, expected, job_dir, cancel)
+        metadata = await _in_thread(
+            cancel, fetch_and_extract, store, key, expected, job_dir, dest, cancel
+        )
         timings.store = _ms(t)
 
-        entry = _pick_container(metadata, request.container)
-        rt_name = entry.get("restore_runtime") or metadata["runtime"]
-        rt = ctx.runtimes.get(rt_name)
-        if rt is None:
-            raise PipelineError(f"archive needs the {rt_name!r} runtime, not configured here")
+        try:
+            entry = metadata.container(request.container)
+        except archive.ArchiveError as exc:
+            raise PipelineError(str(exc)) from exc
+        rt = _restore_runtime(ctx, entry.restore_runtime or metadata.runtime)
         bundle = Path(request.bundle) if request.bundle else _recorded_bundle(entry)
-        images_dir = job_dir / entry["images"]
+        images_dir = job_dir / "root" / entry.images
 
         progress("restoring", 0)
         t = time.monotonic()
@@ -425,7 +478,7 @@ async def run_restore(
         timings.dump = _ms(t)
 
         gpu_pids: list[int] = []
-        had_gpu = bool(metadata.get("cuda_pids")) and request.gpu != GpuMode.none
+        had_gpu = bool(metadata.cuda_pids) and request.gpu != GpuMode.none
         if had_gpu:
             progress("gpu-restore", 0)
             t = time.monotonic()
@@ -446,12 +499,26 @@ async def run_restore(
     progress("done", 0)
     return RestoreOutcome(
         container_id=restored.container_id,
-        container=entry["name"],
+        container=entry.name,
         pid=restored.pid,
         runtime=rt.name,
         gpu_pids=gpu_pids,
         timings=timings,
     )
+
+
+def _restore_runtime(ctx: PipelineContext, recorded: str) -> Runtime:
+    """The backend that restores an archive comes from this agent's configuration: the
+    archive's record may only pick runc (which restores every container archive, the
+    kubelet's included) or the agent's configured backend, never e.g. a bare host process on
+    an agent configured for containers."""
+    allowed = {"runc", ctx.default_runtime}
+    rt = ctx.runtimes.get(recorded) if recorded in allowed else None
+    if rt is None:
+        raise PipelineError(
+            f"the archive needs the {recorded!r} runtime, which this agent does not restore with"
+        )
+    return rt
 
 
 async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
@@ -466,33 +533,49 @@ async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any
         raise
 
 
-def _extract(
-    store: Store, location: str, expected: str, dest: Path, cancel: threading.Event
-) -> dict[str, Any]:
+def fetch_and_extract(
+    store: LocationStore,
+    key: str,
+    expected_sha256: str,
+    scratch: Path,
+    dest: Destination,
+    cancel: threading.Event | None = None,
+) -> archive.ArchiveMetadata:
+    """Fetch ``key`` into ``scratch/archive`` while hashing it, compare with the expected
+    sha256, then decrypt (age, with the destination's identities) and unpack into
+    ``scratch/root`` within the free space of the scratch filesystem. ``scratch`` must be a
+    private folder (``archive.make_scratch``); on any failure it is left empty of archive
+    data. Raises PipelineError (ChecksumMismatch for a mismatch) with a message that names
+    no host path."""
+    staged = scratch / "archive"
+    root = scratch / "root"
     try:
-        with store.open_read(location) as f:
-            return archive.extract_archive(f, dest, expected_sha256=expected, cancel=cancel)
-    except FileNotFoundError as exc:
-        raise PipelineError(f"archive not found: {location}") from exc
+        limits = archive.ExtractLimits.for_folder(scratch)
+        with store.open_read(key) as src:
+            archive.stage_verified(
+                src, staged, expected_sha256, max_bytes=limits.max_bytes, cancel=cancel
+            )
+        identities = crypto.parse_identities([i.get_secret_value() for i in dest.identities])
+        # Recomputed: the staged copy now takes part of the space.
+        limits = archive.ExtractLimits.for_folder(scratch)
+        with staged.open("rb") as f:
+            metadata = archive.extract_archive(
+                f, root, identities=identities, limits=limits, cancel=cancel
+            )
+    except ObjectNotFound as exc:
+        raise PipelineError(f"archive not found: {exc}") from exc
     except archive.ChecksumError as exc:
         raise ChecksumMismatch(str(exc)) from exc
-    except archive.ArchiveError as exc:
+    except archive.Cancelled:
+        raise
+    except StorageError as exc:
+        raise PipelineError(f"fetching the archive failed: {exc}") from exc
+    except (archive.ArchiveError, crypto.CryptoError) as exc:
         raise PipelineError(f"bad archive: {exc}") from exc
+    finally:
+        staged.unlink(missing_ok=True)
+    return metadata
 
 
-def _pick_container(metadata: dict[str, Any], name: str | None) -> dict[str, Any]:
-    entries: list[dict[str, Any]] = metadata.get("containers", [])
-    if name is None:
-        if len(entries) != 1:
-            names = ", ".join(e["name"] for e in entries)
-            raise PipelineError(f"the archive holds several containers ({names}); name one")
-        return entries[0]
-    for e in entries:
-        if e["name"] == name:
-            return e
-    raise PipelineError(f"the archive holds no container named {name!r}")
-
-
-def _recorded_bundle(entry: dict[str, Any]) -> Path | None:
-    bundle = entry.get("bundle")
-    return Path(bundle) if bundle else None
+def _recorded_bundle(entry: archive.ContainerEntry) -> Path | None:
+    return Path(entry.bundle) if entry.bundle else None

@@ -142,7 +142,8 @@ class FileStore(Store):
         if not _NAME.match(name):
             raise StoreError(f"bad archive name {name!r}")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            # 0700: archives hold whole process memories (secrets, keys) of every namespace.
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             return _FileWriter(self.root / name)
         except OSError as exc:
             raise StoreError(f"cannot write to {self.root}: {exc}") from exc
@@ -161,19 +162,27 @@ class FileStore(Store):
         return path_of(location).is_file()
 
     def clean_partials(self, older_than_s: float = 3600) -> int:
-        """Remove temporary files left by a crashed agent; returns how many."""
+        """Remove temporary files left by a crashed agent, in the per-location and
+        per-namespace subfolders too (never following a symlink); returns how many."""
         removed = 0
         cutoff = time.time() - older_than_s
-        for p in self.root.glob(f".*{PARTIAL_SUFFIX}"):
-            with contextlib.suppress(FileNotFoundError):
-                if p.stat().st_mtime < cutoff:
-                    p.unlink()
-                    removed += 1
+        if not self.root.is_dir():
+            return 0
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+            for name in filenames:
+                if not (name.startswith(".") and name.endswith(PARTIAL_SUFFIX)):
+                    continue
+                p = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    if p.is_file() and not p.is_symlink() and p.lstat().st_mtime < cutoff:
+                        p.unlink()
+                        removed += 1
+            dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
         return removed
 
 
-def open_store(destination: str) -> Store:
-    """A store for a destination folder (``file://`` URL or absolute path)."""
+def open_store(destination: str) -> FileStore:
+    """The agent's node-local archive folder (``file://`` URL or absolute path)."""
     return FileStore(path_of(destination))
 
 

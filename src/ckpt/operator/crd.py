@@ -20,6 +20,7 @@ from ckpt.operator.models import (
     CheckpointSpec,
     CheckpointStatus,
 )
+from ckpt.storage import models as sl
 
 # JSON-schema keywords pydantic emits that a structural CRD schema does not accept.
 _DROPPED = {"title", "additionalProperties", "$defs"}
@@ -136,10 +137,101 @@ def _printer_columns() -> list[dict[str, Any]]:
     ]
 
 
+def storage_location_crd() -> dict[str, Any]:
+    """The cluster-scoped StorageLocation CRD (admin-defined archive destinations)."""
+    spec = structural_schema(sl.StorageLocationSpec)
+    # The model's cross-field rules, for the apiserver too.
+    spec["x-kubernetes-validations"] = [
+        {"rule": "self.type != 's3' || has(self.bucket)", "message": "type s3 needs a bucket"},
+        {
+            "rule": "self.type != 'file' || (!has(self.bucket) && !has(self.endpoint))",
+            "message": "type file takes no bucket or endpoint",
+        },
+    ]
+    status = structural_schema(sl.StorageLocationStatus, defaults=False)
+    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
+    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    status["properties"]["conditions"]["items"]["required"] = ["type", "status"]
+
+    def column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+        return {"name": name, "type": kind, "jsonPath": path, **extra}
+
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{sl.PLURAL}.{sl.GROUP}"},
+        "spec": {
+            "group": sl.GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": sl.KIND,
+                "listKind": f"{sl.KIND}List",
+                "plural": sl.PLURAL,
+                "singular": sl.KIND.lower(),
+                "shortNames": ["sl"],
+            },
+            "versions": [
+                {
+                    "name": sl.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        column("Type", ".spec.type"),
+                        column("Bucket", ".spec.bucket"),
+                        column("Prefix", ".spec.prefix"),
+                        column("Default", ".spec.default", "boolean"),
+                        column("Encrypted", ".spec.encryption.recipients[0]", priority=1),
+                        column("Phase", ".status.phase"),
+                        column("Last-Checked", ".status.lastChecked", "date"),
+                        column("Message", ".status.message", priority=1),
+                        column("Age", ".metadata.creationTimestamp", "date"),
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Where checkpoint archives are stored: an "
+                            "S3-compatible bucket or each node's local archive folder.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_storage_location() -> str:
+    header = (
+        "# Generated from ckpt.storage.models "
+        "(python -m ckpt.operator.crd storagelocation); do not edit.\n"
+    )
+    return header + yaml.dump(
+        storage_location_crd(), Dumper=_NoAliases, sort_keys=False, width=100
+    )
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Writes shared sub-objects out in full: no YAML anchors in a manifest."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render() -> str:
     header = "# Generated from ckpt.operator.models (python -m ckpt.operator.crd); do not edit.\n"
     return header + yaml.safe_dump(checkpoint_crd(), sort_keys=False, width=100)
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    if sys.argv[1:] == ["storagelocation"]:
+        sys.stdout.write(render_storage_location())
+    else:
+        sys.stdout.write(render())

@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from ckpt.operator import reconcile, retention
+from ckpt.operator import locations, reconcile, retention
 from ckpt.operator.agents import AgentIndex, AgentPod
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
 from ckpt.operator.runtime import (
@@ -61,6 +61,7 @@ async def checkpoint(
         get_pod=clients.kube.get_pod,
         agent_pods=index.agents,
         poll_interval=CONFIG.poll_interval,
+        locations=locations.from_kube(clients.kube, CONFIG.agent_namespace),
     )
     resource = reconcile.Resource(
         namespace=meta.namespace or "",
@@ -104,6 +105,23 @@ async def _release(
             CheckpointSpec.from_resource(spec),
             CheckpointStatus.model_validate(dict(status)),
             clients.api, clients.agents, agents,
+            locations=locations.from_kube(clients.kube, CONFIG.agent_namespace),
         )
     except retention.RetentionError as exc:
         raise kopf.TemporaryError(str(exc), delay=10) from exc
+
+
+@kopf.timer(
+    "ckpt.dev", "v1alpha1", "storagelocations",
+    interval=CONFIG.sync_interval, initial_delay=1.0, idle=None,
+)
+async def storage_location_available(
+    name: str, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any
+) -> None:
+    """Checks each StorageLocation periodically (Available condition, lastChecked)."""
+    clients: Clients = memo.clients
+    found = locations.from_kube(clients.kube, CONFIG.agent_namespace)
+    result = locations.merge_condition(dict(status), await locations.check(found, name, spec))
+    await clients.kube.patch_storage_location_status(
+        name, result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )

@@ -13,7 +13,9 @@ from typing import Any
 
 from kubernetes import client, config
 
+from ckpt.operator.locations import secret_values
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointStatus
+from ckpt.storage import models as sl
 
 
 def load_api_client() -> client.ApiClient:
@@ -49,3 +51,46 @@ class Kube:
             self._custom.patch_namespaced_custom_object_status,
             GROUP, VERSION, namespace, PLURAL, name, body,
         )
+
+    # -- storage locations (cluster-scoped) and their Secrets (operator's namespace only)
+
+    async def get_storage_location(self, name: str) -> Mapping[str, Any] | None:
+        def read() -> Mapping[str, Any] | None:
+            try:
+                result: Mapping[str, Any] = self._custom.get_cluster_custom_object(
+                    sl.GROUP, sl.VERSION, sl.PLURAL, name
+                )
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return result
+
+        return await asyncio.to_thread(read)
+
+    async def list_storage_locations(self) -> list[Mapping[str, Any]]:
+        result = await asyncio.to_thread(
+            self._custom.list_cluster_custom_object, sl.GROUP, sl.VERSION, sl.PLURAL
+        )
+        return list(result.get("items") or [])
+
+    async def patch_storage_location_status(self, name: str, status: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(
+            self._custom.patch_cluster_custom_object_status,
+            sl.GROUP, sl.VERSION, sl.PLURAL, name, {"status": dict(status)},
+        )
+
+    async def read_secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """A Secret's decoded data; only ever called for the operator's own namespace."""
+        def read() -> Mapping[str, str] | None:
+            try:
+                response = self._core.read_namespaced_secret(
+                    name, namespace, _preload_content=False
+                )
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return secret_values(json.loads(response.data))
+
+        return await asyncio.to_thread(read)

@@ -78,8 +78,9 @@ class CheckpointSpec(_CamelModel):
         description="auto: GPU state when the pod requests nvidia.com/gpu; required; none.",
     )
     storage: str | None = Field(
-        default=None, max_length=1024,
-        description="Destination override for the archive (path or file:// URL on the node).",
+        default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="Name of the StorageLocation for the archive (default: the location "
+        "marked default). A name only: paths and URLs are refused.",
     )
     timeout_seconds: Annotated[int, BeforeValidator(_integral)] = Field(
         default=900, ge=10, le=86400,
@@ -111,6 +112,9 @@ class CheckpointStatus(_CamelModel):
     gpu: str | None = Field(default=None, description="GPU model(s), or none.")
     platform: str | None = None
     restore_path: str | None = None
+    storage_location: str | None = Field(
+        default=None, description="StorageLocation that holds the archive."
+    )
     checksum: str | None = None
     size_bytes: int | None = None
     size: str | None = Field(default=None, description="Archive size, human readable.")

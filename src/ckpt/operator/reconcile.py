@@ -35,9 +35,11 @@ from ckpt.operator.conditions import (
     now_rfc3339,
     set_condition,
 )
+from ckpt.operator.locations import LocationError, Locations
 from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
 from ckpt.operator.target import Blocked, Target, resolve_target
 from ckpt.retry import Backoff, retry
+from ckpt.storage.models import Destination
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,6 +96,8 @@ class Dependencies:
     get_pod: Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
     agent_pods: Callable[[], Iterable[AgentPod]]
     poll_interval: float = 0.5
+    # StorageLocations; None (or no location at all) means each agent's node-local folder.
+    locations: Locations | None = None
 
 
 class Checkpointer:
@@ -217,7 +221,20 @@ class Checkpointer:
 
     # -- dump ----------------------------------------------------------------------------------
 
-    def _agent_request(self) -> CheckpointRequest:
+    async def _destination(self) -> Destination | None:
+        """The Checkpoint's location, with credentials for this one request."""
+        if self.deps.locations is None:
+            return None
+        try:
+            dest = await self.deps.locations.destination(self.res.spec.storage)
+        except LocationError as exc:
+            if exc.reason == "NoDefaultStorageLocation":
+                return None  # no location defined at all: the agent's node-local folder
+            raise Failure(exc.reason, exc.message) from exc
+        self.status.storage_location = dest.location
+        return dest
+
+    def _agent_request(self, destination: Destination | None = None) -> CheckpointRequest:
         target = self._target
         assert target is not None, "a job is only started after the target was resolved"
         return CheckpointRequest(
@@ -228,7 +245,7 @@ class Checkpointer:
             containers=list(target.containers),
             leave_running=self.res.spec.leave_running,
             gpu=self.res.spec.gpu,
-            destination=self.res.spec.storage or "",
+            destination=destination,
         )
 
     async def _dump(self, agent: AgentPod) -> CheckpointJob:
@@ -289,8 +306,9 @@ class Checkpointer:
                 self.status.agent = None
                 agent = await self._accept()
         # The POST is idempotent by checkpoint id: a job already there is answered as is.
+        destination = await self._destination()
         return await self._agent_call(
-            lambda: self.deps.agents.start_checkpoint(agent, self._agent_request())
+            lambda: self.deps.agents.start_checkpoint(agent, self._agent_request(destination))
         )
 
     async def _follow(self, job: CheckpointJob) -> None:
