@@ -109,6 +109,13 @@ def test_the_server_cleans_up_periodically(backend: Backend, tmp_path: Path) -> 
         assert http.patch(f"/v2/checkpoints/deprecate/{gone}").status_code == 404
 
 
+def _in_flight(http: httpx.Client) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("ckpt_api_requests_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("no ckpt_api_requests_in_flight in /metrics")
+
+
 def test_another_process_holding_the_write_lock_delays_writes_not_reads(tmp_path: Path) -> None:
     # The server runs SQLite work on its event loop and moves a write that would wait for
     # the lock to a thread: meanwhile reads must keep being answered.
@@ -127,7 +134,13 @@ def test_another_process_holding_the_write_lock_delays_writes_not_reads(tmp_path
         other.execute("BEGIN IMMEDIATE")
         try:
             pending = pool.submit(http.post, "/v2/checkpoints")
-            time.sleep(0.5)
+            # The write is in the server and waiting once two requests are in flight: it and
+            # the scrape that counts it.
+            deadline = time.monotonic() + 20
+            while _in_flight(http) < 2:
+                assert time.monotonic() < deadline, "the write never reached the server"
+                assert not pending.done(), pending.result()
+                time.sleep(0.01)
             assert not pending.done()  # the write waits for the other process...
             started = time.monotonic()
             listed = http.get("/v2/checkpoints")

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +35,13 @@ class ApiMetrics:
             "Time to answer an HTTP request, by method and route template.",
             ["method", "route"],
             buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        # Unlabelled: the route is only known once routing is done, and a stuck request (a
+        # write waiting on the database lock) shows here while it is stuck.
+        self.in_flight = Gauge(
+            "ckpt_api_requests_in_flight",
+            "HTTP requests being answered now (this one included, when it is a scrape).",
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -82,6 +89,7 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        self.metrics.in_flight.inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -92,6 +100,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.in_flight.dec()
             route = _route_template(scope, self.routes)
             method = scope.get("method", "")
             method = method if method in _METHODS else "OTHER"
