@@ -21,11 +21,14 @@ Manifest = dict[str, Any]
 OPERATOR_RULES = {
     *{("ckpt.dev", "checkpoints", v) for v in ("get", "list", "watch", "patch", "update")},
     *{("ckpt.dev", "checkpoints/status", v) for v in ("get", "patch", "update")},
-    *{("", "pods", v) for v in ("get", "list", "watch")},
-    *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},
+    # Target pods by name, anywhere; list and watch only in its own namespace (Role below).
+    ("", "pods", "get"),
+    ("", "events", "create"),
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
     *{("", "namespaces", v) for v in ("list", "watch")},
 }
+# The Role ckpt-operator-agents in the operator's namespace: the agent pod watch.
+OPERATOR_NAMESPACE_RULES = {("", "pods", "list"), ("", "pods", "watch")}
 AGENT_RULES = {
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("", "nodes/checkpoint", "create"),

@@ -5,12 +5,21 @@ These need no cluster; test_deploy_cluster.py sends the same objects to a real a
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_render import AGENT_RULES, NAMESPACE, OPERATOR_RULES, REPO_ROOT, Manifest
+from deploy_render import (
+    AGENT_RULES,
+    NAMESPACE,
+    OPERATOR_NAMESPACE_RULES,
+    OPERATOR_RULES,
+    REPO_ROOT,
+    Manifest,
+)
 
 from ckpt.agent.settings import AgentSettings
 from ckpt.api.settings import ApiSettings
@@ -21,6 +30,7 @@ Find = Callable[[str, str], Manifest]
 EXPECTED_OBJECTS = {
     ("Namespace", "ckpt-system"),
     ("CustomResourceDefinition", "checkpoints.ckpt.dev"),
+    ("CustomResourceDefinition", "storagelocations.ckpt.dev"),
     ("ServiceAccount", "ckpt-api"),
     ("PersistentVolumeClaim", "ckpt-api-data"),
     ("Deployment", "ckpt-api"),
@@ -28,6 +38,8 @@ EXPECTED_OBJECTS = {
     ("ServiceAccount", "ckpt-operator"),
     ("ClusterRole", "ckpt-operator"),
     ("ClusterRoleBinding", "ckpt-operator"),
+    ("Role", "ckpt-operator-agents"),
+    ("RoleBinding", "ckpt-operator-agents"),
     ("Deployment", "ckpt-operator"),
     ("ServiceAccount", "ckpt-agent"),
     ("ClusterRole", "ckpt-agent"),
@@ -35,13 +47,15 @@ EXPECTED_OBJECTS = {
     ("DaemonSet", "ckpt-agent"),
     ("DaemonSet", "ckpt-agent-gpu"),
     ("NetworkPolicy", "ckpt-agent"),
+    ("NetworkPolicy", "ckpt-operator"),
 }
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 WORKLOADS = {"Deployment", "DaemonSet"}
 
 # Host paths an agent may mount, and nothing else (see the comment atop deploy/base/agent.yaml).
 AGENT_HOST_PATHS = {
-    "/run/containerd": "Directory",
+    "/run/containerd/runc": "Directory",
+    "/run/containerd/io.containerd.runtime.v2.task": "Directory",
     "/sys/fs/cgroup": "Directory",
     "/var/lib/ckpt/archives": "DirectoryOrCreate",
     "/var/lib/ckpt/agent": "DirectoryOrCreate",
@@ -80,8 +94,9 @@ def expand(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 def test_exactly_the_expected_objects(manifests: list[Manifest]) -> None:
     found = [(m["kind"], m["metadata"]["name"]) for m in manifests]
     assert len(found) == len(set(found)), "an object is rendered twice"
-    # No Secret (the API token is created by hand, see deploy/README.md) and no Role: the
-    # operator runs --standalone and needs no peering objects.
+    # No Secret (the API token and the agents' TLS Secret are created by hand, see README.md
+    # and deploy/README.md); one Role, for the agent pod watch: the operator runs
+    # --standalone and needs no peering objects.
     assert set(found) == EXPECTED_OBJECTS
 
 
@@ -228,7 +243,9 @@ def test_operator_finds_the_agents_by_their_labels_and_port(find: Find) -> None:
     for name in ("ckpt-agent", "ckpt-agent-gpu"):
         pod = find("DaemonSet", name)["spec"]["template"]
         assert pod["metadata"]["labels"][key] == value
-        assert settings.agent_kind_label in pod["metadata"]["labels"]
+        # The kind label narrows nothing for the operator (it goes by the owning DaemonSet),
+        # but the DaemonSets' selectors use it.
+        assert "ckpt.dev/agent-kind" in pod["metadata"]["labels"]
         (agent,) = pod["spec"]["containers"]
         assert {"name": "agent", "containerPort": settings.agent_port} in agent["ports"]
 
@@ -277,11 +294,16 @@ def test_agent_mounts_only_the_host_paths_it_needs(find: Find, kind: str) -> Non
     for name, host_path in host_paths.items():
         # Each host path appears at the same place inside, where runc and CRIU expect it.
         assert mounts[name]["mountPath"] == host_path["path"]
-    containerd = next(n for n, hp in host_paths.items() if hp["path"] == "/run/containerd")
-    assert mounts[containerd]["mountPropagation"] == "HostToContainer"
-    # Everything else the agent writes goes to an emptyDir (its root filesystem is read-only).
+    bundles = next(n for n, hp in host_paths.items() if hp["path"].endswith("v2.task"))
+    assert mounts[bundles]["mountPropagation"] == "HostToContainer"
+    # Everything else the agent writes goes to an emptyDir (its root filesystem is read-only);
+    # its one Secret is its TLS certificate.
     assert agent["securityContext"]["readOnlyRootFilesystem"] is True
-    assert all("hostPath" in v or "emptyDir" in v for v in pod["volumes"])
+    assert all(
+        "hostPath" in v or "emptyDir" in v or v.get("secret", {}).get("secretName")
+        == "ckpt-agent-tls"
+        for v in pod["volumes"]
+    )
 
 
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
@@ -335,6 +357,12 @@ def test_gpu_agent_runs_only_on_gpu_nodes_with_the_nvidia_runtime(find: Find) ->
 
 def test_rbac_rules_are_exactly_what_each_part_needs(manifests: list[Manifest], find: Find) -> None:
     assert expand(find("ClusterRole", "ckpt-operator")["rules"]) == OPERATOR_RULES
+    role = find("Role", "ckpt-operator-agents")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert expand(role["rules"]) == OPERATOR_NAMESPACE_RULES
+    assert find("RoleBinding", "ckpt-operator-agents")["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ckpt-operator", "namespace": NAMESPACE}
+    ]
     assert expand(find("ClusterRole", "ckpt-agent")["rules"]) == AGENT_RULES
     for m in manifests:
         if m["kind"] in {"ClusterRole", "Role"}:
@@ -391,3 +419,80 @@ def test_only_the_operator_may_reach_the_agents(find: Find) -> None:
     assert source["podSelector"]["matchLabels"].items() <= operator_labels.items()
     assert "namespaceSelector" not in source  # the operator's own namespace only
     assert rule["ports"] == [{"protocol": "TCP", "port": "agent"}]
+
+
+# Where the agent must write, and why (the comment atop deploy/base/agent.yaml says the same).
+AGENT_WRITABLE = {
+    "/run/containerd/runc",  # runc updates each container's state.json
+    "/sys/fs/cgroup",  # the freezer
+    "/var/lib/ckpt/archives",  # archives
+    "/var/lib/ckpt/agent",  # job records and CRIU's scratch
+    "/var/lib/kubelet/checkpoints",  # the kubelet backend removes the tars it archived
+}
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_agent_host_paths_are_read_only_unless_written(find: Find, kind: str) -> None:
+    # Before: every host path read-write, /run/containerd (containerd.sock) included.
+    pod = agent_daemonsets(find)[kind]["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    for mount in agent["volumeMounts"]:
+        path = host_paths.get(mount["name"])
+        if path is not None:
+            assert bool(mount.get("readOnly")) == (path not in AGENT_WRITABLE), path
+    # containerd's socket (full control of every container) is not within any mount.
+    assert all(not "/run/containerd/containerd.sock".startswith(p + "/")
+               and p != "/run/containerd" for p in host_paths.values())
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_agent_serves_tls_and_accepts_only_the_agent_audience(find: Find, kind: str) -> None:
+    pod = agent_daemonsets(find)[kind]["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    env = env_of(agent)
+    secret = next(v for v in pod["volumes"] if v["name"] == "agent-tls")["secret"]
+    assert secret["secretName"] == "ckpt-agent-tls"
+    mount = next(m for m in agent["volumeMounts"] if m["name"] == "agent-tls")
+    assert mount["readOnly"] is True
+    assert env["CKPT_AGENT_TLS_CERT_FILE"]["value"] == f"{mount['mountPath']}/tls.crt"
+    assert env["CKPT_AGENT_TLS_KEY_FILE"]["value"] == f"{mount['mountPath']}/tls.key"
+    assert env["CKPT_AGENT_TOKEN_AUDIENCES"]["value"] == "ckpt-agent"
+    # GPUs through the NVIDIA runtime, none claimed from the device plugin.
+    assert "nvidia.com/gpu" not in json.dumps(agent["resources"])
+
+
+def test_operator_calls_agents_with_a_projected_agent_token_over_verified_tls(
+    find: Find,
+) -> None:
+    pod = find("Deployment", "ckpt-operator")["spec"]["template"]["spec"]
+    (operator,) = pod["containers"]
+    env = env_of(operator)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in operator["volumeMounts"]}
+    [source] = volumes["agent-token"]["projected"]["sources"]
+    token = source["serviceAccountToken"]
+    assert token["audience"] == "ckpt-agent"
+    assert token["expirationSeconds"] <= 3600
+    assert env["CKPT_OPERATOR_AGENT_TOKEN_FILE"]["value"] == (
+        f"{mounts['agent-token']['mountPath']}/{token['path']}"
+    )
+    # The agents' certificate, never their key.
+    assert volumes["agent-tls"]["secret"]["items"] == [{"key": "tls.crt", "path": "tls.crt"}]
+    assert env["CKPT_OPERATOR_AGENT_CA_FILE"]["value"] == (
+        f"{mounts['agent-tls']['mountPath']}/tls.crt"
+    )
+    assert env["CKPT_OPERATOR_AGENT_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    settings = OperatorSettings()
+    assert settings.agent_scheme == "https"
+    assert settings.agent_token_file == Path(env["CKPT_OPERATOR_AGENT_TOKEN_FILE"]["value"])
+
+
+def test_operator_admits_traffic_only_to_its_metrics_port(find: Find) -> None:
+    policy = find("NetworkPolicy", "ckpt-operator")["spec"]
+    labels = find("Deployment", "ckpt-operator")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": "metrics"}]}]
