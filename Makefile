@@ -15,7 +15,7 @@ help:
 	@echo "make wrapper - the static ckpt-runc runtime wrapper (.cache/bin/ckpt-runc)"
 	@echo "make demo   - checkpoint and restore a container on a local control plane"
 	@echo "make bench  - benchmarks (tables; see BENCHMARKS.md)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff, mypy --strict, import-linter contracts"
 	@echo "make images - build the container images with buildah (OCI archives in .cache/images/)"
 
 $(STAMP): pyproject.toml
@@ -41,8 +41,11 @@ test: setup tools
 wrapper:
 	cd cmd/ckpt-runc && CGO_ENABLED=0 go build -trimpath -o ../../.cache/bin/ckpt-runc .
 
+# ruff, mypy --strict over src/ (settings in pyproject.toml) and the import-linter contracts.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 crd: setup
 	$(BIN)/python -m ckpt.operator.crd > crds/checkpoint.yaml

@@ -79,12 +79,12 @@ class _Track(Generic[ReqT, JobT, OutT]):
         manager: JobManager,
     ) -> None:
         self.kind = kind
-        self._records = records
-        self._record_model = record_model
-        self._key = key
-        self._new_job = new_job
-        self._run = run
-        self._apply = apply
+        self._records: RecordStore[ReqT, JobT] = records
+        self._record_model: type[JobRecord[ReqT, JobT]] = record_model
+        self._key: Callable[[ReqT], str] = key
+        self._new_job: Callable[[str], JobT] = new_job
+        self._run: Callable[[ReqT, Progress], Awaitable[OutT]] = run
+        self._apply: Callable[[JobT, OutT], None] = apply
         self._manager = manager
         self.entries: dict[str, _Entry[ReqT, JobT]] = {}
 

@@ -7,6 +7,7 @@ become the typed errors of `ckpt.errors` (`NotFound`, `Conflict`, `Rejected`, `U
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -41,7 +42,7 @@ def _api_error(response: httpx.Response) -> ServiceError:
     except ValidationError:
         # A proxy in front of the API may answer with HTML or nothing; keep a readable message.
         text = response.text.strip()[:200] or response.reason_phrase
-        body = ApiError(message=text, code=response.status_code)
+        body = ApiError(message=text, code=str(response.status_code))
     return error_for(
         response.status_code, body.message, code=body.code, details=body.details
     )
@@ -139,7 +140,7 @@ class CheckpointsClient:
 
     async def list_page(
         self, limit: int, cursor: str | None = None
-    ) -> tuple[list[Checkpoint], str | None]:
+    ) -> tuple[builtins.list[Checkpoint], str | None]:
         """One page of the paging extension, and the cursor of the next page (None at the end)."""
         params: dict[str, str | int] = {"limit": limit}
         if cursor is not None:
@@ -219,5 +220,5 @@ class SyncCheckpointsClient:
 
     def list_page(
         self, limit: int, cursor: str | None = None
-    ) -> tuple[list[Checkpoint], str | None]:
+    ) -> tuple[builtins.list[Checkpoint], str | None]:
         return self._runner.run(self._client.list_page(limit, cursor))

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from ckpt.agent.capture import pod_template
 from ckpt.agent.client import AgentClient
 from ckpt.agent.models import CheckpointJob, CheckpointRequest, JobState, Timings
 from ckpt.api.client import CheckpointsClient
@@ -151,11 +152,11 @@ class Checkpointer:
         async def resolve() -> tuple[Target | None, AgentPod]:
             if self.status.checkpoint_id and self.status.agent:
                 return None, self._recorded_agent()
-            target = resolve_target(
-                self.res.spec,
-                self.res.namespace,
-                await self.deps.get_pod(self.res.namespace, self.res.spec.pod_name),
-            )
+            pod = await self.deps.get_pod(self.res.namespace, self.res.spec.pod_name)
+            target = resolve_target(self.res.spec, self.res.namespace, pod)
+            if pod is not None and self.status.pod_template is None:
+                # What a Restore creates the new Pod from; saved with the next status write.
+                self.status.pod_template = pod_template(pod)
             return target, choose_agent(target.node, self.deps.agent_pods(), target.needs_gpu)
 
         async def blocked(exc: Exception) -> None:
@@ -246,6 +247,7 @@ class Checkpointer:
             leave_running=self.res.spec.leave_running,
             gpu=self.res.spec.gpu,
             destination=destination,
+            pod_template=self.status.pod_template,
         )
 
     async def _dump(self, agent: AgentPod) -> CheckpointJob:
@@ -282,11 +284,13 @@ class Checkpointer:
         while job.state is JobState.running:
             await self._follow(job)
             seen = (job.phase, job.bytes_done)
-            job = await self._agent_call(
-                lambda phase=job.phase: self.deps.agents.checkpoint_job(
+
+            def poll(phase: str = job.phase) -> Awaitable[CheckpointJob]:
+                return self.deps.agents.checkpoint_job(
                     agent, checkpoint_id, wait=LONG_POLL, phase=phase
-                ),
-            )
+                )
+
+            job = await self._agent_call(poll)
             if job.state is JobState.running and (job.phase, job.bytes_done) == seen:
                 # Nothing changed within the long poll (or an agent without long polls
                 # answered at once): don't spin.
