@@ -13,6 +13,7 @@ import pytest
 from ckpt.agent.models import JobState, StageJob, StageRequest, StageResult, StageTimings
 from ckpt.errors import NotFound
 from ckpt.operator.agents import AgentPod
+from ckpt.operator.locations import LocationError
 from ckpt.operator.restore import (
     CheckpointFacts,
     PodExists,
@@ -25,8 +26,10 @@ from ckpt.operator.restore import (
     restored_pod,
 )
 from ckpt.operator.restore_models import RestorePhase, RestoreSpec, RestoreStatus
+from ckpt.storage.models import Destination, LocationType
 
 UID = "0b6c5a4e-1111-2222-3333-444455556666"
+S3 = Destination(location="shared", type=LocationType.s3, bucket="ckpt")
 CHECKSUM = "sha256:" + "ab" * 32
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -79,6 +82,7 @@ def _checkpoint(phase: str = "Ready", gpu: str = "none", node: str = "node-1") -
             "checksum": CHECKSUM,
             "gpu": gpu,
             "platform": "linux/amd64",
+            "storageLocation": "shared",
             "podTemplate": {
                 "metadata": {"labels": {"app": "counter"}},
                 "spec": {
@@ -218,9 +222,12 @@ class World:
         nodes: list[dict] | None = None,
         agents: list[AgentPod] | None = None,
         stager: Stager | None = None,
+        location: Destination | None = S3,
         **spec: Any,
     ) -> None:
         self.clock = Clock()
+        self.location = location
+        self.located: list[str | None] = []
         self.kube = Kube(
             _checkpoint() if checkpoint is None else checkpoint,
             nodes if nodes is not None else [_node("node-1"), _node("node-2")],
@@ -232,10 +239,16 @@ class World:
         self.spec = RestoreSpec.from_resource({"checkpointName": "counter-1", **spec})
         self.report = Reporter()
 
+    async def locate(self, name: str | None) -> Destination | None:
+        self.located.append(name)
+        if self.location is not None and self.location.location == "gone":
+            raise LocationError("StorageLocationNotFound", "StorageLocation 'gone' not found")
+        return self.location
+
     def deps(self) -> RestoreDeps:
         return RestoreDeps(
             kube=self.kube, stager=self.stager, agent_pods=lambda: list(self.agents),
-            clock=self.clock, poll_interval=0.5, timeout_seconds=300,
+            clock=self.clock, locate=self.locate, poll_interval=0.5, timeout_seconds=300,
         )
 
     def restorer(self, status: RestoreStatus | None = None) -> Restorer:
@@ -390,6 +403,32 @@ async def test_source_node_not_ready_falls_back_to_another_compatible_node() -> 
     status = await world.run()
     assert status.node_name == "node-2"
     assert "source node node-1 unavailable" in status.conditions[1].message
+
+
+async def test_the_location_travels_to_the_agent_with_the_request() -> None:
+    world = World()
+    await world.run()
+    assert world.located == ["shared"]
+    assert world.stager.posts[0][1].location == S3
+
+
+async def test_node_local_archive_is_restored_on_its_node_only() -> None:
+    # The source node is gone from the cluster (a NotReady one may come back: that waits).
+    world = World(location=None, nodes=[_node("node-2")])
+    status = await world.run()
+    assert (status.phase, _condition(status, "Running")[1]) == (
+        RestorePhase.Failed, "NoCompatibleNode"
+    )
+    assert "node-local" in status.message and not world.stager.posts
+    named = World(location=None, nodeName="node-2")
+    assert (await named.run()).node_name == "node-2"
+
+
+async def test_unusable_location_is_refused() -> None:
+    world = World(location=Destination(location="gone", type=LocationType.s3, bucket="bucket"))
+    status = await world.run()
+    assert _condition(status, "Running") == ("False", "StorageLocationNotFound")
+    assert not world.stager.posts and not world.kube.creates
 
 
 async def test_operator_restart_between_staging_and_pod_creation() -> None:

@@ -32,6 +32,7 @@ from ckpt.agent.models import JobState, StageJob, StageRequest
 from ckpt.errors import NotFound, ServiceError
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import set_condition
+from ckpt.operator.locations import LocationError
 from ckpt.operator.restore_models import (
     RESTORE_ANNOTATION,
     RESTORE_NAME_LABEL,
@@ -42,6 +43,7 @@ from ckpt.operator.restore_models import (
     RestoreStatus,
     RestoreTimings,
 )
+from ckpt.storage.models import Destination, LocationType
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -140,12 +142,19 @@ class RealClock:
         await asyncio.sleep(seconds)
 
 
+async def _node_local(_: str | None) -> Destination | None:
+    return None
+
+
 @dataclass
 class RestoreDeps:
     kube: RestoreKube
     stager: Stager
     agent_pods: Callable[[], Iterable[AgentPod]]
     clock: Clock = field(default_factory=RealClock)
+    # The checkpoint's StorageLocation resolved for the agent (credentials, age identities);
+    # None: node-local archives. Raises LocationError when it cannot be used.
+    locate: Callable[[str | None], Awaitable[Destination | None]] = _node_local
     poll_interval: float = 0.5
     # A Restore not Running this long after its creation fails (reason Timeout).
     timeout_seconds: float = 900.0
@@ -173,6 +182,7 @@ class CheckpointFacts:
     gpu: str
     platform: str
     template: Mapping[str, Any]
+    storage_location: str | None = None
 
     @property
     def needs_gpu(self) -> bool:
@@ -215,6 +225,7 @@ def checkpoint_facts(name: str, checkpoint: Mapping[str, Any] | None) -> Checkpo
         gpu=str(status.get("gpu") or "none"),
         platform=str(status.get("platform") or ""),
         template=template,
+        storage_location=status.get("storageLocation"),
     )
 
 
@@ -271,12 +282,16 @@ def choose_node(
     requested: str | None,
     nodes: Iterable[Mapping[str, Any]],
     agents: Iterable[AgentPod],
+    *,
+    node_local: bool = False,
 ) -> tuple[str, AgentPod]:
     """The node to restore on and its agent: `spec.nodeName`, else the source node when it is
     Ready with an agent, else the first (by name) Ready, compatible node with an agent.
 
-    Raises `Refused` when no node could ever do (named node missing or incompatible; no
-    compatible node in the cluster) and `Waiting` while a compatible node lacks a ready agent.
+    A node-local archive (`node_local`) is only on the source node: no other is chosen
+    unless named. Raises `Refused` when no node could ever do (named node missing or
+    incompatible; no compatible node in the cluster) and `Waiting` while a compatible node
+    lacks a ready agent.
     """
     by_name = {(n.get("metadata") or {}).get("name", ""): n for n in nodes}
     agents = list(agents)
@@ -303,6 +318,14 @@ def choose_node(
         detail = "; ".join(p[1] for p in problems if p) or "the cluster has no nodes"
         raise Refused(reason, f"no node can restore checkpoint {facts.name}: {detail}")
     order = sorted(compatible, key=lambda n: (n != facts.node, n))
+    if node_local:
+        order = [n for n in order if n == facts.node]
+        if not order:
+            raise Refused(
+                "NoCompatibleNode",
+                f"checkpoint {facts.name}'s archive is node-local on {facts.node}, which cannot "
+                "restore it; name a node that reaches it (spec.nodeName) or use object storage",
+            )
     for name in order:
         node = by_name[name]
         if not _node_ready(node) or (node.get("spec") or {}).get("unschedulable"):
@@ -390,6 +413,7 @@ class Restorer:
         self.status = status
         self.report = report
         self._began: float | None = None
+        self._location: Destination | None = None
 
     @property
     def deadline(self) -> dt.datetime:
@@ -422,6 +446,10 @@ class Restorer:
         self.status.observed_generation = self.res.generation
         pod_name = self.res.spec.target_pod()
         facts = await self._until(self._checkpoint)
+        try:
+            self._location = await self.deps.locate(facts.storage_location)
+        except LocationError as exc:
+            raise Refused(exc.reason, exc.message) from exc
         existing = await self.deps.kube.get_pod(self.res.namespace, pod_name)
         if existing is not None and not self._ours(existing):
             raise Refused(
@@ -490,7 +518,8 @@ class Restorer:
                 )
             return self.status.node_name, agent
         node, agent = choose_node(
-            facts, self.res.spec.node_name, await self.deps.kube.list_nodes(), agents
+            facts, self.res.spec.node_name, await self.deps.kube.list_nodes(), agents,
+            node_local=self._location is None or self._location.type is LocationType.file,
         )
         self.status.node_name = node
         self.status.agent = agent.ref
@@ -514,6 +543,7 @@ class Restorer:
             checkpoint_id=facts.checkpoint_id,
             source=facts.source,
             checksum=facts.checksum,
+            location=self._location,
         )
 
     async def _stage(self, facts: CheckpointFacts, node: str, agent: AgentPod) -> None:
