@@ -77,11 +77,11 @@ class ApiSettings(BaseSettings):
     rate_limit_per_second: float = Field(
         default=100,
         ge=0,
-        description="Requests per second one tenant may make on average (0: no limit); "
-        "beyond it 429 with Retry-After.",
+        description="Average requests per second allowed to one tenant (0: no limit); beyond "
+        "it 429 with Retry-After.",
     )
     rate_limit_burst: int = Field(
-        default=200, ge=1, description="Requests one tenant may make at once above the rate."
+        default=200, ge=1, description="Requests one tenant may send at once above the rate."
     )
     unknown_token_lookups_per_second: float = Field(
         default=5,
@@ -90,7 +90,7 @@ class ApiSettings(BaseSettings):
         "limit); beyond it 429 without a database lookup.",
     )
     unknown_token_lookups_burst: int = Field(
-        default=20, ge=1, description="Failed token lookups one client address may make at once."
+        default=20, ge=1, description="Failed token lookups one client address may cause at once."
     )
 
     @model_validator(mode="after")
