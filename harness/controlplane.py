@@ -44,10 +44,10 @@ class KubectlError(subprocess.CalledProcessError):
         return f"{super().__str__()}\n{self.stderr}"
 
 
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (the OS hands out a fresh one each time)."""
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port that was free on `address` a moment ago (the OS hands out a fresh one each time)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
@@ -152,15 +152,50 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path | None, token: str, 
     path.chmod(0o600)
 
 
-class LocalControlPlane:
-    """Starts etcd and kube-apiserver on free loopback ports; `stop()` leaves no process behind."""
+@dataclass(frozen=True)
+class NodesOptions:
+    """What the apiserver needs once real kubelets join (harness.cluster).
 
-    def __init__(self, workdir: Path | None = None, binaries: Path | None = None) -> None:
+    Without it the control plane is envtest style: loopback only, self-signed serving cert,
+    no ServiceAccount admission. With it: a CA-signed serving certificate that pods verify
+    through the kube-root-ca.crt ConfigMap, client certificates for the kubelets and the
+    controllers (`--client-ca-file`), the Node authorizer and NodeRestriction for the kubelets,
+    ServiceAccount admission back on (the controller-manager creates `default` accounts), and
+    a client identity for calls to the kubelets (exec, logs, the checkpoint API).
+    """
+
+    address: str
+    service_cidr: str
+    ca_cert: Path
+    serving_cert: Path
+    serving_key: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
+    service_account_key: Path
+    service_account_pub: Path
+
+
+class LocalControlPlane:
+    """Starts etcd and kube-apiserver on free ports; `stop()` leaves no process behind."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        binaries: Path | None = None,
+        *,
+        nodes: NodesOptions | None = None,
+    ) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ckpt-controlplane-"))
         self._binaries = binaries
+        self._nodes = nodes
         self._procs: list[subprocess.Popen[bytes]] = []
         self.cluster: Cluster | None = None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The process ids of etcd and kube-apiserver (for a cluster that outlives this object)."""
+        return dict(zip(("etcd", "kube-apiserver"), (p.pid for p in self._procs), strict=False))
 
     def start(self, timeout: float = 90.0) -> Cluster:
         binaries = self._binaries or controlplane_binaries()
@@ -171,11 +206,20 @@ class LocalControlPlane:
             f'{admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
         )
         (self.workdir / "tokens.csv").chmod(0o600)
-        sa_key = certs / "sa.key"
-        _run(["openssl", "genrsa", "-out", str(sa_key), "2048"])
-        _run(["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(certs / "sa.pub")])
+        nodes = self._nodes
+        if nodes is None:
+            sa_key, sa_pub = certs / "sa.key", certs / "sa.pub"
+            _run(["openssl", "genrsa", "-out", str(sa_key), "2048"])
+            _run(["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub)])
+            address, service_cidr = "127.0.0.1", "10.96.0.0/16"
+            ca_file = certs / "apiserver.crt"
+        else:
+            sa_key, sa_pub = nodes.service_account_key, nodes.service_account_pub
+            address, service_cidr = nodes.address, nodes.service_cidr
+            ca_file = nodes.ca_cert
 
-        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        etcd_port, peer_port = free_port(), free_port()
+        api_port = free_port(address)
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         self._spawn(
             "etcd",
@@ -192,33 +236,46 @@ class LocalControlPlane:
                 "--log-level", "warn",
             ],
         )
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(binaries / "kube-apiserver"),
-                "--etcd-servers", etcd_url,
-                "--bind-address", "127.0.0.1",
-                "--advertise-address", "127.0.0.1",
-                "--secure-port", str(api_port),
-                "--cert-dir", str(certs),
+        apiserver = [
+            str(binaries / "kube-apiserver"),
+            "--etcd-servers", etcd_url,
+            "--bind-address", address,
+            "--advertise-address", address,
+            "--secure-port", str(api_port),
+            "--cert-dir", str(certs),
+            "--token-auth-file", str(self.workdir / "tokens.csv"),
+            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file", str(sa_pub),
+            "--service-account-signing-key-file", str(sa_key),
+            "--api-audiences", "https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range", service_cidr,
+            "--allow-privileged",
+            "--enable-priority-and-fairness=false",
+            "--v", "0",
+        ]
+        if nodes is None:
+            apiserver += [
                 "--authorization-mode", "RBAC",
-                "--token-auth-file", str(self.workdir / "tokens.csv"),
-                "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-                "--service-account-key-file", str(certs / "sa.pub"),
-                "--service-account-signing-key-file", str(sa_key),
-                "--api-audiences", "https://kubernetes.default.svc.cluster.local",
-                "--service-cluster-ip-range", "10.96.0.0/16",
-                "--allow-privileged",
                 # No controller-manager runs here, so nothing creates the `default`
                 # ServiceAccount that this admission plugin would insist on for every pod.
                 "--disable-admission-plugins", "ServiceAccount",
-                "--enable-priority-and-fairness=false",
-                "--v", "0",
-            ],
-        )
-        server = f"https://127.0.0.1:{api_port}"
-        ca_file = certs / "apiserver.crt"
-        self._wait_ready(server, certs, admin_token, timeout)
+            ]
+        else:
+            apiserver += [
+                "--authorization-mode", "Node,RBAC",
+                "--enable-admission-plugins", "NodeRestriction",
+                "--client-ca-file", str(nodes.ca_cert),
+                "--tls-cert-file", str(nodes.serving_cert),
+                "--tls-private-key-file", str(nodes.serving_key),
+                "--kubelet-client-certificate", str(nodes.kubelet_client_cert),
+                "--kubelet-client-key", str(nodes.kubelet_client_key),
+                # The nodes share the host's network; each kubelet listens on its own
+                # InternalIP (its bridge's address), which is how exec/logs must reach it.
+                "--kubelet-preferred-address-types", "InternalIP",
+            ]
+        self._spawn("kube-apiserver", apiserver)
+        server = f"https://{address}:{api_port}"
+        self._wait_ready(server, ca_file, admin_token, timeout)
         kubeconfig = self.workdir / "kubeconfig"
         write_kubeconfig(kubeconfig, server, ca_file, admin_token, user=ADMIN_USER)
         self.cluster = Cluster(kubeconfig, server, ca_file, admin_token, self.workdir)
@@ -250,7 +307,7 @@ class LocalControlPlane:
         log.close()
         self._procs.append(proc)
 
-    def _wait_ready(self, server: str, certs: Path, token: str, timeout: float) -> None:
+    def _wait_ready(self, server: str, ca: Path, token: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -259,7 +316,6 @@ class LocalControlPlane:
                     raise ControlPlaneError(
                         f"{name} exited with {proc.returncode}:\n{self._log_tail(name)}"
                     )
-            ca = certs / "apiserver.crt"
             if ca.exists():
                 try:
                     context = ssl.create_default_context(cafile=str(ca))

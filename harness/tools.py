@@ -17,10 +17,10 @@ class ToolError(RuntimeError):
     """A tools/ script failed; the message holds the tail of its error output."""
 
 
-def run_tool(script: str, timeout: float = 1800) -> str:
-    """Runs tools/<script> and returns the last line it printed."""
+def run_tool(script: str, *args: str, timeout: float = 1800) -> str:
+    """Runs tools/<script> with `args` and returns the last line it printed."""
     proc = subprocess.run(
-        ["bash", str(REPO_ROOT / "tools" / script)],
+        ["bash", str(REPO_ROOT / "tools" / script), *args],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     if proc.returncode != 0:
@@ -33,7 +33,10 @@ def criu_binary() -> str:
     return run_tool("criu/install.sh")
 
 
-def controlplane_binaries() -> Path:
-    """The folder with kube-apiserver and etcd (CKPT_CONTROLPLANE_BIN overrides the build)."""
+def controlplane_binaries(*names: str) -> Path:
+    """The folder with kube-apiserver and etcd, or with the binaries `names` (build.sh's
+    arguments; the local cluster asks for all six). CKPT_CONTROLPLANE_BIN overrides the build."""
     override = os.environ.get("CKPT_CONTROLPLANE_BIN")
-    return Path(override) if override else Path(run_tool("controlplane/build.sh"))
+    if override:
+        return Path(override)
+    return Path(run_tool("controlplane/build.sh", *(names or ("etcd", "kube-apiserver"))))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cluster.fixtures import ClusterUnderTest, cluster_with_nodes
 from harness.controlplane import Cluster, cluster_for_tests
 
 
@@ -33,4 +34,12 @@ def _existing_kubeconfig(config: pytest.Config) -> Path | None:
 def kube(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     """A real kube-apiserver (RBAC on, token auth, ServiceAccount tokens) for the whole session."""
     with cluster_for_tests(_existing_kubeconfig(pytestconfig)) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_nodes(pytestconfig: pytest.Config) -> Iterator[ClusterUnderTest]:
+    """A cluster with real nodes (kubelet + containerd): the --kubeconfig one, the running
+    `make cluster`, or a local one started for this session and stopped at its end."""
+    with cluster_with_nodes(_existing_kubeconfig(pytestconfig)) as cluster:
         yield cluster

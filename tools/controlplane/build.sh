@@ -4,6 +4,9 @@
 # cache keyed by go.mod, go.sum, the Go version and this script; later runs reuse it. Prints
 # the folder holding the binaries. CKPT_CACHE overrides the cache root.
 #
+#   build.sh                    all six (the local cluster)
+#   build.sh etcd kube-apiserver  only those (the envtest-style control plane of the tests)
+#
 # Concurrent callers (several test sessions on a fresh machine) wait on one lock instead of
 # compiling the same multi-GiB link side by side on two cores.
 set -euo pipefail
@@ -13,6 +16,9 @@ cache=${CKPT_CACHE:-$root/.cache}
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" <(go env GOVERSION) | sha256sum | cut -c1-16)
 out="$cache/controlplane/$key"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet)
+if (($# > 0)); then
+    binaries=("$@")
+fi
 
 complete() {
     local name
@@ -25,7 +31,6 @@ if complete; then
 fi
 mkdir -p "$out"
 exec 9>"$cache/controlplane/.build.lock"
-flock 9
 cd "$here"
 start=$(date +%s)
 version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
@@ -37,7 +42,13 @@ stamp+=" -X k8s.io/component-base/version.gitMajor=${major%%.*}"
 stamp+=" -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
 stamp+=" -X k8s.io/component-base/version.gitTreeState=clean"
 for name in "${binaries[@]}"; do
-    [[ -x "$out/$name" ]] && continue
+    # One binary at a time under the lock, so a caller that needs only etcd and the apiserver
+    # never waits for another's kubelet.
+    flock 9
+    if [[ -x "$out/$name" ]]; then
+        flock -u 9
+        continue
+    fi
     echo "building $name into $out (first time only; several minutes)" >&2
     if [[ $name == etcd ]]; then
         package=go.etcd.io/etcd/server/v3
@@ -50,6 +61,7 @@ for name in "${binaries[@]}"; do
     # responsive. CGO_ENABLED=0: static binaries, which the nodes' namespaces run as they are.
     CGO_ENABLED=0 go build -p 2 -trimpath -ldflags="$ldflags" -o "$out/.$name.tmp" "$package"
     mv "$out/.$name.tmp" "$out/$name"
+    flock -u 9
 done
 echo "built in $(( $(date +%s) - start ))s" >&2
 echo "$out"

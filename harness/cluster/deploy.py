@@ -1,0 +1,76 @@
+"""ckpt on the local cluster: its images loaded, `deploy/local` applied, its pods Ready.
+
+The images come from tools/images/build.sh (buildah, from the project's Dockerfile), which
+prints the folder holding `ckpt.tar` and `ckpt-agent.tar`, each named as `deploy/` names it.
+The one manual step of deploy/README.md, the operator's token of the checkpoints API, is done
+here the same way a user does it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.cluster.cluster import ClusterError, LocalKubeCluster
+from harness.tools import REPO_ROOT, run_tool
+
+NAMESPACE = "ckpt-system"
+OVERLAY = REPO_ROOT / "deploy" / "local"
+IMAGE_ARCHIVES = ("ckpt.tar", "ckpt-agent.tar")
+# The Secret holding the operator's API token, as deploy/README.md names it.
+OPERATOR_API_SECRET = "ckpt-api-token"  # noqa: S105 - the name of a Secret, not a secret
+
+
+def ckpt_image_archives() -> list[Path]:
+    """Builds (or finds cached) ckpt's images; returns their OCI archives."""
+    folder = Path(run_tool("images/build.sh", timeout=3600))
+    archives = [folder / name for name in IMAGE_ARCHIVES]
+    missing = [str(a) for a in archives if not a.exists()]
+    if missing:
+        raise ClusterError(f"tools/images/build.sh printed {folder}, without {missing}")
+    return archives
+
+
+def deploy_ckpt(
+    cluster: LocalKubeCluster,
+    timeout: float = 600.0,
+    log: Callable[[str], None] = lambda message: None,
+) -> None:
+    """Loads the images into every node, applies deploy/local and waits for Ready pods."""
+    for archive in ckpt_image_archives():
+        log(f"loading {archive.name} into {', '.join(cluster.load_image(archive))}")
+    log("applying deploy/local")
+    kube = cluster.cluster()
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY))
+    kube.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/ckpt-api",
+                 f"--timeout={int(timeout)}s")
+    secret = kube.kubectl("-n", NAMESPACE, "get", "secret", OPERATOR_API_SECRET, check=False)
+    if secret.returncode != 0:
+        log("creating the operator's API token (deploy/README.md)")
+        token = kube.kubectl("-n", NAMESPACE, "exec", "deployment/ckpt-api", "--",
+                             "ckpt", "api", "token", "create", "--tenant", "local").stdout
+        kube.kubectl("-n", NAMESPACE, "create", "secret", "generic", OPERATOR_API_SECRET,
+                     f"--from-literal=token={token.strip()}")
+    wait_pods_ready(cluster, NAMESPACE, timeout)
+
+
+def wait_pods_ready(cluster: LocalKubeCluster, namespace: str, timeout: float) -> None:
+    """Until every pod of `namespace` is Ready (and there is at least one)."""
+    kube = cluster.cluster()
+    deadline = time.monotonic() + timeout
+    waiting: list[str] = ["(no pods yet)"]
+    while time.monotonic() < deadline:
+        pods = json.loads(kube.kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)
+        waiting = [
+            pod["metadata"]["name"]
+            for pod in pods["items"]
+            if not any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in pod["status"].get("conditions", []))
+        ]
+        if pods["items"] and not waiting:
+            return
+        time.sleep(2)
+    described = kube.kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False).stdout
+    raise ClusterError(f"pods not Ready after {timeout:.0f}s: {waiting}\n{described}")
