@@ -7,21 +7,12 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # The projected token of deploy/base/operator.yaml: audience `ckpt-agent`, short-lived and
 # rotated by the kubelet. It is worthless against the apiserver (wrong audience), unlike the
 # ServiceAccount's default token, which the operator uses for the apiserver only.
 AGENT_TOKEN = Path("/var/run/secrets/ckpt.dev/agent-token/token")
 # The agents' certificate, mounted from Secret ckpt-agent-tls (its public part only).
 AGENT_CA = Path("/var/run/secrets/ckpt.dev/agent-tls/tls.crt")
-
-
-def _own_namespace() -> str:
-    """The namespace the operator runs in: its ServiceAccount mount says, else ckpt-system."""
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "ckpt-system"
-    except OSError:
-        return "ckpt-system"
 
 
 class OperatorSettings(BaseSettings):
@@ -35,9 +26,9 @@ class OperatorSettings(BaseSettings):
         default=SecretStr(""), description="Bearer token of the checkpoints API (a tenant's)."
     )
     agent_namespace: str = Field(
-        default_factory=_own_namespace,
-        description="Namespace of the agents (the operator's own): agent pods elsewhere are "
-        "never called.",
+        default="ckpt-system",
+        description="Namespace of the agents, the operator's own (deploy/ sets it from the "
+        "pod's namespace): agent pods elsewhere are never called.",
     )
     agent_selector: str = Field(
         default="app.kubernetes.io/name=ckpt-agent",
