@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ckpt.agent.models import GpuMode
 from ckpt.operator.models import CheckpointSpec, RetainPolicy
+from ckpt.operator.restore_models import RestoreSpec
 
 console = Console(stderr=True)
 out = Console()
@@ -151,51 +152,129 @@ def _age(created: str) -> str:
 
 
 def restore(
-    checkpoint_name: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A Ready one.")],
+    checkpoint_name: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A Checkpoint.")],
     namespace: Namespace = "default",
-    name: Annotated[
-        str | None, typer.Option(help="Name of the Restore (default: CHECKPOINT-restore-XXXX).")
+    node: Annotated[
+        str | None, typer.Option("--node", help="Node to restore on (default: the operator's "
+                                 "choice: the source node, else a compatible one).")
     ] = None,
     pod_name: Annotated[
-        str | None, typer.Option(help="Name of the new Pod (default: CHECKPOINT-restored).")
+        str | None, typer.Option("--pod-name", help="Name of the new Pod "
+                                 "(default: CHECKPOINT-restored).")
     ] = None,
-    node: Annotated[
-        str | None, typer.Option(help="Node to restore on (default: chosen by the operator).")
+    name: Annotated[
+        str | None, typer.Option(help="Name of the Restore (default: CHECKPOINT-<random>).")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the Pod.")] = 900,
+    wait: Annotated[bool, typer.Option(help="Follow it until Running or Failed.")] = True,
+    timeout: Annotated[int, typer.Option(help="Seconds to follow it.")] = 900,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
-    """Restore a checkpoint as a new Pod: creates a Restore and follows it.
+    """Restore a checkpoint as a new Pod: creates a Restore resource and follows it."""
+    from ckpt.user.resources import Checkpoints, UserError, api_client
+    from ckpt.user.restore import Restores
 
-    The operator does the work with its own agents; this command needs only the right to
-    create Restores in the namespace.
-    """
-    from ckpt.user.resources import UserError, api_client
-    from ckpt.user.restore import Restores, follow
-
-    resource = name or f"{checkpoint_name}-restore-{secrets.token_hex(2)}"[:253]
     try:
-        restores = Restores(api_client(kubeconfig, context))
-        restores.create(namespace, resource, checkpoint_name, pod_name=pod_name, node_name=node)
-        console.print(f"restore.ckpt.dev/{resource} created")
-        status = follow(
-            restores, namespace, resource, timeout=timeout,
-            on_phase=lambda phase, message: console.print(
-                f"{phase}" + (f": {message}" if message else "")
-            ),
+        api = api_client(kubeconfig, context)
+        # Read first: a typo is reported now rather than as a Restore waiting for it.
+        Checkpoints(api).get(namespace, checkpoint_name)
+        status = _restore(
+            Restores(api), namespace, name or f"{checkpoint_name}-{secrets.token_hex(3)}",
+            RestoreSpec(checkpoint_name=checkpoint_name, pod_name=pod_name, node_name=node),
+            wait=wait, timeout=timeout,
         )
     except UserError as exc:
         raise _fail(str(exc)) from None
-    if status.get("phase") != "Running":
-        raise _fail(f"restore {namespace}/{resource} failed: {status.get('message', '')}")
-    out.print(
-        f"restored {namespace}/{checkpoint_name} as pod {status.get('podName')} "
-        f"on {status.get('nodeName')}"
+    if status is not None and status.get("phase") != "Running":
+        raise _fail(f"restore did not reach Running: {status.get('message') or 'timed out'}")
+
+
+def _restore(
+    restores: Any, namespace: str, name: str, spec: RestoreSpec, *, wait: bool, timeout: int
+) -> dict[str, Any] | None:
+    """Creates the Restore and, with `wait`, follows it and prints its summary."""
+    from ckpt.user import follow
+    from ckpt.user.restore import RESTORE_STEPS, RESTORE_TERMINAL, restore_rows
+
+    restores.create(namespace, name, spec)
+    console.print(f"restore.ckpt.dev/{name} created")
+    if not wait:
+        return None
+    status = follow.follow(
+        lambda: restores.get(namespace, name).get("status") or {}, console,
+        timeout=timeout, steps=RESTORE_STEPS, terminal=RESTORE_TERMINAL,
     )
+    table = Table(title=f"restore {namespace}/{name}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in restore_rows(namespace, name, status):
+        table.add_row(key, value)
+    out.print(table)
+    if status.get("phase") == "Failed":
+        console.print(f"see `kubectl -n {namespace} describe restore {name}`")
+    return status
+
+
+def migrate(
+    pod: Annotated[str, typer.Argument(help="The running pod to move.")],
+    to: Annotated[str, typer.Option("--to", help="The node to move it to.")],
+    namespace: Namespace = "default",
+    pod_name: Annotated[
+        str | None, typer.Option("--pod-name", help="Name of the new Pod (default: POD-moved).")
+    ] = None,
+    timeout: Annotated[int, typer.Option(help="Seconds for each of checkpoint and restore.")] = (
+        900
+    ),
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Move a pod to another node: checkpoint it (its containers stop), restore it there, and
+    delete the original once the new Pod runs. If anything fails the original Pod is kept
+    (its kubelet restarts the stopped containers)."""
+    from ckpt.user import follow
+    from ckpt.user.resources import Checkpoints, UserError, api_client
+    from ckpt.user.restore import Restores
+
+    tag = secrets.token_hex(3)
+    checkpoint_name = f"{pod}-move-{tag}"
+    try:
+        api = api_client(kubeconfig, context)
+        checkpoints = Checkpoints(api)
+        checkpoints.pod(namespace, pod)  # exists? (says so before anything is created)
+        checkpoints.create(
+            namespace, checkpoint_name,
+            CheckpointSpec(pod_name=pod, leave_running=False, timeout_seconds=timeout),
+        )
+        console.print(f"checkpoint.ckpt.dev/{checkpoint_name} created")
+        status = follow.follow(
+            lambda: checkpoints.get(namespace, checkpoint_name).get("status") or {},
+            console, timeout=timeout + 30,
+        )
+        if status.get("phase") != "Ready":
+            raise UserError(
+                f"checkpoint did not become Ready ({status.get('message') or 'timed out'}); "
+                f"pod {namespace}/{pod} is kept"
+            )
+        restores = Restores(api)
+        restored = _restore(
+            restores, namespace, f"{pod}-move-{tag}",
+            RestoreSpec(
+                checkpoint_name=checkpoint_name, node_name=to,
+                pod_name=pod_name or f"{pod}-moved",
+            ),
+            wait=True, timeout=timeout,
+        )
+        if restored is None or restored.get("phase") != "Running":
+            message = (restored or {}).get("message") or "timed out"
+            raise UserError(f"restore did not reach Running ({message}); pod {pod} is kept")
+        restores.delete_pod(namespace, pod)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"moved {namespace}/{pod} to node {to} as pod {restored['podName']}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("checkpoint")(checkpoint)
     app.command("list")(list_)
     app.command("restore")(restore)
+    app.command("migrate")(migrate)

@@ -1,4 +1,4 @@
-"""Following a Checkpoint until it is Ready or Failed, with a live progress display."""
+"""Following a Checkpoint (or a Restore) to its end, with a live progress display."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ def follow(
     *,
     timeout: float,
     interval: float = 0.3,
+    steps: list[str] = STEPS,
+    terminal: set[str] = TERMINAL,
 ) -> dict[str, Any]:
-    """Polls the status until a terminal phase (or `timeout`); returns the last status."""
+    """Polls the status until a terminal phase (or `timeout`); returns the last status.
+    `steps` are the resource's phases in order (a Checkpoint's by default)."""
     status: dict[str, Any] = {}
     columns = (
         SpinnerColumn(),
@@ -31,17 +34,17 @@ def follow(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("waiting for the operator", total=len(STEPS) - 1, phase="")
+        task = progress.add_task("waiting for the operator", total=len(steps) - 1, phase="")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = read_status()
             phase = status.get("phase", "Pending")
-            step = STEPS.index(phase) if phase in STEPS else 0
+            step = steps.index(phase) if phase in steps else 0
             progress.update(
                 task, completed=step, phase=phase,
                 description=status.get("message") or _latest_condition(status),
             )
-            if phase in TERMINAL:
+            if phase in terminal:
                 break
             time.sleep(interval)
     return status

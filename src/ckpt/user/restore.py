@@ -1,43 +1,32 @@
-"""`ckpt restore`: a Restore resource, followed until its Pod runs.
-
-The user never talks to a node agent and never holds an operator credential: the operator
-reads the Checkpoint (whose status a user may be able to patch), checks it against the
-checkpoints API, and has its own agent stage the archive (README, Security model).
-"""
+"""Restore resources as the user's kubeconfig sees them: `ckpt restore` and `ckpt migrate`
+create resources and follow them; the operator does the work (no agent calls, no tokens)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
 from ckpt.operator.models import GROUP, VERSION
-from ckpt.operator.restore_models import RESTORE_KIND, RESTORE_PLURAL, RestorePhase
+from ckpt.operator.restore_models import RESTORE_KIND, RESTORE_PLURAL, RestoreSpec
 from ckpt.user.resources import UserError, explain
 
-TERMINAL = {RestorePhase.Running.value, RestorePhase.Failed.value}
+# The Restore's phases in order, for the progress display.
+RESTORE_STEPS = ["Pending", "Staging", "Restoring", "Running"]
+RESTORE_TERMINAL = {"Running", "Failed"}
 
 
 class Restores:
     def __init__(self, api: client.ApiClient) -> None:
         self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
 
-    def create(
-        self, namespace: str, name: str, checkpoint: str, *,
-        pod_name: str | None = None, node_name: str | None = None,
-    ) -> dict[str, Any]:
-        spec = {"checkpointName": checkpoint}
-        if pod_name:
-            spec["podName"] = pod_name
-        if node_name:
-            spec["nodeName"] = node_name
+    def create(self, namespace: str, name: str, spec: RestoreSpec) -> dict[str, Any]:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": RESTORE_KIND,
             "metadata": {"name": name},
-            "spec": spec,
+            "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         }
         try:
             return self.custom.create_namespaced_custom_object(
@@ -54,26 +43,25 @@ class Restores:
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read restore {namespace}/{name}")) from exc
 
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise UserError(explain(exc, f"delete pod {namespace}/{name}")) from exc
 
-def follow(
-    restores: Restores, namespace: str, name: str, *, timeout: float,
-    on_phase: Callable[[str, str], None] = lambda phase, message: None,
-    interval: float = 1.0,
-) -> dict[str, Any]:
-    """The Restore's status once it is Running or Failed; UserError at the deadline."""
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while True:
-        status = restores.get(namespace, name).get("status") or {}
-        phase = status.get("phase") or RestorePhase.Pending.value
-        if phase != seen:
-            on_phase(phase, status.get("message", ""))
-            seen = phase
-        if phase in TERMINAL:
-            return status
-        if time.monotonic() > deadline:
-            raise UserError(
-                f"restore {namespace}/{name} is still {phase} after {timeout:.0f} s: "
-                f"{status.get('message', '')} (kubectl describe restore {name} -n {namespace})"
-            )
-        time.sleep(interval)
+
+def restore_rows(namespace: str, name: str, status: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary lines of a finished Restore."""
+    rows = [
+        ("phase", status.get("phase", "")),
+        ("pod", f"{namespace}/{status['podName']}" if status.get("podName") else ""),
+        ("node / agent", f"{status.get('nodeName') or ''} / {status.get('agent') or ''}"),
+        ("checkpoint id", status.get("checkpointId") or ""),
+    ]
+    timings = status.get("timings")
+    if timings:
+        rows.append(("timings (ms)", "  ".join(f"{k} {v}" for k, v in timings.items())))
+    if status.get("phase") == "Failed":
+        rows.append(("reason", status.get("message", "")))
+    return [(k, str(v)) for k, v in rows if v not in ("", None, " / ")]
