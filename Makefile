@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup deps tools test lint crd demo bench clean images wrapper
+.PHONY: help setup deps tools test lint crd demo bench clean images wrapper cluster cluster-down load-image
 
 help:
 	@echo "make setup  - virtualenv with ckpt and its test tools ($(VENV))"
@@ -17,6 +17,9 @@ help:
 	@echo "make bench  - benchmarks (tables; see BENCHMARKS.md)"
 	@echo "make lint   - ruff, mypy --strict, import-linter contracts"
 	@echo "make images - build the container images with buildah (OCI archives in .cache/images/)"
+	@echo "make cluster      - a real local cluster (NODES=2 nodes) running ckpt from its images"
+	@echo "make cluster-down - stop it, leaving nothing behind"
+	@echo "make load-image IMAGE=archive.tar - import an OCI archive into every node"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +66,20 @@ bench: setup tools
 # prints the folder holding ckpt.tar and ckpt-agent.tar (cached by a hash of the inputs).
 images: deps
 	tools/images/build.sh
+
+# The local cluster (harness/cluster): control plane, NODES containerd + kubelet nodes,
+# kube-proxy, CoreDNS, and ckpt from deploy/local with its images. Builds what is missing;
+# a running cluster is reused. Prints the `export KUBECONFIG=...` line.
+NODES ?= 2
+cluster: setup tools
+	$(BIN)/python -m harness.cluster up --nodes $(NODES)
+
+cluster-down: setup
+	$(BIN)/python -m harness.cluster down
+
+load-image: setup
+	@test -n "$(IMAGE)" || { echo "usage: make load-image IMAGE=path/to/oci-archive.tar"; exit 2; }
+	$(BIN)/python -m harness.cluster load-image $(IMAGE)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -127,6 +127,8 @@ class LocalNode:
         """Writes the node's folders and configuration (idempotent)."""
         for path in NODE_PATHS:
             self.host_path(path).mkdir(parents=True, exist_ok=True)
+        # The `local` PersistentVolume of deploy/local (the API's database) needs its folder.
+        self.host_path("/var/lib/ckpt/api-data").mkdir(exist_ok=True)
         self.bin_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         etc = self.folder / "etc"
