@@ -115,6 +115,16 @@ def test_list_pages_are_capped(paged: tuple[ApiServer, Database]) -> None:
         assert "x-next-cursor" in by_ids.headers
 
 
+def test_the_client_gets_every_page(paged: tuple[ApiServer, Database]) -> None:
+    from ckpt.api.client import SyncCheckpointsClient
+
+    server, db = paged
+    with SyncCheckpointsClient(server.base_url, create_token(db, "paged-client")) as client:
+        created = [client.create() for _ in range(5)]
+        assert [c.id for c in client.list(created)] == created
+        assert [c.id for c in client.list()] == created
+
+
 # ---- rate limits ----
 
 
