@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ckpt.agent import pipeline
@@ -33,9 +34,12 @@ from ckpt.agent.models import (
     JobState,
     RestoreJob,
     RestoreRequest,
+    StageJob,
+    StageRequest,
 )
 from ckpt.agent.platform import platform_string
 from ckpt.agent.settings import AgentSettings
+from ckpt.agent.staging import Stagings
 from ckpt.agent.store import store_for_location
 from ckpt.errors import error_response
 
@@ -139,24 +143,61 @@ async def delete_archive(checkpoint_id: str, agent: AgentDep) -> Response:
     return Response(status_code=204)
 
 
-@v1.post("/restores", status_code=202, response_model=RestoreJob)
-async def create_restore(body: RestoreRequest, agent: AgentDep) -> RestoreJob:
-    """Restore an archive as a new container; the same container_id again answers the same job."""
-    if body.container_id not in agent.jobs.restores.entries:
-        _refuse_gpu_required(body.gpu, agent.ctx)
-    return agent.jobs.restores.submit(body)
+def _stagings(request: Request) -> Stagings:
+    stagings: Stagings = request.app.state.stagings
+    return stagings
 
 
-@v1.get("/restores/{container_id}", response_model=RestoreJob)
+StagingsDep = Annotated[Stagings, Depends(_stagings)]
+
+
+def _parse(model: type[StageRequest] | type[RestoreRequest], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
+
+
+@v1.post("/restores", status_code=202, response_model=StageJob | RestoreJob)
+async def create_restore(
+    body: Annotated[dict[str, Any], Body()], agent: AgentDep, stagings: StagingsDep
+) -> StageJob | RestoreJob:
+    """Stage a checkpoint for a Restore (a body with `restore_id`: fetch, verify, extract into
+    the folder the ckpt-runc wrapper reads; the same restore_id again answers the same job).
+
+    A body with `container_id` restores a bare container (the agent-level restore that
+    predates Restore resources; kept for agent tests and the bench until they move)."""
+    if "restore_id" in body:
+        return stagings.submit(_parse(StageRequest, body))
+    legacy: RestoreRequest = _parse(RestoreRequest, body)
+    if legacy.container_id not in agent.jobs.restores.entries:
+        _refuse_gpu_required(legacy.gpu, agent.ctx)
+    return agent.jobs.restores.submit(legacy)
+
+
+@v1.get("/restores/{restore_id}", response_model=StageJob | RestoreJob)
 async def get_restore(
-    container_id: str, agent: AgentDep, wait: Wait = 0, phase: str | None = None
-) -> RestoreJob:
-    return await agent.jobs.restores.watch(container_id, phase, wait)
+    restore_id: str, agent: AgentDep, stagings: StagingsDep, wait: Wait = 0,
+    phase: str | None = None,
+) -> StageJob | RestoreJob:
+    if restore_id not in agent.jobs.restores.entries:
+        return await stagings.watch(restore_id, phase, wait)
+    return await agent.jobs.restores.watch(restore_id, phase, wait)
 
 
-@v1.delete("/restores/{container_id}", response_model=RestoreJob)
-async def cancel_restore(container_id: str, agent: AgentDep) -> RestoreJob:
-    return await agent.jobs.restores.cancel(container_id, CANCELLED)
+@v1.delete("/restores/{restore_id}", response_model=None)
+async def cancel_restore(
+    restore_id: str, agent: AgentDep, stagings: StagingsDep
+) -> RestoreJob | Response:
+    """A staged restore: stop its staging and remove its files (204; 404 when nothing was
+    there). A bare-container restore job: cancel it."""
+    if restore_id in agent.jobs.restores.entries:
+        return await agent.jobs.restores.cancel(restore_id, CANCELLED)
+    if not await stagings.remove(restore_id):
+        raise AgentError(404, "not_found", f"no restore {restore_id!r} on this node")
+    return Response(status_code=204)
 
 
 @v1.get("/info", response_model=AgentInfo)
@@ -271,6 +312,9 @@ def create_app(
             settings.auth_cache_seconds,
         )
         app.state.agent = Agent(settings, ctx, jobs, auth, metrics)
+        app.state.stagings = Stagings(
+            settings.restores_dir, jobs.slots, archive_root=ctx.store.root
+        )
         log.info(
             "node agent for %s: runtimes %s, CRIU %s, GPU %s",
             settings.node_name, ", ".join(sorted(ctx.runtimes)), ctx.criu.version,
@@ -279,6 +323,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.stagings.shutdown()
             await jobs.shutdown()
             kube.close()
 

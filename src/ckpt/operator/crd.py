@@ -75,6 +75,13 @@ def checkpoint_crd() -> dict[str, Any]:
         }
     ]
     status = structural_schema(CheckpointStatus, defaults=False)
+    # A whole Pod spec: kept as written (a structural schema would prune every field in it).
+    status["properties"]["podTemplate"] = {
+        "type": "object",
+        "nullable": True,
+        "description": status["properties"]["podTemplate"].get("description", ""),
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
     status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
     status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
     status["properties"]["conditions"]["items"]["required"] = ["type", "status"]

@@ -11,6 +11,9 @@ import kopf
 from ckpt.operator import locations, reconcile, retention
 from ckpt.operator.agents import AgentIndex, AgentPod
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
+from ckpt.operator.restore import TERMINAL as RESTORE_TERMINAL
+from ckpt.operator.restore_clients import RestoreClients, build_restore_clients, restorer
+from ckpt.operator.restore_models import RESTORE_PLURAL
 from ckpt.operator.runtime import (
     Clients,
     KopfReporter,
@@ -23,6 +26,7 @@ from ckpt.operator.settings import OperatorSettings
 
 CONFIG = OperatorSettings()
 CHECKPOINTS = (GROUP, VERSION, PLURAL)
+RESTORES = (GROUP, VERSION, RESTORE_PLURAL)
 
 
 def _active(status: dict[str, Any], **_: Any) -> bool:
@@ -37,6 +41,7 @@ def _ready(status: dict[str, Any], **_: Any) -> bool:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings, CONFIG)
     memo.clients = build_clients(CONFIG)
+    memo.restores = build_restore_clients(CONFIG, memo.clients.kube)
     memo.agent_index = start_agent_index(CONFIG)
     serve_metrics(CONFIG)
 
@@ -44,6 +49,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.clients.aclose()
+    await memo.restores.aclose()
     index: AgentIndex = memo.agent_index
     index.stop()
 
@@ -125,3 +131,36 @@ async def storage_location_available(
     await clients.kube.patch_storage_location_status(
         name, result.model_dump(mode="json", by_alias=True, exclude_none=True)
     )
+
+
+# -- Restore ------------------------------------------------------------------------------------
+
+
+def _restore_active(status: dict[str, Any], **_: Any) -> bool:
+    return status.get("phase") not in {p.value for p in RESTORE_TERMINAL}
+
+
+def _restore_staged(status: dict[str, Any], **_: Any) -> bool:
+    # Over, but the agent still holds the staged files (it was away when the flow ended).
+    return not _restore_active(status) and bool(status.get("staged"))
+
+
+@kopf.daemon(*RESTORES, when=_restore_active, cancellation_timeout=5.0)
+async def restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    clients: RestoreClients = memo.restores
+    index: AgentIndex = memo.agent_index
+    await restorer(clients, index.agents, body, CONFIG.poll_interval).run()
+
+
+@kopf.timer(*RESTORES, when=_restore_staged, interval=CONFIG.sync_interval)
+async def restore_cleanup(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    index: AgentIndex = memo.agent_index
+    await restorer(memo.restores, index.agents, body, CONFIG.poll_interval).cleanup()
+
+
+@kopf.on.delete(*RESTORES, retries=3, backoff=5)
+async def restore_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Removes the staged files; the restored Pod stays (it carries no ownerReference)."""
+    index: AgentIndex = memo.agent_index
+    if not await restorer(memo.restores, index.agents, body, CONFIG.poll_interval).cleanup():
+        raise kopf.TemporaryError("the agent holding the staged files did not answer", delay=10)

@@ -123,3 +123,8 @@ class CheckpointStatus(_CamelModel):
     timings: Timings | None = Field(default=None, description="Milliseconds per phase.")
     api_status: str | None = Field(default=None, description="Status in the checkpoints API.")
     observed_generation: int | None = None
+    pod_template: dict[str, Any] | None = Field(
+        default=None,
+        description="The pod as a template for a Restore (KEP-5823's checkpointedPodTemplate): "
+        "its spec without node-specific fields, images pinned to the digests that ran.",
+    )
