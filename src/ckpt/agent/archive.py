@@ -492,12 +492,15 @@ def extract_archive(
     ``identities``. On any failure everything unpacked is removed."""
     limits = limits or ExtractLimits()
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    plain, close = _plaintext(src, identities)
     budget = _Budget(limits)
+    close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once decryption starts
     try:
+        plain, close = _plaintext(src, identities)
         with _tar_stream(plain) as tar:
             metadata = _read_metadata_member(tar)
-            for member in tar:
+            # next(), not iteration: iterating a stream-mode TarFile starts again at the
+            # first member, which was consumed already.
+            while (member := tar.next()) is not None:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled while unpacking the archive")
                 budget.member(member)
@@ -568,8 +571,9 @@ def _extract_member(
 
 def read_metadata(src: BinaryIO, identities: Sequence[Any] = ()) -> ArchiveMetadata:
     """Only the metadata member (the first one); reads no further."""
-    plain, close = _plaintext(src, identities)
+    close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once decryption starts
     try:
+        plain, close = _plaintext(src, identities)
         with _tar_stream(plain) as tar:
             return _read_metadata_member(tar)
     except crypto.CryptoError as exc:

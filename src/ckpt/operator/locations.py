@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -51,7 +52,8 @@ class LocationError(Exception):
 
 def parse_spec(name: str, spec: Mapping[str, Any]) -> sl.StorageLocationSpec:
     try:
-        return sl.StorageLocationSpec.model_validate(dict(spec))
+        # JSON mode: strict like the apiserver, with enums given as strings.
+        return sl.StorageLocationSpec.model_validate_json(json.dumps(dict(spec)))
     except ValidationError as exc:
         raise LocationError(
             "InvalidStorageLocation",
