@@ -26,6 +26,12 @@ OPERATOR_RULES = {
     ("", "events", "create"),
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
     *{("", "namespaces", v) for v in ("list", "watch")},
+    # Restores: reconciled like Checkpoints; the restored Pod is created; Nodes are read to
+    # choose where.
+    *{("ckpt.dev", "restores", v) for v in ("get", "list", "watch", "patch", "update")},
+    *{("ckpt.dev", "restores/status", v) for v in ("get", "patch", "update")},
+    ("", "pods", "create"),
+    *{("", "nodes", v) for v in ("get", "list")},
 }
 # The Role ckpt-operator-agents in the operator's namespace: the agent pod watch.
 OPERATOR_NAMESPACE_RULES = {("", "pods", "list"), ("", "pods", "watch")}

@@ -31,6 +31,8 @@ EXPECTED_OBJECTS = {
     ("Namespace", "ckpt-system"),
     ("CustomResourceDefinition", "checkpoints.ckpt.dev"),
     ("CustomResourceDefinition", "storagelocations.ckpt.dev"),
+    ("CustomResourceDefinition", "restores.ckpt.dev"),
+    ("RuntimeClass", "ckpt"),
     ("ServiceAccount", "ckpt-api"),
     ("PersistentVolumeClaim", "ckpt-api-data"),
     ("Deployment", "ckpt-api"),
@@ -49,7 +51,9 @@ EXPECTED_OBJECTS = {
     ("NetworkPolicy", "ckpt-agent"),
     ("NetworkPolicy", "ckpt-operator"),
 }
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {
+    "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "RuntimeClass",
+}
 WORKLOADS = {"Deployment", "DaemonSet"}
 
 # Host paths an agent may mount, and nothing else (see the comment atop deploy/base/agent.yaml).
@@ -60,7 +64,12 @@ AGENT_HOST_PATHS = {
     "/var/lib/ckpt/archives": "DirectoryOrCreate",
     "/var/lib/ckpt/agent": "DirectoryOrCreate",
     "/var/lib/kubelet/checkpoints": "DirectoryOrCreate",
+    "/var/lib/ckpt/restores": "DirectoryOrCreate",
+    # The install-ckpt-runc init container's only: the wrapper and containerd's drop-in.
+    "/var/lib/ckpt": "DirectoryOrCreate",
+    "/etc/containerd/conf.d": "DirectoryOrCreate",
 }
+INSTALL_ONLY_VOLUMES = {"ckpt-host", "containerd-conf-d"}
 
 
 def project_version() -> str:
@@ -292,6 +301,9 @@ def test_agent_mounts_only_the_host_paths_it_needs(find: Find, kind: str) -> Non
     assert {hp["path"]: hp["type"] for hp in host_paths.values()} == AGENT_HOST_PATHS
     mounts = {m["name"]: m for m in agent["volumeMounts"]}
     for name, host_path in host_paths.items():
+        if name in INSTALL_ONLY_VOLUMES:
+            assert name not in mounts
+            continue
         # Each host path appears at the same place inside, where runc and CRIU expect it.
         assert mounts[name]["mountPath"] == host_path["path"]
     bundles = next(n for n, hp in host_paths.items() if hp["path"].endswith("v2.task"))
@@ -428,6 +440,7 @@ AGENT_WRITABLE = {
     "/var/lib/ckpt/archives",  # archives
     "/var/lib/ckpt/agent",  # job records and CRIU's scratch
     "/var/lib/kubelet/checkpoints",  # the kubelet backend removes the tars it archived
+    "/var/lib/ckpt/restores",  # staged restores
 }
 
 
@@ -496,3 +509,34 @@ def test_operator_admits_traffic_only_to_its_metrics_port(find: Find) -> None:
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     assert policy["policyTypes"] == ["Ingress"]
     assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": "metrics"}]}]
+
+
+@pytest.mark.parametrize(("kind", "next_runtime"), [("cpu", "runc"),
+                                                    ("gpu", "nvidia-container-runtime")])
+def test_agent_installs_the_wrapper_and_the_ckpt_runtime_handler(
+    find: Find, kind: str, next_runtime: str
+) -> None:
+    pod = agent_daemonsets(find)[kind]["spec"]["template"]["spec"]
+    (install,) = pod["initContainers"]
+    assert install["image"] == pod["containers"][0]["image"]
+    env = {e["name"]: e["value"] for e in install["env"]}
+    assert env["CKPT_INSTALL_NEXT_RUNTIME"] == next_runtime
+    # containerd is restarted only with consent.
+    assert env["CKPT_INSTALL_RESTART_CONTAINERD"] == "false"
+    assert {m["name"]: m["mountPath"] for m in install["volumeMounts"]} == {
+        "ckpt-host": "/host/var/lib/ckpt", "containerd-conf-d": "/host/etc/containerd/conf.d",
+    }
+    script = install["args"][0]
+    for fragment in (
+        'runtime_type = "io.containerd.runc.v2"', 'pod_annotations = ["ckpt.dev/*"]',
+        'BinaryName = "/var/lib/ckpt/bin/ckpt-runc"', "containerd.runtimes.ckpt",
+        "staging_root = /var/lib/ckpt/restores",
+    ):
+        assert fragment in script
+    (agent,) = pod["containers"]
+    agent_env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert agent_env["CKPT_AGENT_RESTORES_DIR"] == "/var/lib/ckpt/restores"
+
+
+def test_runtime_class_ckpt_names_the_handler(find: Find) -> None:
+    assert find("RuntimeClass", "ckpt")["handler"] == "ckpt"
