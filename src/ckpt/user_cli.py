@@ -273,8 +273,53 @@ def migrate(
     out.print(f"moved {namespace}/{pod} to node {to} as pod {restored['podName']}")
 
 
+def prune(
+    namespace: Namespace = "default",
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")
+    ] = False,
+    pod: Annotated[str | None, typer.Option(help="Only checkpoints of this pod.")] = None,
+    keep: Annotated[
+        int | None, typer.Option(help="Keep this many newest Ready checkpoints per pod.")
+    ] = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="Only checkpoints older than this (30m, 12h, 7d, 2w).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be deleted.")] = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Delete old Checkpoints by age or count per pod. Their archives go with them through
+    the storage location where the Checkpoint says retainPolicy: Delete."""
+    from ckpt.user import prune as pruning
+    from ckpt.user.resources import Checkpoints, UserError, api_client
+
+    try:
+        age = pruning.parse_duration(older_than) if older_than else None
+        checkpoints = Checkpoints(api_client(kubeconfig, context))
+        chosen = pruning.plan(
+            checkpoints.list(None if all_namespaces else namespace),
+            keep=keep, older_than=age, pod=pod,
+        )
+        for item in chosen:
+            archive = (
+                "archive deleted through its location" if item.deletes_archive
+                else "archive retained (retainPolicy: Retain)" if item.archive
+                else "no archive"
+            )
+            verb = "would delete" if dry_run else "deleting"
+            out.print(f"{verb} checkpoint {item.namespace}/{item.name} ({item.reason}; {archive})")
+            if not dry_run:
+                checkpoints.delete(item.namespace, item.name)
+    except (UserError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if not chosen:
+        console.print("nothing to prune")
+
+
 def register(app: typer.Typer) -> None:
     app.command("checkpoint")(checkpoint)
     app.command("list")(list_)
     app.command("restore")(restore)
     app.command("migrate")(migrate)
+    app.command("prune")(prune)

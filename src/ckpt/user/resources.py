@@ -69,6 +69,14 @@ class Checkpoints:
             raise UserError(explain(exc, "list checkpoints")) from exc
         return list(found.get("items", []))
 
+    def delete(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return  # gone already
+            raise UserError(explain(exc, f"delete checkpoint {namespace}/{name}")) from exc
+
     def pod(self, namespace: str, name: str) -> dict[str, Any]:
         try:
             response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
