@@ -209,8 +209,12 @@ async def test_a_timeout_of_the_pipeline_itself_keeps_its_message(tmp_path: Path
     ("error", "message"),
     [
         (PipelineError("container c0ffee is not running"), "container c0ffee is not running"),
-        (RuntimeError("boom"), "boom"),
-        (KeyError(), "KeyError"),
+        # An unexpected error's own text (an OSError's names a host path) stays in the log.
+        (
+            OSError(2, "No such file or directory", "/var/lib/ckpt/agent/work/x"),
+            "internal error in the node agent (FileNotFoundError); see its log",
+        ),
+        (KeyError(), "internal error in the node agent (KeyError); see its log"),
     ],
 )
 async def test_failures_end_the_job_with_a_message(

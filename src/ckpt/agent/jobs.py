@@ -221,9 +221,14 @@ class _Track(Generic[ReqT, JobT, OutT]):
             log.warning("%s job %s failed: %s", self.kind, key, exc)
             self._finish(key, entry, JobState.failed, str(exc))
         except Exception as exc:
-            # Anything else is a bug: the traceback belongs in the log, not in the API answer.
+            # Anything else is a bug: the traceback belongs in the log, not in the API answer,
+            # nor its message (an OSError's names a host path), which reaches the
+            # Checkpoint's status and Events, readable by the namespace.
             log.exception("%s job %s failed", self.kind, key)
-            self._finish(key, entry, JobState.failed, str(exc) or type(exc).__name__)
+            self._finish(
+                key, entry, JobState.failed,
+                f"internal error in the node agent ({type(exc).__name__}); see its log",
+            )
         else:
             self._apply(entry.record.job, outcome)
             self._finish(key, entry, JobState.succeeded, None)
