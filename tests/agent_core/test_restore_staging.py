@@ -156,6 +156,9 @@ def test_stages_the_layout_the_wrapper_reads(tmp_path: Path) -> None:
     ]
     assert [p.name for p in restores.iterdir()] == [RESTORE_ID]
     assert read_result(staged) == result
+    assert result.pod_template is not None
+    assert result.pod_template["spec"]["containers"][0]["image"] == "docker.io/b@sha256:" + "1" * 64
+    assert "nodeName" not in result.pod_template["spec"]
     assert result.timings.total >= result.timings.fetch
 
 

@@ -6,11 +6,13 @@ import asyncio
 import copy
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ckpt.agent.models import JobState, StageJob, StageRequest, StageResult, StageTimings
+from ckpt.api.models import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.locations import LocationError
@@ -22,8 +24,10 @@ from ckpt.operator.restore import (
     Restorer,
     RestoreResource,
     Waiting,
+    checkpoint_facts,
     choose_node,
     restored_pod,
+    verify_with_api,
 )
 from ckpt.operator.restore_models import RestorePhase, RestoreSpec, RestoreStatus
 from ckpt.storage.models import Destination, LocationType
@@ -152,6 +156,7 @@ class Stager:
         self.interrupt_once = False
         self.lose_once = False
         self.events: list[str] = []
+        self.archive_template: dict[str, Any] | None = None
 
     async def start_staging(self, agent: AgentPod, request: StageRequest) -> StageJob:
         self.posts.append((agent.name, request))
@@ -186,6 +191,7 @@ class Stager:
                     job.result = StageResult(
                         path=f"/var/lib/ckpt/restores/{restore_id}", containers=["app"],
                         timings=StageTimings(fetch=5, verify=7, extract=11, total=23),
+                        pod_template=self.archive_template,
                     )
             else:
                 job.phase = "extracting"
@@ -299,6 +305,47 @@ async def test_restores_on_the_source_node_as_a_pod_under_the_ckpt_runtime() -> 
     assert phases[-1] is RestorePhase.Running
     staging_saves = [s for s in world.report.saved if s.phase is RestorePhase.Staging]
     assert all(s.pod_name is None for s in staging_saves)
+
+
+async def test_the_pod_comes_from_the_verified_archive_template() -> None:
+    stager = Stager()
+    stager.archive_template = {
+        "metadata": {"labels": {"app": "counter", "from": "archive"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox@sha256:" + "cd" * 32}]},
+    }
+    world = World(stager=stager)
+    assert (await world.run()).phase is RestorePhase.Running
+    [pod] = world.kube.creates
+    assert pod["metadata"]["labels"]["from"] == "archive"
+
+
+@pytest.mark.parametrize(
+    ("records", "reason"),
+    [
+        ([], "CheckpointNotRecorded"),
+        ([SimpleNamespace(status=ApiStatus.deprecated, checksum=CHECKSUM)],
+         "CheckpointNotRecorded"),
+        ([SimpleNamespace(status=ApiStatus.ready, checksum="sha256:" + "00" * 32)],
+         "ChecksumMismatch"),
+    ],
+)
+async def test_status_that_disagrees_with_the_api_is_refused(
+    records: list[Any], reason: str
+) -> None:
+    async def listed(ids: list[str]) -> list[Any]:
+        assert ids == ["42"]
+        return records
+
+    with pytest.raises(Refused) as refused:
+        await verify_with_api(listed, checkpoint_facts("c", _checkpoint()))
+    assert refused.value.reason == reason
+
+
+async def test_status_that_agrees_with_the_api_passes() -> None:
+    async def listed(ids: list[str]) -> list[Any]:
+        return [SimpleNamespace(status=ApiStatus.ready, checksum=CHECKSUM)]
+
+    await verify_with_api(listed, checkpoint_facts("c", _checkpoint()))
 
 
 async def test_pod_name_and_node_from_the_spec() -> None:

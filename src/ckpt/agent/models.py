@@ -155,6 +155,8 @@ class StageResult(BaseModel):
     gpu: bool = False
     size_bytes: int = 0
     timings: StageTimings = StageTimings()
+    # pod.json of the verified archive: what the operator creates the Pod from.
+    pod_template: dict[str, Any] | None = None
 
 
 class StageJob(BaseModel):

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ckpt.agent import archive
 from ckpt.agent.capture import diff_member_ok
@@ -51,6 +52,8 @@ STAGE_JSON = "stage.json"
 # The wrapper writes this into a container's folder once it restored that container.
 RESTORED_MARKER = "restored"
 CHUNK = 1 << 20
+# A Pod spec is a few KiB; the apiserver refuses objects above 1.5 MiB anyway.
+POD_TEMPLATE_MAX_BYTES = 1 << 20
 
 
 class StagingError(Exception):
@@ -138,6 +141,7 @@ def stage_archive(
         containers = _lay_out(metadata, extracted, partial, cancel)
         gpu = bool(metadata.cuda_pids)
         emptydirs = _emptydirs(metadata, extracted, partial)
+        template = _pod_template(metadata, extracted)
         shutil.rmtree(extracted)
         timings.extract = _ms(t)
         timings.total = _ms(t_total)
@@ -161,7 +165,8 @@ def stage_archive(
             "emptyDirs": {vol: f"volumes/{vol}" for vol in emptydirs},
         }
         result = StageResult(
-            path=str(final), containers=containers, gpu=gpu, size_bytes=size, timings=timings
+            path=str(final), containers=containers, gpu=gpu, size_bytes=size, timings=timings,
+            pod_template=template,
         )
         (partial / RESTORE_JSON).write_text(json.dumps(restore, indent=2, sort_keys=True))
         (partial / STAGE_JSON).write_text(result.model_dump_json())
@@ -251,6 +256,22 @@ def _lay_out(
     if not names:
         raise StagingError("bad_archive", "the archive holds no containers")
     return names
+
+
+def _pod_template(metadata: archive.ArchiveMetadata, extracted: Path) -> dict[str, Any] | None:
+    member = (metadata.capture or {}).get("podTemplate")
+    if not member:
+        return None
+    path = extracted / _safe_relative(member)
+    if not path.is_file() or path.stat().st_size > POD_TEMPLATE_MAX_BYTES:
+        raise StagingError("bad_archive", "the archive's pod template is missing or too large")
+    try:
+        template = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise StagingError("bad_archive", "the archive's pod template is not JSON") from exc
+    if not isinstance(template, dict):
+        raise StagingError("bad_archive", "the archive's pod template is not an object")
+    return template
 
 
 def _emptydirs(metadata: archive.ArchiveMetadata, extracted: Path, partial: Path) -> list[str]:

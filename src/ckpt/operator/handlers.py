@@ -41,7 +41,7 @@ def _ready(status: dict[str, Any], **_: Any) -> bool:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings, CONFIG)
     memo.clients = build_clients(CONFIG)
-    memo.restores = build_restore_clients(CONFIG, memo.clients.kube)
+    memo.restores = build_restore_clients(CONFIG, memo.clients.kube, memo.clients.api)
     memo.agent_index = start_agent_index(CONFIG)
     serve_metrics(CONFIG)
 

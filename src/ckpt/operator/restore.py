@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ckpt.agent.models import JobState, StageJob, StageRequest
+from ckpt.api.models import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, ServiceError
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import set_condition
@@ -146,6 +148,39 @@ async def _node_local(_: str | None) -> Destination | None:
     return None
 
 
+async def _trusted(_: CheckpointFacts) -> None:
+    return None
+
+
+async def verify_with_api(
+    list_records: Callable[[list[str]], Awaitable[list[Any]]], facts: CheckpointFacts
+) -> None:
+    """The Checkpoint's status may be patched by whoever can write it; the API record (written
+    by the operator only) must agree on the checksum, so the Pod comes from the archive the
+    operator recorded."""
+    if not facts.checkpoint_id:
+        raise Refused("CheckpointNotRecorded", f"checkpoint {facts.name} has no API id")
+    try:
+        records = await list_records([facts.checkpoint_id])
+    except (ServiceError, OSError) as exc:
+        raise Waiting(CHECKPOINT_READY, "ApiUnavailable", f"checkpoints API: {exc}") from exc
+    if not records:
+        raise Refused(
+            "CheckpointNotRecorded", f"checkpoint {facts.checkpoint_id} is not in the API"
+        )
+    record = records[0]
+    if record.status is not ApiStatus.ready:
+        raise Refused(
+            "CheckpointNotRecorded",
+            f"checkpoint {facts.checkpoint_id} is {record.status} in the API, not ready",
+        )
+    if record.checksum != facts.checksum:
+        raise Refused(
+            "ChecksumMismatch",
+            f"checkpoint {facts.name}: its status names another archive than the API records",
+        )
+
+
 @dataclass
 class RestoreDeps:
     kube: RestoreKube
@@ -155,6 +190,9 @@ class RestoreDeps:
     # The checkpoint's StorageLocation resolved for the agent (credentials, age identities);
     # None: node-local archives. Raises LocationError when it cannot be used.
     locate: Callable[[str | None], Awaitable[Destination | None]] = _node_local
+    # Checks the Checkpoint's status against the checkpoints API (whose record only the
+    # operator writes): raises Refused on a mismatch, Waiting while the API is unreachable.
+    verify: Callable[[CheckpointFacts], Awaitable[None]] = _trusted
     poll_interval: float = 0.5
     # A Restore not Running this long after its creation fails (reason Timeout).
     timeout_seconds: float = 900.0
@@ -414,6 +452,7 @@ class Restorer:
         self.report = report
         self._began: float | None = None
         self._location: Destination | None = None
+        self._template: Mapping[str, Any] | None = None
 
     @property
     def deadline(self) -> dt.datetime:
@@ -446,6 +485,7 @@ class Restorer:
         self.status.observed_generation = self.res.generation
         pod_name = self.res.spec.target_pod()
         facts = await self._until(self._checkpoint)
+        await self._until(lambda: self.deps.verify(facts))
         try:
             self._location = await self.deps.locate(facts.storage_location)
         except LocationError as exc:
@@ -572,6 +612,9 @@ class Restorer:
             }.get(job.error_code or "", "StagingFailed")
             raise Refused(reason, f"agent on node {node}: {job.error or 'no result'}")
         result = job.result
+        if result.pod_template is not None:
+            # From the verified archive: the Checkpoint's status copy only gated the start.
+            self._template = result.pod_template
         self.status.staged = True
         self.status.agent = agent.ref
         self.status.timings = RestoreTimings(
@@ -636,6 +679,8 @@ class Restorer:
     async def _create_pod(
         self, facts: CheckpointFacts, pod_name: str, node: str
     ) -> Mapping[str, Any]:
+        if self._template is not None:
+            facts = dataclasses.replace(facts, template=self._template)
         body = restored_pod(self.res, facts, pod_name, node)
         self.status.phase = RestorePhase.Restoring
         self.status.pod_name = pod_name

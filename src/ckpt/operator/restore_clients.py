@@ -17,13 +17,21 @@ from kubernetes import client
 
 from ckpt.agent.client import AgentAddress, AgentClient
 from ckpt.agent.models import StageJob, StageRequest
+from ckpt.api.client import CheckpointsClient
 from ckpt.errors import NotFound
 from ckpt.operator import locations
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.kube import Kube, load_api_client
 from ckpt.operator.locations import Locations
 from ckpt.operator.models import GROUP, PLURAL, VERSION
-from ckpt.operator.restore import PodExists, RestoreDeps, Restorer, RestoreResource
+from ckpt.operator.restore import (
+    CheckpointFacts,
+    PodExists,
+    RestoreDeps,
+    Restorer,
+    RestoreResource,
+    verify_with_api,
+)
 from ckpt.operator.restore_models import RESTORE_PLURAL, RestoreSpec, RestoreStatus
 from ckpt.operator.settings import OperatorSettings
 from ckpt.storage.models import Destination
@@ -134,6 +142,7 @@ class RestoreReporter:
 
 @dataclass
 class RestoreClients:
+    api: CheckpointsClient
     kube: RestoreKube
     agents: StagingClient
     locations: Locations
@@ -142,8 +151,11 @@ class RestoreClients:
         await self.agents.aclose()
 
 
-def build_restore_clients(config: OperatorSettings, kube: Kube) -> RestoreClients:
+def build_restore_clients(
+    config: OperatorSettings, kube: Kube, api: CheckpointsClient
+) -> RestoreClients:
     return RestoreClients(
+        api=api,
         kube=RestoreKube(load_api_client()),
         agents=StagingClient(
             config.agent_token_file, scheme=config.agent_scheme, ca_file=config.agent_ca_file,
@@ -167,9 +179,12 @@ def restorer(
             return None
         return await clients.locations.destination(name, with_identities=True)
 
+    async def verify(facts: CheckpointFacts) -> None:
+        await verify_with_api(clients.api.list, facts)
+
     deps = RestoreDeps(
         kube=clients.kube, stager=clients.agents, agent_pods=agent_pods, locate=locate,
-        poll_interval=poll_interval,
+        verify=verify, poll_interval=poll_interval,
     )
     created = str(meta.creation_timestamp or "").replace("Z", "+00:00")
     resource = RestoreResource(
