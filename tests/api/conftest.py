@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_support import Backend, Running, make_backend
+from api_support import Backend, InProcessApiServer, Running, make_backend
 
-from harness.postgres import ApiServer, PostgresServer
+from harness.postgres import PostgresServer
 
 # SQLite runs anywhere; the PostgreSQL server (initdb, as a dedicated user) is e2e.
 BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.e2e))
@@ -34,10 +34,14 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 def api(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
-    """One API server per backend for the whole session; tests isolate by tenant."""
+    """One API server per backend for the whole session; tests isolate by tenant.
+
+    In process (real HTTP on loopback): these tests are about the API's behaviour; the ones
+    about the server process itself start their own ApiServer and are e2e.
+    """
     tmp = tmp_path_factory.mktemp(f"api-{request.param}")
     b = make_backend(request.param, tmp, request)
-    with ApiServer(b.url, tmp / "server.log") as server:
+    with InProcessApiServer(b.url) as server:
         yield Running(b, server)
     b.db.dispose()
 

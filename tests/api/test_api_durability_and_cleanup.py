@@ -13,7 +13,7 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from api_support import Backend
+from api_support import Backend, InProcessApiServer
 
 from ckpt.api import migrate
 from ckpt.api.cleanup import purge_deprecated
@@ -25,6 +25,8 @@ from ckpt.api.tokens import create_token
 from harness.postgres import ApiServer
 
 
+# A server process of its own, stopped by a signal: e2e.
+@pytest.mark.e2e
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
 def test_nothing_is_lost_on_restart(
     backend: Backend, tmp_path: Path, stop_signal: signal.Signals
@@ -92,7 +94,7 @@ def test_the_server_cleans_up_periodically(backend: Backend, tmp_path: Path) -> 
         "CKPT_API_CLEANUP_INTERVAL_SECONDS": "0.2",
     }
     with (
-        ApiServer(backend.url, tmp_path / "server.log", env=env) as server,
+        InProcessApiServer(backend.url, env=env) as server,
         httpx.Client(
             base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}
         ) as http,
@@ -125,7 +127,7 @@ def test_another_process_holding_the_write_lock_delays_writes_not_reads(tmp_path
     headers = {"Authorization": f"Bearer {create_token(db, 'locked')}"}
     db.dispose()
     with (
-        ApiServer(f"sqlite:///{path}", tmp_path / "server.log") as server,
+        InProcessApiServer(f"sqlite:///{path}") as server,
         httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as http,
         ThreadPoolExecutor(max_workers=1) as pool,
     ):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,14 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_support import Running
+from api_support import InProcessApiServer, Running
+from typer.testing import CliRunner
 
 from ckpt.api import migrate
 from ckpt.api.db import Database
 from ckpt.api.ratelimit import RateLimiter
 from ckpt.api.tables import utcnow
 from ckpt.api.tokens import create_token, list_tokens, revoke_token
-from harness.postgres import ApiServer
+from ckpt.cli import app as cli_app
 
 
 def _nested(depth: int) -> object:
@@ -75,15 +75,18 @@ def test_the_largest_cursor_is_an_empty_page(api: Running) -> None:
 # ---- servers with small limits ----
 
 
-def _server(tmp: Path, env: dict[str, str]) -> tuple[ApiServer, Database]:
+Served = tuple[InProcessApiServer, Database]
+
+
+def _server(tmp: Path, env: dict[str, str]) -> Served:
     url = f"sqlite:///{tmp / 'api.db'}"
     db = Database(url)
     migrate.upgrade(db.engine)
-    return ApiServer(url, tmp / "server.log", env=env), db
+    return InProcessApiServer(url, env=env), db
 
 
 @pytest.fixture(scope="module")
-def paged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, Database]]:
+def paged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server, db = _server(
         tmp_path_factory.mktemp("paged"),
         {"CKPT_API_LIST_DEFAULT_LIMIT": "2", "CKPT_API_LIST_MAX_LIMIT": "3"},
@@ -93,7 +96,7 @@ def paged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer,
     db.dispose()
 
 
-def test_list_pages_are_capped(paged: tuple[ApiServer, Database]) -> None:
+def test_list_pages_are_capped(paged: Served) -> None:
     server, db = paged
     headers = {"Authorization": f"Bearer {create_token(db, 'paged')}"}
     with httpx.Client(base_url=server.base_url, headers=headers) as http:
@@ -115,7 +118,7 @@ def test_list_pages_are_capped(paged: tuple[ApiServer, Database]) -> None:
         assert "x-next-cursor" in by_ids.headers
 
 
-def test_the_client_gets_every_page(paged: tuple[ApiServer, Database]) -> None:
+def test_the_client_gets_every_page(paged: Served) -> None:
     from ckpt.api.client import SyncCheckpointsClient
 
     server, db = paged
@@ -129,7 +132,7 @@ def test_the_client_gets_every_page(paged: tuple[ApiServer, Database]) -> None:
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, Database]]:
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server, db = _server(
         tmp_path_factory.mktemp("limited"),
         {
@@ -145,7 +148,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServe
 
 
 def test_a_tenant_over_its_rate_gets_429_with_retry_after(
-    limited: tuple[ApiServer, Database],
+    limited: Served,
 ) -> None:
     server, db = limited
     greedy = {"Authorization": f"Bearer {create_token(db, 'greedy')}"}
@@ -166,7 +169,7 @@ def test_a_tenant_over_its_rate_gets_429_with_retry_after(
         assert http.get("/v2/checkpoints", headers=greedy).json() == []
 
 
-def test_guessing_tokens_is_429_before_any_lookup(limited: tuple[ApiServer, Database]) -> None:
+def test_guessing_tokens_is_429_before_any_lookup(limited: Served) -> None:
     server, db = limited
     known = {"Authorization": f"Bearer {create_token(db, 'known')}"}
     with httpx.Client(base_url=server.base_url) as http:
@@ -202,7 +205,7 @@ def test_rate_limiter_refills_at_its_rate() -> None:
 
 
 @pytest.fixture(scope="module")
-def short_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, Database]]:
+def short_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server, db = _server(tmp_path_factory.mktemp("tokens"), {"CKPT_API_TOKEN_CACHE_SECONDS": "1"})
     with server:
         yield server, db
@@ -217,16 +220,13 @@ def _wait_for_status(http: httpx.Client, headers: dict[str, str], status: int) -
 
 
 def _ckpt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ckpt", "api", "token", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    """`ckpt api token ARGS`, run in process (the same typer app that `ckpt` runs)."""
+    argv = ["api", "token", *args]
+    result = CliRunner().invoke(cli_app, argv)
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
 
 
-def test_a_revoked_token_gets_401(short_cache: tuple[ApiServer, Database]) -> None:
+def test_a_revoked_token_gets_401(short_cache: Served) -> None:
     server, db = short_cache
     url = server.database_url
     token = _ckpt("create", "--tenant", "revoked", "--database", url).stdout.strip()
@@ -252,7 +252,7 @@ def test_a_revoked_token_gets_401(short_cache: tuple[ApiServer, Database]) -> No
     assert _ckpt("revoke", "999999", "--database", url).returncode == 1
 
 
-def test_an_expired_token_gets_401(short_cache: tuple[ApiServer, Database]) -> None:
+def test_an_expired_token_gets_401(short_cache: Served) -> None:
     server, db = short_cache
     token = create_token(db, "expiring", expires_in=timedelta(seconds=3))
     (record,) = list_tokens(db, "expiring")

@@ -130,6 +130,8 @@ def _gzip_headers(coding: str = "gzip") -> dict[str, str]:
     return {"Content-Type": "application/json", "Content-Encoding": coding}
 
 
+# The memory of a server process of its own: e2e.
+@pytest.mark.e2e
 def test_gzip_bombs_are_413_with_the_server_memory_flat(
     sqlite_server: tuple[ApiServer, str],
 ) -> None:
@@ -206,6 +208,7 @@ def test_corrupt_gzip_is_400_with_a_clear_message_and_nothing_is_written(api: Ru
         assert listed["status"] == "initializing"
 
 
+@pytest.mark.e2e
 def test_a_10_mb_body_is_413_declared_or_streamed(sqlite_server: tuple[ApiServer, str]) -> None:
     server, token = sqlite_server
     body = b'{"gpu":"g","platform":"p","info":"' + b"x" * (10 * 1024 * 1024) + b'"}'
@@ -227,9 +230,8 @@ def test_a_10_mb_body_is_413_declared_or_streamed(sqlite_server: tuple[ApiServer
         assert listed["status"] == "initializing"
 
 
-def test_unauthenticated_bodies_are_never_read(sqlite_server: tuple[ApiServer, str]) -> None:
-    server, _ = sqlite_server
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+def test_unauthenticated_bodies_are_never_read(api: Running) -> None:
+    with httpx.Client(base_url=api.base_url, timeout=30) as http:
         response = http.put(
             "/v2/checkpoints/info/00000000-0000-0000-0000-000000000000",
             content=b"\x1f\x8b garbage that would be a 400 if it were read",

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 from uuid import uuid4
 
 import httpx
+import pytest
 from api_support import Backend, Running
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from ckpt.cli import app as cli_app
 from harness.postgres import ApiServer
 
 
@@ -70,24 +71,12 @@ def test_only_the_token_hash_is_stored(backend: Backend, tmp_path: Path) -> None
 
 
 def test_token_create_command_prints_only_the_token(backend: Backend) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from ckpt.cli import main; main()",
-            "api",
-            "token",
-            "create",
-            "--tenant",
-            "cli-tenant",
-            "--database",
-            backend.url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    # In process: the same typer app that `ckpt` runs, without an interpreter start.
+    result = CliRunner().invoke(
+        cli_app,
+        ["api", "token", "create", "--tenant", "cli-tenant", "--database", backend.url],
     )
+    assert result.exit_code == 0, result.output
     token = result.stdout.strip()
     assert result.stdout == token + "\n"
     assert token.startswith("ckpt_") and len(token) > 40
@@ -95,6 +84,8 @@ def test_token_create_command_prints_only_the_token(backend: Backend) -> None:
     assert token not in _all_text(backend)
 
 
+# The log file of a server process of its own: e2e.
+@pytest.mark.e2e
 def test_tokens_never_reach_the_server_log(backend: Backend, tmp_path: Path) -> None:
     token = backend.token()
     log = tmp_path / "server.log"
