@@ -19,6 +19,7 @@ from ckpt.agent import archive, capture
 from ckpt.agent.models import JobState, StageRequest
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
 from ckpt.agent.staging import StagingError, Stagings, read_result, stage_archive
+from ckpt.operator.podtemplate import pod_template
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ def _archive(tmp: Path, *, gpu: bool = False) -> tuple[str, str, Path]:
         f"rw,lowerdir=/l1:/l2,upperdir={upper},workdir={tmp}/work\n"
         "2 1 0:51 / /proc rw - proc proc rw\n"
     )
-    template = capture.pod_template({
+    template = pod_template({
         "metadata": {"name": "counter", "uid": "u1", "labels": {"app": "c"}},
         "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "busybox"}]},
         "status": {"containerStatuses": [

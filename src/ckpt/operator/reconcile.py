@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ckpt.agent.capture import pod_template
 from ckpt.agent.client import AgentClient
 from ckpt.agent.models import CheckpointJob, CheckpointRequest, JobState, Timings
 from ckpt.api.client import CheckpointsClient
@@ -38,6 +37,7 @@ from ckpt.operator.conditions import (
 )
 from ckpt.operator.locations import LocationError, Locations
 from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
+from ckpt.operator.podtemplate import pod_template
 from ckpt.operator.target import Blocked, Target, resolve_target
 from ckpt.retry import Backoff, retry
 from ckpt.storage.models import Destination

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes import client
@@ -71,9 +71,9 @@ class RestoreKube:
     async def get_checkpoint(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         def read() -> Mapping[str, Any] | None:
             try:
-                found: Mapping[str, Any] = self._custom.get_namespaced_custom_object(
+                found = cast(Mapping[str, Any], self._custom.get_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, name
-                )
+                ))
             except client.ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -85,7 +85,10 @@ class RestoreKube:
     async def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         def read() -> Mapping[str, Any] | None:
             try:
-                response = self._core.read_namespaced_pod(name, namespace, _preload_content=False)
+                # Raw JSON (an urllib3 response, whatever the stubs say) keeps camelCase keys.
+                response: Any = self._core.read_namespaced_pod(
+                    name, namespace, _preload_content=False
+                )
             except client.ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -97,8 +100,8 @@ class RestoreKube:
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
         def create() -> Mapping[str, Any]:
             try:
-                response = self._core.create_namespaced_pod(
-                    namespace, dict(body), _preload_content=False
+                response: Any = self._core.create_namespaced_pod(
+                    namespace, cast(Any, dict(body)), _preload_content=False
                 )
             except client.ApiException as exc:
                 if exc.status == 409:
@@ -110,7 +113,7 @@ class RestoreKube:
 
     async def list_nodes(self) -> list[Mapping[str, Any]]:
         def read() -> list[Mapping[str, Any]]:
-            response = self._core.list_node(_preload_content=False)
+            response: Any = self._core.list_node(_preload_content=False)
             return list(json.loads(response.data).get("items") or [])
 
         return await asyncio.to_thread(read)
