@@ -157,3 +157,32 @@ def test_large_lists_are_gzipped_for_clients_that_accept_it(api: Running) -> Non
         )
         assert "content-encoding" not in small.headers
         assert [c["id"] for c in small.json()] == ids[:1]
+
+
+def test_every_error_code_is_a_string(api: Running) -> None:
+    """Typed clients parse `ApiError.code` as a string only: never an int, on any error."""
+    missing = "00000000-0000-0000-0000-000000000000"
+    with _kiota(api) as http:
+        deprecated = _create(http)
+        http.patch(f"/v2/checkpoints/deprecate/{deprecated}")
+        errors = [
+            http.get("/v2/checkpoints", headers={"Authorization": "Bearer wrong"}),  # 401
+            http.patch(f"/v2/checkpoints/deprecate/{missing}"),  # 404
+            http.put(f"/v2/checkpoints/info/{deprecated}", json={"gpu": "g", "platform": "p"}),
+            http.put(f"/v2/checkpoints/info/{deprecated}", json={"gpu": 1}),  # 422
+            http.get("/v2/checkpoints", params={"ids": "nope"}),  # 400
+            http.delete("/v2/checkpoints"),  # 405
+            http.get("/v2/nothing-here"),  # 404 without a route
+            http.put(
+                f"/v2/checkpoints/info/{deprecated}",
+                content=b"{}",
+                headers={"Content-Type": "application/json", "Content-Encoding": "br"},
+            ),  # 415
+        ]
+    assert sorted({e.status_code for e in errors}) == [400, 401, 404, 405, 409, 415, 422]
+    for error in errors:
+        body = error.json()
+        assert isinstance(body["code"], str) and body["code"], (error.status_code, body)
+    schema = httpx.get(f"{api.base_url}/openapi.json").json()
+    code = schema["components"]["schemas"]["ApiError"]["properties"]["code"]
+    assert {t.get("type") for t in code["anyOf"]} == {"string", "null"}
