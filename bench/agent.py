@@ -23,7 +23,6 @@ import asyncio
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.stats import median, ratio
 from ckpt.agent import pipeline
 from ckpt.agent.context import build_context
 from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
@@ -65,7 +65,7 @@ class Row:
     samples: list[Sample] = field(default_factory=list)
 
     def median(self, attr: str) -> float:
-        return statistics.median(float(getattr(s, attr)) for s in self.samples)
+        return median(float(getattr(s, attr)) for s in self.samples)
 
 
 def _criu() -> str:
@@ -193,10 +193,10 @@ def table(rows: list[Row]) -> str:
         base, pipe = r.median("base_total"), r.median("pipe_total")
         rb, rp = r.median("base_restore"), r.median("pipe_restore")
         lines.append(
-            f"| {r.mib} MiB | {base:.2f} | {pipe:.2f} | {pipe / base:.2f}x | "
+            f"| {r.mib} MiB | {base:.2f} | {pipe:.2f} | {ratio(pipe, base)} | "
             f"{r.median('pipe_dump'):.2f} / {r.median('pipe_store'):.2f} | "
             f"{r.mib / pipe:.0f} | {r.median('base_bytes') / 2**20:.0f} | "
-            f"{r.median('pipe_bytes') / 2**20:.0f} | {rb:.2f} | {rp:.2f} | {rp / rb:.2f}x | "
+            f"{r.median('pipe_bytes') / 2**20:.0f} | {rb:.2f} | {rp:.2f} | {ratio(rp, rb)} | "
             f"{r.median('pipe_restore_fetch'):.2f} / {r.median('pipe_restore_runc'):.2f} |"
         )
     return "\n".join(lines)

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.stats import percentile, ratio
 from ckpt.api import migrate
 from ckpt.api.db import Database
 from ckpt.api.tokens import create_token
@@ -157,10 +157,6 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
-
-
 def _measure(name: str, url: str, token: str, levels: list[int], seconds: float) -> list[Row]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "_serve", name, str(port), url])
@@ -182,7 +178,8 @@ def _measure(name: str, url: str, token: str, levels: list[int], seconds: float)
             cpu_us = None
             if cpu_before is not None and cpu_after is not None:
                 cpu_us = (cpu_after - cpu_before) / sent * 1e6
-            rows.append(Row(name, c, rps, _percentile(lat, 50), _percentile(lat, 99), cpu_us))
+            p50_ms, p99_ms = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
+            rows.append(Row(name, c, rps, p50_ms, p99_ms, cpu_us))
             print(f"  {name} c={c}: {rps} req/s", file=sys.stderr)
         return rows
     finally:
@@ -223,11 +220,10 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        ratio = r.rps / bare[r.concurrency].rps
         cpu = f"{r.cpu_us:.0f}" if r.cpu_us is not None else "n/a"
         print(
             f"| {r.server} | {r.concurrency} | {r.rps} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {ratio:.2f} | {cpu} |"
+            f"| {ratio(r.rps, bare[r.concurrency].rps)} | {cpu} |"
         )
 
 

@@ -59,7 +59,6 @@ import secrets
 import shutil
 import signal
 import sqlite3
-import statistics
 import sys
 import tempfile
 import threading
@@ -73,6 +72,7 @@ from urllib.parse import urlparse
 
 from kubernetes import client, watch
 
+from bench.stats import median, median_and_max, percentile
 from ckpt.operator.models import GROUP, PLURAL, VERSION
 from ckpt.operator.settings import OperatorSettings
 from harness.containers import BusyboxContainer, Runc
@@ -254,25 +254,6 @@ class Run:
 
 def _utc(value: str) -> float:
     return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).timestamp()
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    """Inclusive quantile (q in (0, 1)); the value itself for a single sample."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def _p50(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
-def _p90(values: Sequence[float]) -> float:
-    return _quantile(values, 0.9)
 
 
 # ---------------------------------------------------------------------------- CPU accounting
@@ -632,18 +613,14 @@ class Report:
             "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
 
-        def batch(values: list[float], fmt: str = "{:.2f}") -> str:
-            text = fmt.format(_p50(values))
-            return text if len(values) == 1 else f"{text} ({fmt.format(max(values))})"
-
         for size, runs in sorted(self.runs.items()):
             out.append(
                 f"| {size} | {len(runs)} | {sum(len(r.failures) for r in runs)} "
-                f"| {batch([r.wall for r in runs])} "
-                f"| {batch([r.bound for r in runs])} "
-                f"| {batch([r.overhead for r in runs])} "
-                f"| {batch([r.operator_share for r in runs])} "
-                f"| {batch([100 * r.operator_share / r.wall for r in runs], '{:.1f}%')} "
+                f"| {median_and_max([r.wall for r in runs])} "
+                f"| {median_and_max([r.bound for r in runs])} "
+                f"| {median_and_max([r.overhead for r in runs])} "
+                f"| {median_and_max([r.operator_share for r in runs])} "
+                f"| {median_and_max([100 * r.operator_share / r.wall for r in runs], '{:.1f}%')} "
                 f"| {', '.join(f'{r.load[0]:.1f}-{r.load[1]:.1f}' for r in runs)} |"
             )
         out += [
@@ -660,7 +637,7 @@ class Report:
         for size, runs in sorted(self.runs.items()):
             parts = [r.breakdown() for r in runs]
             cells = " | ".join(
-                f"{_p50([p[k] for p in parts]):.2f}"
+                f"{median([p[k] for p in parts]):.2f}"
                 for k in ("head", "starved", "handoff", "drain", "agent", "tail")
             )
             out.append(f"| {size} | {cells} | {max(r.max_overlap for r in runs)} |")
@@ -678,7 +655,7 @@ class Report:
             samples = [s for r in runs for s in r.samples]
 
             def each(values: list[float], fmt: str = "{:.2f}") -> str:
-                return f"{fmt.format(_p50(values))} / {fmt.format(_p90(values))}"
+                return f"{fmt.format(median(values))} / {fmt.format(percentile(values, 90))}"
 
             out.append(
                 f"| {size} | {each([s.e2e for s in samples])} "

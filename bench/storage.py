@@ -23,7 +23,6 @@ import argparse
 import base64
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import obstore
 import pyrage
 
+from bench.stats import median, ratio
 from ckpt.agent import archive
 from ckpt.agent.pipeline import fetch_and_extract
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
@@ -144,17 +144,17 @@ def main() -> int:
                       file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in rows.items()}
+    med = {k: median(v) for k, v in rows.items()}
     print("| images | plain upload (s) | archive (s) | ratio | archive + age (s) | ratio "
           "| plain download (s) | restore (s) | ratio | restore + age (s) | ratio |"
           " uploaded plain / archive (MiB) |")
     print("|---:" * 12 + "|")
     print(
         f"| {args.mib} MiB | {med['up_base']:.2f} | {med['up_plain']:.2f} "
-        f"| **{med['up_plain'] / med['up_base']:.2f}x** | {med['up_enc']:.2f} "
-        f"| **{med['up_enc'] / med['up_base']:.2f}x** | {med['down_base']:.2f} "
-        f"| {med['down_plain']:.2f} | **{med['down_plain'] / med['down_base']:.2f}x** "
-        f"| {med['down_enc']:.2f} | **{med['down_enc'] / med['down_base']:.2f}x** "
+        f"| {ratio(med['up_plain'], med['up_base'], bold=True)} | {med['up_enc']:.2f} "
+        f"| {ratio(med['up_enc'], med['up_base'], bold=True)} | {med['down_base']:.2f} "
+        f"| {med['down_plain']:.2f} | {ratio(med['down_plain'], med['down_base'], bold=True)} "
+        f"| {med['down_enc']:.2f} | {ratio(med['down_enc'], med['down_base'], bold=True)} "
         f"| {sizes['base'] // MiB} / {sizes['plain'] // MiB} |"
     )
     return 0
