@@ -269,7 +269,8 @@ def _write_tar(
     out: Any = hashing
     zwriter = None
     if compression == "zstd":
-        # write_checksum: without it a flipped bit decodes silently (field notes).
+        # write_checksum is off by default in python-zstandard: without it a flipped bit
+        # decodes silently.
         cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         zwriter = cctx.stream_writer(hashing, closefd=False, write_size=CHUNK)
         out = zwriter

@@ -59,8 +59,8 @@ def criu_check(path: str) -> tuple[bool, str]:
 
 def find_criu(explicit: str | None = None) -> CriuInfo:
     """The first CRIU >= 4.0 among: ``explicit``, ``$CKPT_CRIU``, ``criu`` on PATH, the
-    development wrapper made by tools/criu/install.sh. Debian 12's 3.17 fails on recent
-    kernels (field notes), so older versions are skipped."""
+    development wrapper made by tools/criu/install.sh. Debian 12's 3.17 fails to dump on
+    recent kernels, so older versions are skipped."""
     seen: list[str] = []
     for path in candidates(explicit):
         try:

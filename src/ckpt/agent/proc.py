@@ -41,7 +41,8 @@ async def run(
     stay stopped), so a dump is never interrupted, only discarded afterwards.
 
     stdin is /dev/null and stdout/stderr are pipes: runc hands these to a container it starts
-    or restores detached, and a host file there would break a later dump (field notes).
+    or restores detached, and a host file there would break a later dump (CRIU: "Can't lookup
+    mount ... for fd").
     """
     proc = await asyncio.create_subprocess_exec(
         *argv,

@@ -79,7 +79,8 @@ class AgentSettings(BaseSettings):
         default=Path("/var/lib/ckpt/jobs"),
         description="One JSON record per job, so results survive an agent restart.",
     )
-    # Level 1 with all cores is the speed/ratio sweet spot for memory pages (field notes).
+    # Level 1 with all cores is the speed/ratio sweet spot for memory pages: higher levels cost
+    # far more time for little size on CRIU's page images.
     zstd_level: int = Field(default=1, ge=-7, le=22, description="zstd compression level.")
     zstd_threads: int = Field(default=-1, description="zstd threads (-1: one per core).")
 

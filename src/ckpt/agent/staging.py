@@ -150,8 +150,8 @@ def stage_archive(
             "restoreId": request.restore_id,
             "namespace": request.namespace,
             "podName": request.pod_name,
-            # The new Pod has a new IP: established connections cannot follow it (CRIU
-            # tcp-close), as the field notes say.
+            # The new Pod has a new IP: established TCP connections cannot follow it, so
+            # CRIU restores them closed (tcp-close).
             "tcpClose": True,
             "containers": {
                 name: {

@@ -3,7 +3,7 @@
 ``POST https://NODE:10250/checkpoint/{namespace}/{pod}/{container}`` with a bearer token of an
 identity allowed ``nodes/checkpoint``; the kubelet (through the CRI runtime) dumps the container
 with CRIU, leaves it running, and answers ``{"items": ["<path of the .tar>"]}``: an
-uncompressed tar, mode 0600, under ``/var/lib/kubelet/checkpoints/`` on the node (field notes),
+uncompressed tar, mode 0600, under ``/var/lib/kubelet/checkpoints/`` on the node,
 which the agent reads through its host mount. Its CRIU images sit under ``checkpoint/``; a
 restore hands them to the runc backend.
 """

@@ -141,9 +141,10 @@ class RuncRuntime(Runtime):
         )
 
     async def cgroups_mode(self) -> str:
-        """``ignore`` where runc has it (>= 1.2, as the field notes advise for restoring into
-        another container); runc 1.1 lacks it, and its default ``soft`` mode works because
-        runc itself points CRIU at the new container's cgroups on restore."""
+        """``ignore`` where runc has it (>= 1.2: restoring into another container, CRIU must
+        not recreate the dumped container's cgroups); runc 1.1 lacks it, and its default
+        ``soft`` mode works because runc itself points CRIU at the new container's cgroups on
+        restore."""
         if self._cgroups_mode is None:
             out = await self._run("--version")
             m = re.search(r"runc version (\d+)\.(\d+)", out.stdout)
@@ -223,8 +224,9 @@ class RuncRuntime(Runtime):
             *args, container.ref.container_id, limit_s=self.timeout_s, finish_on_cancel=True
         )
         if out.returncode != 0:
-            # A host file behind the container's stdio and a missing iptables-restore are
-            # the usual causes (field notes); CRIU's log says which.
+            # The usual causes: a host file behind the container's stdio (CRIU: "Can't lookup
+            # mount ... for fd") and a missing iptables-restore (CRIU locks the container's
+            # network with it); CRIU's log says which.
             raise _failed("checkpoint", container.ref.container_id, out, logs / "dump.log")
         return DumpedContainer(container=container, images_dir=images)
 
