@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_core_support import Progress
 
 from ckpt.agent import archive, capture
-from ckpt.agent.models import JobState, StageRequest
+from ckpt.agent.models import CheckpointRequest, ContainerTarget, JobState, StageRequest
+from ckpt.agent.pipeline import PipelineContext, run_checkpoint
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
 from ckpt.agent.staging import StagingError, Stagings, read_result, stage_archive
 from ckpt.operator.podtemplate import pod_template
+from harness.containers import BusyboxContainer
 
 pytestmark = pytest.mark.e2e
 
@@ -245,3 +248,36 @@ async def test_failed_job_says_why(tmp_path: Path) -> None:
         job = await stagings.watch(RESTORE_ID, job.phase, 5)
     assert (job.state, job.error_code) == (JobState.failed, "checksum_mismatch")
     assert not job.retryable
+
+
+async def test_a_real_runc_checkpoint_stages_for_the_wrapper(
+    ctx: PipelineContext, busybox_container: BusyboxContainer, progress: Progress,
+    tmp_path: Path,
+) -> None:
+    """The checkpoint pipeline's archive (real runc + CRIU, with the pod template the operator
+    sends) stages into the layout the ckpt-runc wrapper reads."""
+    c = busybox_container
+    c.wait_counter(3)
+    template = {"metadata": {"labels": {"app": "counter"}},
+                "spec": {"containers": [{"name": "c0", "image": "busybox"}]}}
+    result = await run_checkpoint(CheckpointRequest(
+        checkpoint_id="ck-stage", namespace="default", pod="counter",
+        containers=[ContainerTarget(name="c0", container_id=c.id)], pod_template=template,
+    ), ctx, progress)
+
+    staged = stage_archive(
+        StageRequest(restore_id="r-real", namespace="default", pod_name="counter-restored",
+                     checkpoint_id="ck-stage", source=result.restore_path,
+                     checksum=result.checksum),
+        tmp_path / "restores", archive_root=ctx.store.root,
+    )
+    folder = tmp_path / "restores" / "r-real"
+    assert staged.containers == ["c0"] and staged.pod_template == template
+    images = folder / "containers" / "c0" / "images"
+    assert (images / "inventory.img").is_file()
+    assert any(p.name.startswith("pages-") for p in images.iterdir())
+    # The harness's bundle has a plain folder as rootfs (no overlay): an empty diff.
+    assert list((folder / "containers" / "c0" / "rootfs-diff").iterdir()) == []
+    assert (folder / "containers" / "c0" / "deleted").read_bytes() == b""
+    restore = json.loads((folder / "restore.json").read_text())
+    assert restore["containers"]["c0"]["images"] == "containers/c0/images"

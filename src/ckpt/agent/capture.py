@@ -60,7 +60,9 @@ def upperdir_from_mountinfo(mountinfo: str) -> Path | None:
     for line in mountinfo.splitlines():
         left, sep, right = line.partition(" - ")
         fields = left.split()
-        if not sep or len(fields) < 5 or _unescape(fields[4]) != "/":
+        # Mount point `/`, and the whole overlay (root `/`): a bind mount of a folder of some
+        # overlay (a plain-folder rootfs on an overlay host) is not the container's own layer.
+        if not sep or len(fields) < 5 or _unescape(fields[4]) != "/" or fields[3] != "/":
             continue
         parts = right.split()
         if len(parts) < 3 or parts[0] != "overlay":
@@ -72,21 +74,9 @@ def upperdir_from_mountinfo(mountinfo: str) -> Path | None:
 
 
 def _split_options(text: str) -> list[str]:
-    # Overlay escapes a comma inside a path with a backslash.
-    out, current, escaped = [], [], False
-    for ch in text:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            out.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    out.append("".join(current))
-    return out
+    # The kernel writes option values with `,`, `=`, space, tab, newline and backslash as
+    # octal escapes (seq_show_option), so a bare comma always separates options.
+    return text.split(",")
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
