@@ -5,13 +5,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup deps tools test lint crd demo bench clean images wrapper cluster cluster-down load-image
+.PHONY: help setup deps tools test test-fast test-fast-nonroot lint crd demo bench clean images wrapper cluster cluster-down load-image
 
 help:
 	@echo "make setup  - virtualenv with ckpt and its test tools ($(VENV))"
 	@echo "make deps   - Debian packages: runc, iptables, busybox-static, openssl, postgresql"
 	@echo "make tools  - build the test control plane and fetch CRIU >= 4 (cached in .cache/)"
 	@echo "make test   - the whole test suite against real apiserver, runc, CRIU, PostgreSQL"
+	@echo "make test-fast - the fast tier (pytest -m 'not e2e'): no root, no real parts"
+	@echo "make test-fast-nonroot - as root: the fast tier run as the user nobody"
 	@echo "make wrapper - the static ckpt-runc runtime wrapper (.cache/bin/ckpt-runc)"
 	@echo "make demo   - checkpoint and restore a container on a local control plane"
 	@echo "make bench  - benchmarks (tables; see BENCHMARKS.md)"
@@ -39,6 +41,24 @@ tools: deps
 test: setup tools
 	cd cmd/ckpt-runc && go test ./...
 	$(BIN)/pytest
+
+# Everything but the tests marked e2e: no root, runc, CRIU, cluster or PostgreSQL.
+test-fast: setup
+	$(BIN)/pytest -m "not e2e"
+
+# The fast tier as the unprivileged user nobody. The venv's Python may live where nobody
+# cannot read it (a pyenv under /root, mode 0700), so a venv made from the system python3 (the
+# same minor version) borrows the packages of $(VENV); .venv/bin on PATH brings kubectl and
+# hadolint. nobody cannot write the checkout: no bytecode, no pytest cache.
+NONROOT_VENV := .cache/nonroot-venv
+SYSTEM_PYTHON ?= /usr/bin/python3
+PURELIB := import sysconfig; print(sysconfig.get_path("purelib"))
+test-fast-nonroot: setup
+	test -x $(NONROOT_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv --without-pip $(NONROOT_VENV)
+	echo "import site; site.addsitedir('$$($(BIN)/python -c '$(PURELIB)')')" \
+		> "$$($(NONROOT_VENV)/bin/python -c '$(PURELIB)')/ckpt-venv.pth"
+	runuser -u nobody -- env PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONDONTWRITEBYTECODE=1 \
+		$(NONROOT_VENV)/bin/python -m pytest -m "not e2e" -p no:cacheprovider $(PYTEST_ARGS)
 
 # The node's runtime wrapper: static (hosts have no Python and may lack a matching libc).
 wrapper:

@@ -19,10 +19,13 @@ TEST_PACKAGES = {"pytest", "_pytest", "hypothesis", "schemathesis", "looptime", 
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     # Build from a copy of the committed tree, so that setuptools' build/ and egg-info never
-    # land in the repository (and a non-root user can build it).
+    # land in the repository (and a non-root user can build it). safe.directory: git refuses
+    # a repository owned by another user ("dubious ownership"), as the checkout is for a
+    # non-root user running the fast tier; archive only reads it.
     src = tmp_path_factory.mktemp("src")
     subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(src / "repo.tar"), "HEAD"],
+        ["git", "-c", f"safe.directory={ROOT}", "-C", str(ROOT),
+         "archive", "--format=tar", "-o", str(src / "repo.tar"), "HEAD"],
         check=True,
     )
     subprocess.run(["tar", "-xf", "repo.tar"], cwd=src, check=True)
