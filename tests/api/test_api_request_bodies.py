@@ -13,7 +13,7 @@ import httpx
 import pytest
 from api_support import Running
 
-from ckpt.api.body import BodyDecoder, BodyRefused, json_depth
+from ckpt.api.body import BodyDecoder, BodyRefused, json_too_deep
 from harness.postgres import ApiServer
 
 LIMIT = 1024 * 1024  # the default CKPT_API_MAX_BODY_BYTES
@@ -85,12 +85,20 @@ def test_decoder_corrupt_streams_are_400(coding: str, data: bytes, why: str) -> 
         (b"1", 0),
         (b"[]", 1),
         (b'{"a": [1, {"b": []}]}', 4),
-        (b'{"a": "[[[[[[[[", "b": "\\"[[[["}', 1),
+        (b'[[1], [2, [3]], {"a": {}}]', 3),
+        # Brackets, quotes and backslashes inside strings do not count.
+        (b'{"a": "[[[[[[[[", "b": "\\"[[[[", "c": "\\\\", "d": ["]]]"]}', 2),
         (b"[" * 500 + b"]" * 500, 500),
     ],
 )
-def test_json_depth_ignores_brackets_in_strings(text: bytes, depth: int) -> None:
-    assert json_depth(text) == depth
+def test_json_too_deep_counts_levels_outside_strings(text: bytes, depth: int) -> None:
+    assert json.loads(text) is not None or depth == 0
+    assert not json_too_deep(text, depth)
+    assert json_too_deep(text, depth - 1) == (depth > 0)
+
+
+def test_json_too_deep_leaves_malformed_text_to_the_parser() -> None:
+    assert not json_too_deep(b"]]]]]][[[[[[", 2)
 
 
 # ---- against a real server process ----
