@@ -264,8 +264,8 @@ class BodyDecodingMiddleware:
         if body and _is_json(headers) and json_too_deep(body, self.max_json_depth):
             message = f"body: JSON nested more than {self.max_json_depth} levels deep"
             details = [{"field": "body", "message": message, "type": "json_depth"}]
-            refusal = BodyRefused(422, message, "validation_error", details)
-            await _refuse(refusal, scope, receive, send)
+            too_deep = BodyRefused(422, message, "validation_error", details)
+            await _refuse(too_deep, scope, receive, send)
             return
         kept = [(n, v) for n, v in headers if n not in (b"content-encoding", b"content-length")]
         kept.append((b"content-length", str(len(body)).encode()))
