@@ -146,6 +146,8 @@ class LocalKubeCluster:
             log(f"reusing the running cluster ({self.kubeconfig})")
             return self.cluster()
         self.down(log=log)
+        shutil.rmtree(self.logs, ignore_errors=True)
+        self.logs.mkdir(parents=True)
         started = time.monotonic()
         binaries = self._build(log)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,7 @@ class LocalKubeCluster:
         try:
             self._start(state, specs, binaries, timeout, log)
         except BaseException:
-            log("start failed; logs are under " + str(self.workdir))
+            log(f"start failed; logs: {self.logs}; `make cluster-down` stops what did start")
             raise
         state["complete"] = True
         self._save(state)
@@ -297,7 +299,7 @@ class LocalKubeCluster:
         images = self._local_images(binaries)
         for spec in specs:
             log(f"starting {spec.name} ({spec.address}, pods {spec.pod_cidr})")
-            node = LocalNode(self.workdir / "nodes" / spec.name, spec)
+            node = self._node(spec)
             node_cert = pki.issue(f"node-{spec.index}", f"system:node:{spec.name}",
                                   ["system:nodes"])
             serving_cert = pki.issue(f"node-{spec.index}-serving", f"system:node:{spec.name}",
@@ -360,13 +362,13 @@ class LocalKubeCluster:
                 last = f"ready: {sorted(ready)}"
             time.sleep(1)
         raise ClusterError(f"nodes not Ready after {timeout:.0f}s ({last}); "
-                           f"kubelet logs: {self.workdir}/nodes/*/logs/kubelet.log")
+                           f"kubelet logs: {self.logs}/*-kubelet.log")
 
     def _check_alive(self) -> None:
         state = self.state() or {}
         for record in self._records(state):
             if not record.alive():
-                raise ClusterError(f"{record.name} exited; its log is under {self.workdir}")
+                raise ClusterError(f"{record.name} exited; its log is under {self.logs}")
 
     # --- images -----------------------------------------------------------------------------
 
@@ -378,7 +380,7 @@ class LocalKubeCluster:
         records = {r.name: r for r in self._records(state)}
         loaded = []
         for spec in _node_specs(state["nodes"]):  # type: ignore[arg-type]
-            node = LocalNode(self.workdir / "nodes" / spec.name, spec)
+            node = self._node(spec)
             node.import_image(records[f"{spec.name}/namespace"], archive)
             loaded.append(spec.name)
         return loaded
@@ -401,7 +403,7 @@ class LocalKubeCluster:
             if name in records:
                 host.stop_process(records[name])
         for spec in specs:
-            node = LocalNode(self.workdir / "nodes" / spec.name, spec)
+            node = self._node(spec)
             node.stop({k.split("/", 1)[1]: r for k, r in records.items()
                        if k.startswith(f"{spec.name}/")})
         if "kube-proxy" in records:
@@ -420,7 +422,10 @@ class LocalKubeCluster:
         leftover = _mounts_under(self.workdir)
         if leftover:
             raise ClusterError(f"mounts left under {self.workdir}: {leftover[:5]}")
-        for folder in ("nodes", "controlplane", "components", "pki"):
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for control_log in (self.workdir / "controlplane").glob("*.log"):
+            shutil.move(control_log, self.logs / control_log.name)
+        for folder in ("nodes", "controlplane", "components", "pki", "images"):
             shutil.rmtree(self.workdir / folder, ignore_errors=True)
         self.kubeconfig.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
@@ -468,10 +473,16 @@ class LocalKubeCluster:
 
     # --- helpers ----------------------------------------------------------------------------
 
+    @property
+    def logs(self) -> Path:
+        """Every component's log; kept by down() and emptied by the next up()."""
+        return self.workdir / "logs"
+
+    def _node(self, spec: NodeSpec) -> LocalNode:
+        return LocalNode(self.workdir / "nodes" / spec.name, spec, self.logs)
+
     def _spawn(self, state: dict[str, object], name: str, argv: list[str]) -> None:
-        logs = self.workdir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with (logs / f"{name}.log").open("ab") as out:
+        with (self.logs / f"{name}.log").open("ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         self._record(state, ProcessRecord.of(name, proc.pid))

@@ -105,9 +105,13 @@ class NodeCredentials:
 
 
 class LocalNode:
-    def __init__(self, folder: Path, spec: NodeSpec) -> None:
+    """Node `spec` with its files in `folder` and its logs (`<name>-kubelet.log`, ...) in
+    `logs`, which outlives the node's folder for a look after a failed start."""
+
+    def __init__(self, folder: Path, spec: NodeSpec, logs: Path) -> None:
         self.folder = folder
         self.spec = spec
+        self.logs = logs
 
     # --- layout ---------------------------------------------------------------------
 
@@ -118,10 +122,6 @@ class LocalNode:
     @property
     def bin_dir(self) -> Path:
         return self.folder / "bin"
-
-    @property
-    def logs(self) -> Path:
-        return self.folder / "logs"
 
     def prepare(self, binaries: NodeBinaries, creds: NodeCredentials) -> None:
         """Writes the node's folders and configuration (idempotent)."""
@@ -250,7 +250,7 @@ class LocalNode:
         host.delete_bridge(self.spec.bridge)
 
     def _spawn(self, name: str, argv: list[str]) -> ProcessRecord:
-        with (self.logs / f"{name}.log").open("ab") as log:
+        with (self.logs / f"{self.spec.name}-{name}.log").open("ab") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         return ProcessRecord.of(f"{self.spec.name}/{name}", proc.pid)
@@ -258,7 +258,7 @@ class LocalNode:
     def _failure(self, name: str, record: ProcessRecord) -> str | None:
         if record.alive():
             return None
-        log = self.logs / f"{name}.log"
+        log = self.logs / f"{self.spec.name}-{name}.log"
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         return f"{self.spec.name}: {name} exited:\n{tail}"
 
