@@ -9,16 +9,20 @@ here the same way a user does it.
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from harness.cluster.cluster import ClusterError, LocalKubeCluster
+from harness.controlplane import Cluster
 from harness.tools import REPO_ROOT, run_tool
 
 NAMESPACE = "ckpt-system"
 OVERLAY = REPO_ROOT / "deploy" / "local"
 IMAGE_ARCHIVES = ("ckpt.tar", "ckpt-agent.tar")
+AGENT_TLS_SECRET = "ckpt-agent-tls"  # noqa: S105 - the name of a Secret, not a secret
 # The Secret holding the operator's API token, as deploy/README.md names it.
 OPERATOR_API_SECRET = "ckpt-api-token"  # noqa: S105 - the name of a Secret, not a secret
 
@@ -41,8 +45,9 @@ def deploy_ckpt(
     """Loads the images into every node, applies deploy/local and waits for Ready pods."""
     for archive in ckpt_image_archives():
         log(f"loading {archive.name} into {', '.join(cluster.load_image(archive))}")
-    log("applying deploy/local")
     kube = cluster.cluster()
+    ensure_agent_tls(kube, log)
+    log("applying deploy/local")
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY))
     kube.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/ckpt-api",
                  f"--timeout={int(timeout)}s")
@@ -54,6 +59,27 @@ def deploy_ckpt(
         kube.kubectl("-n", NAMESPACE, "create", "secret", "generic", OPERATOR_API_SECRET,
                      f"--from-literal=token={token.strip()}")
     wait_pods_ready(cluster, NAMESPACE, timeout)
+
+
+def ensure_agent_tls(kube: Cluster, log: Callable[[str], None]) -> None:
+    """The agents' serving certificate, made as README's install steps make it: one
+    self-signed certificate for the name the operator checks, in the Secret ckpt-agent-tls."""
+    kube.ensure_namespace(NAMESPACE)
+    if kube.kubectl("-n", NAMESPACE, "get", "secret", AGENT_TLS_SECRET,
+                    check=False).returncode == 0:
+        return
+    log("creating the agents' serving certificate (README: Install on a cluster)")
+    with tempfile.TemporaryDirectory(prefix="ckpt-agent-tls-") as folder:
+        key, cert = Path(folder) / "tls.key", Path(folder) / "tls.crt"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-days", "825", "-subj", "/CN=ckpt-agent",
+             "-addext", f"subjectAltName=DNS:ckpt-agent.{NAMESPACE}.svc",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )
+        kube.kubectl("-n", NAMESPACE, "create", "secret", "tls", AGENT_TLS_SECRET,
+                     f"--cert={cert}", f"--key={key}")
 
 
 def wait_pods_ready(cluster: LocalKubeCluster, namespace: str, timeout: float) -> None:
