@@ -288,26 +288,28 @@ class GpuDriver:
 
     # -- inventory ------------------------------------------------------------------------
 
-    def _nvml_ok(self) -> bool:
+    def _nvml_ready(self) -> Any | None:
+        """NVML, initialised; None without it (or when it fails to start)."""
         if self._nvml is None:
-            return False
+            return None
         try:
-            return int(self._nvml.nvmlInit_v2()) == 0
+            return self._nvml if int(self._nvml.nvmlInit_v2()) == 0 else None
         except AttributeError:
-            return False
+            return None
 
     def models(self) -> list[str]:
         """GPU model names, one per device (NVML, else the CUDA driver)."""
         names: list[str] = []
-        if self._nvml_ok():
+        nvml = self._nvml_ready()
+        if nvml is not None:
             count = ctypes.c_uint(0)
-            if int(self._nvml.nvmlDeviceGetCount_v2(ctypes.byref(count))) == 0:
+            if int(nvml.nvmlDeviceGetCount_v2(ctypes.byref(count))) == 0:
                 for i in range(count.value):
                     handle = ctypes.c_void_p()
                     buf = ctypes.create_string_buffer(96)
-                    if int(self._nvml.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(handle))):
+                    if int(nvml.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(handle))):
                         continue
-                    if int(self._nvml.nvmlDeviceGetName(handle, buf, len(buf))) == 0:
+                    if int(nvml.nvmlDeviceGetName(handle, buf, len(buf))) == 0:
                         names.append(buf.value.decode(errors="replace"))
             if names:
                 return names
@@ -323,9 +325,10 @@ class GpuDriver:
     def driver_version(self) -> str | None:
         """The NVIDIA driver version (NVML, e.g. "580.65.06"), else the CUDA driver API
         version (e.g. "CUDA 12.9"); None without a driver."""
-        if self._nvml_ok():
+        nvml = self._nvml_ready()
+        if nvml is not None:
             buf = ctypes.create_string_buffer(96)
-            if int(self._nvml.nvmlSystemGetDriverVersion(buf, len(buf))) == 0:
+            if int(nvml.nvmlSystemGetDriverVersion(buf, len(buf))) == 0:
                 return buf.value.decode(errors="replace")
         if self._cuda is None:
             return None

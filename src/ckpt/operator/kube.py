@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 
@@ -20,10 +20,11 @@ from ckpt.storage import models as sl
 
 def load_api_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    # The kubernetes package declares types but leaves these two functions unannotated.
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
@@ -36,12 +37,16 @@ class Kube:
         def read() -> Mapping[str, Any] | None:
             try:
                 # Raw JSON keeps the apiserver's camelCase keys, as kopf bodies have them.
-                response = self._core.read_namespaced_pod(name, namespace, _preload_content=False)
+                # Without preloading the client answers the raw HTTP response, not a V1Pod.
+                response: Any = self._core.read_namespaced_pod(
+                    name, namespace, _preload_content=False
+                )
             except client.ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return json.loads(response.data)
+            pod: Mapping[str, Any] = json.loads(response.data)
+            return pod
 
         return await asyncio.to_thread(read)
 
@@ -57,8 +62,10 @@ class Kube:
     async def get_storage_location(self, name: str) -> Mapping[str, Any] | None:
         def read() -> Mapping[str, Any] | None:
             try:
-                result: Mapping[str, Any] = self._custom.get_cluster_custom_object(
-                    sl.GROUP, sl.VERSION, sl.PLURAL, name
+                # Declared as object: a custom object is whatever JSON the apiserver holds.
+                result = cast(
+                    Mapping[str, Any],
+                    self._custom.get_cluster_custom_object(sl.GROUP, sl.VERSION, sl.PLURAL, name),
                 )
             except client.ApiException as exc:
                 if exc.status == 404:
@@ -69,8 +76,11 @@ class Kube:
         return await asyncio.to_thread(read)
 
     async def list_storage_locations(self) -> list[Mapping[str, Any]]:
-        result = await asyncio.to_thread(
-            self._custom.list_cluster_custom_object, sl.GROUP, sl.VERSION, sl.PLURAL
+        result = cast(
+            Mapping[str, Any],
+            await asyncio.to_thread(
+                self._custom.list_cluster_custom_object, sl.GROUP, sl.VERSION, sl.PLURAL
+            ),
         )
         return list(result.get("items") or [])
 
@@ -84,7 +94,7 @@ class Kube:
         """A Secret's decoded data; only ever called for the operator's own namespace."""
         def read() -> Mapping[str, str] | None:
             try:
-                response = self._core.read_namespaced_secret(
+                response: Any = self._core.read_namespaced_secret(
                     name, namespace, _preload_content=False
                 )
             except client.ApiException as exc:
