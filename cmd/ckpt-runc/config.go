@@ -24,6 +24,7 @@ type config struct {
 	GPUHookTimeout time.Duration // gpu_hook_timeout = 5m
 	CRIU           string        // criu = (empty: the runtime's default, `criu` on PATH)
 	CgroupsMode    string        // manage_cgroups_mode = (empty: by the runtime's version)
+	KubeletRoot    string        // kubelet_root = /var/lib/kubelet; the kubelet's --root-dir
 }
 
 const configFileName = "ckpt-runc.conf"
@@ -36,6 +37,7 @@ var configKeys = map[string]string{
 	"gpu_hook_timeout":    "CKPT_RUNC_GPU_HOOK_TIMEOUT",
 	"criu":                "CKPT_RUNC_CRIU",
 	"manage_cgroups_mode": "CKPT_RUNC_MANAGE_CGROUPS_MODE",
+	"kubelet_root":        "CKPT_RUNC_KUBELET_ROOT",
 }
 
 func configFilePath() string {
@@ -68,10 +70,12 @@ func loadConfig() (config, error) {
 		StagingRoot:    "/var/lib/ckpt/restores",
 		StateDir:       "/run/ckpt-runc",
 		GPUHookTimeout: 5 * time.Minute,
+		KubeletRoot:    "/var/lib/kubelet",
 	}
 	set := map[string]*string{
 		"runtime": &cfg.Runtime, "staging_root": &cfg.StagingRoot, "state_dir": &cfg.StateDir,
 		"gpu_hook": &cfg.GPUHook, "criu": &cfg.CRIU, "manage_cgroups_mode": &cfg.CgroupsMode,
+		"kubelet_root": &cfg.KubeletRoot,
 	}
 	for key, v := range values {
 		if p, ok := set[key]; ok {
@@ -85,10 +89,12 @@ func loadConfig() (config, error) {
 		}
 		cfg.GPUHookTimeout = d
 	}
-	if !filepath.IsAbs(cfg.StagingRoot) || !filepath.IsAbs(cfg.StateDir) {
-		return config{}, fmt.Errorf("staging_root %q and state_dir %q must be absolute paths", cfg.StagingRoot, cfg.StateDir)
+	if !filepath.IsAbs(cfg.StagingRoot) || !filepath.IsAbs(cfg.StateDir) || !filepath.IsAbs(cfg.KubeletRoot) {
+		return config{}, fmt.Errorf("staging_root %q, state_dir %q and kubelet_root %q must be absolute paths",
+			cfg.StagingRoot, cfg.StateDir, cfg.KubeletRoot)
 	}
 	cfg.StagingRoot = filepath.Clean(cfg.StagingRoot)
+	cfg.KubeletRoot = filepath.Clean(cfg.KubeletRoot)
 	if cfg.GPUHook == "" {
 		cfg.GPUHook = filepath.Join(filepath.Dir(cfg.StagingRoot), "bin", "ckpt-cuda-restore")
 	}
@@ -118,7 +124,7 @@ func readConfigFile(p string, values map[string]string) error {
 		key, value, ok := strings.Cut(line, "=")
 		key = strings.TrimSpace(key)
 		if _, known := configKeys[key]; !ok || !known {
-			return fmt.Errorf("config file %s line %d: want `key = value` with key one of runtime, staging_root, state_dir, gpu_hook, gpu_hook_timeout, criu, manage_cgroups_mode; got %q", p, n, line)
+			return fmt.Errorf("config file %s line %d: want `key = value` with key one of runtime, staging_root, state_dir, gpu_hook, gpu_hook_timeout, criu, manage_cgroups_mode, kubelet_root; got %q", p, n, line)
 		}
 		values[key] = strings.TrimSpace(value)
 	}

@@ -2,7 +2,9 @@
 
 package main
 
-// Applying a container's staged writable-layer changes to its new root file system.
+// Applying a container's staged writable-layer changes to its new root file system, and a
+// Pod's staged emptyDir contents to its new emptyDir folders (the same copy, the emptyDir
+// folder standing where the rootfs stands below).
 //
 // Every destination path is resolved inside the rootfs with openat2(RESOLVE_IN_ROOT), and
 // every final component is created, replaced or removed with *at calls on the directory
@@ -85,15 +87,25 @@ func removeAt(dirfd int, name string) error {
 // applyDiff copies the tree under srcfd (a directory descriptor of the staged diff) over
 // the rootfs rootfd, preserving modes, owners, symlinks and modification times.
 func applyDiff(srcfd, rootfd int) error {
-	dst, err := openInRoot(rootfd, ".", syscall.O_RDONLY|syscall.O_DIRECTORY)
-	if err != nil {
-		return fmt.Errorf("open the rootfs: %w", err)
-	}
-	defer syscall.Close(dst)
-	return copyTree(srcfd, dst, "")
+	return copyStagedTree(srcfd, rootfd, "the rootfs diff")
 }
 
-func copyTree(srcDir, dstDir int, rel string) error {
+// copyStagedTree copies the staged tree under srcfd over the folder dstfd (the container's
+// rootfs, or an emptyDir of the Pod) with the rules above; what names the tree in errors.
+func copyStagedTree(srcfd, dstfd int, what string) error {
+	dst, err := openInRoot(dstfd, ".", syscall.O_RDONLY|syscall.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("open the destination of %s: %w", what, err)
+	}
+	defer syscall.Close(dst)
+	c := treeCopy{what: what}
+	return c.tree(srcfd, dst, "")
+}
+
+// treeCopy is one copy of a staged tree; what names it in errors ("the rootfs diff").
+type treeCopy struct{ what string }
+
+func (c treeCopy) tree(srcDir, dstDir int, rel string) error {
 	dup, err := syscall.Dup(srcDir)
 	if err != nil {
 		return err
@@ -102,20 +114,20 @@ func copyTree(srcDir, dstDir int, rel string) error {
 	names, err := listing.Readdirnames(-1)
 	listing.Close()
 	if err != nil {
-		return fmt.Errorf("read the staged diff at %q: %w", "/"+rel, err)
+		return fmt.Errorf("read %s at %q: %w", c.what, "/"+rel, err)
 	}
 	for _, name := range names {
-		if err := copyEntry(srcDir, dstDir, rel, name); err != nil {
+		if err := c.entry(srcDir, dstDir, rel, name); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func copyEntry(srcDir, dstDir int, rel, name string) error {
+func (c treeCopy) entry(srcDir, dstDir int, rel, name string) error {
 	child := path.Join(rel, name)
 	wrap := func(what string, err error) error {
-		return fmt.Errorf("apply the rootfs diff at %q: %s: %w", "/"+child, what, err)
+		return fmt.Errorf("apply %s at %q: %s: %w", c.what, "/"+child, what, err)
 	}
 	st, err := lstatat(srcDir, name)
 	if err != nil {
@@ -125,7 +137,7 @@ func copyEntry(srcDir, dstDir int, rel, name string) error {
 	perm := st.Mode & 0o7777
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
-		return copyDir(srcDir, dstDir, rel, name, st)
+		return c.dir(srcDir, dstDir, rel, name, st)
 	case syscall.S_IFREG:
 		if err := replaceable(dstDir, name, false); err != nil {
 			return wrap("make room", err)
@@ -191,10 +203,10 @@ func replaceable(dirfd int, name string, keepDir bool) error {
 	return removeAt(dirfd, name)
 }
 
-func copyDir(srcDir, dstDir int, rel, name string, st syscall.Stat_t) error {
+func (c treeCopy) dir(srcDir, dstDir int, rel, name string, st syscall.Stat_t) error {
 	child := path.Join(rel, name)
 	wrap := func(what string, err error) error {
-		return fmt.Errorf("apply the rootfs diff at %q: %s: %w", "/"+child, what, err)
+		return fmt.Errorf("apply %s at %q: %s: %w", c.what, "/"+child, what, err)
 	}
 	// A directory of the diff merges into an existing directory; it replaces a file or a
 	// symlink at that name, as an overlay upper directory hides a lower non-directory.
@@ -214,7 +226,7 @@ func copyDir(srcDir, dstDir int, rel, name string, st syscall.Stat_t) error {
 		return wrap("open the staged folder", err)
 	}
 	defer syscall.Close(sfd)
-	if err := copyTree(sfd, dfd, child); err != nil {
+	if err := c.tree(sfd, dfd, child); err != nil {
 		return err
 	}
 	// Owner before mode (chown clears set-id bits), times last (children touched mtime).

@@ -53,7 +53,7 @@ func run(argv []string) int {
 // handled is false when the create must go to the runtime unchanged: no restore asked (or
 // no config.json to tell, which runc reports itself), the Pod's sandbox (never restored:
 // the restored containers join the new sandbox's namespaces), or a container that the
-// Pod's checkpoint did not include.
+// Pod's checkpoint did not include (once the emptyDirs it mounts hold the staged data).
 func maybeRestore(cfg config, runtime string, inv invocation) (status int, handled bool) {
 	ca, parseErr := parseCreate(inv.cmdArgs)
 	spec, err := readSpec(ca.bundle)
@@ -74,16 +74,22 @@ func maybeRestore(cfg config, runtime string, inv invocation) (status int, handl
 		return 1, true
 	}
 	staged, err := openStagedRestore(cfg, spec.Annotations)
-	if errors.Is(err, errNotInCheckpoint) {
-		logLine(inv, "info", fmt.Sprintf("ckpt-runc: restore %s has no container %s; creating it fresh",
-			spec.Annotations[annRestore], spec.Annotations[annContainerName]))
-		return 0, false
-	}
 	if err != nil {
 		logLine(inv, "error", "ckpt-runc: "+err.Error())
 		return 1, true
 	}
 	defer staged.close()
+	// The Pod's emptyDirs first, for every container that mounts one (restored or not):
+	// the data belongs to the Pod, and whichever container is created first must see it.
+	if err := staged.applyEmptyDirs(cfg, spec, ca.id); err != nil {
+		logLine(inv, "error", err.Error())
+		return 1, true
+	}
+	if !staged.inCheckpoint {
+		logLine(inv, "info", fmt.Sprintf("ckpt-runc: restore %s has no container %s; creating it fresh",
+			spec.Annotations[annRestore], spec.Annotations[annContainerName]))
+		return 0, false
+	}
 	status, err = restoreCreate(cfg, runtime, inv, ca, spec, staged)
 	if err != nil {
 		logLine(inv, "error", err.Error())

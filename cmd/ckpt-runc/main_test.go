@@ -72,6 +72,7 @@ type harness struct {
 	runRoot string
 	log     string
 	bundle  string
+	kubelet string
 	env     []string
 }
 
@@ -86,6 +87,7 @@ func newHarness(t *testing.T) *harness {
 		runRoot: filepath.Join(dir, "runc-root"),
 		log:     filepath.Join(dir, "runtime.log"),
 		bundle:  filepath.Join(dir, "bundle"),
+		kubelet: filepath.Join(dir, "kubelet"),
 	}
 	must(t, os.MkdirAll(filepath.Dir(h.runc), 0o755))
 	must(t, os.WriteFile(h.runc, []byte(fakeRunc), 0o755))
@@ -98,6 +100,7 @@ func newHarness(t *testing.T) *harness {
 		"CKPT_RUNC_RUNTIME=" + h.runc,
 		"CKPT_RUNC_STAGING_ROOT=" + h.staging,
 		"CKPT_RUNC_STATE_DIR=" + h.state,
+		"CKPT_RUNC_KUBELET_ROOT=" + h.kubelet,
 		"FAKE_DIR=" + dir,
 		"PATH=/usr/bin:/bin",
 		"MARKER_VAR=kept",

@@ -26,6 +26,7 @@ type restoreFile struct {
 	PodName    string                     `json:"podName"`
 	TCPClose   *bool                      `json:"tcpClose"` // absent: true (a new Pod has a new IP)
 	Containers map[string]stagedContainer `json:"containers"`
+	EmptyDirs  map[string]string          `json:"emptyDirs"` // volume name -> staged tree, optional
 }
 
 type stagedContainer struct {
@@ -42,24 +43,28 @@ const (
 	markerName         = "restored"
 )
 
-// errNotInCheckpoint: the Pod's staged restore has no entry for this container (the
-// Checkpoint named a subset of the containers); it is created fresh, like any other.
-var errNotInCheckpoint = errors.New("container not in the staged restore")
-
 // stagedRestore is a staged container that passed every check, with its open folders.
+// inCheckpoint is false for a container of the Pod that the staged restore does not list
+// (the Checkpoint named a subset of the containers): it is created fresh, like any other,
+// after the Pod's emptyDirs are in place; ctrfd is -1 then and the container fields are
+// empty.
 type stagedRestore struct {
-	id        string // restore id
-	name      string // container name
-	dirfd     int    // <staging-root>/<restore-id>, O_PATH
-	ctrfd     int    // .../containers/<name>, O_PATH
-	ctrPath   string // its path, for the runtime's arguments
-	images    string // absolute path of the CRIU images
-	tcpClose  bool
-	container stagedContainer
+	id           string // restore id
+	name         string // container name
+	inCheckpoint bool
+	emptyDirs    map[string]string // volume name -> staged tree, relative to dirfd
+	dirfd        int               // <staging-root>/<restore-id>, O_PATH
+	ctrfd        int               // .../containers/<name>, O_PATH
+	ctrPath      string            // its path, for the runtime's arguments
+	images       string            // absolute path of the CRIU images
+	tcpClose     bool
+	container    stagedContainer
 }
 
 func (s *stagedRestore) close() {
-	syscall.Close(s.ctrfd)
+	if s.ctrfd >= 0 {
+		syscall.Close(s.ctrfd)
+	}
 	syscall.Close(s.dirfd)
 }
 
@@ -110,10 +115,12 @@ func openStagedRestore(cfg config, ann map[string]string) (*stagedRestore, error
 	if rf.Namespace != ns || rf.PodName != pod {
 		return fail(fmt.Errorf("restore %s was staged for pod %s/%s, refusing it to pod %s/%s", rid, rf.Namespace, rf.PodName, ns, pod))
 	}
+	s.emptyDirs = rf.EmptyDirs
 	c, ok := rf.Containers[name]
 	if !ok {
-		return fail(errNotInCheckpoint)
+		return s, nil
 	}
+	s.inCheckpoint = true
 	s.container = c
 	s.tcpClose = rf.TCPClose == nil || *rf.TCPClose
 	images, err := cleanRelative(c.Images)

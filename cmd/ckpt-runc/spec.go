@@ -29,6 +29,10 @@ type bundleSpec struct {
 		Path string `json:"path"`
 	} `json:"root"`
 	Annotations map[string]string `json:"annotations"`
+	Mounts      []struct {
+		Destination string `json:"destination"`
+		Source      string `json:"source"`
+	} `json:"mounts"`
 }
 
 func readSpec(bundle string) (bundleSpec, error) {
