@@ -32,9 +32,14 @@ OPERATOR_RULES = {
     *{("ckpt.dev", "restores/status", v) for v in ("get", "patch", "update")},
     ("", "pods", "create"),
     *{("", "nodes", v) for v in ("get", "list")},
+    # StorageLocations: resolved for Checkpoints, checked periodically (status).
+    *{("ckpt.dev", "storagelocations", v) for v in ("get", "list", "watch", "patch")},
+    *{("ckpt.dev", "storagelocations/status", v) for v in ("get", "patch")},
 }
 # The Role ckpt-operator-agents in the operator's namespace: the agent pod watch.
 OPERATOR_NAMESPACE_RULES = {("", "pods", "list"), ("", "pods", "watch")}
+# The Role ckpt-operator-storage there: the storage locations' credential Secrets, by name.
+OPERATOR_STORAGE_RULES = {("", "secrets", "get")}
 AGENT_RULES = {
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("", "nodes/checkpoint", "create"),

@@ -17,6 +17,7 @@ from deploy_render import (
     NAMESPACE,
     OPERATOR_NAMESPACE_RULES,
     OPERATOR_RULES,
+    OPERATOR_STORAGE_RULES,
     REPO_ROOT,
     Manifest,
 )
@@ -42,6 +43,8 @@ EXPECTED_OBJECTS = {
     ("ClusterRoleBinding", "ckpt-operator"),
     ("Role", "ckpt-operator-agents"),
     ("RoleBinding", "ckpt-operator-agents"),
+    ("Role", "ckpt-operator-storage"),
+    ("RoleBinding", "ckpt-operator-storage"),
     ("Deployment", "ckpt-operator"),
     ("ServiceAccount", "ckpt-agent"),
     ("ClusterRole", "ckpt-agent"),
@@ -375,6 +378,9 @@ def test_rbac_rules_are_exactly_what_each_part_needs(manifests: list[Manifest], 
     assert find("RoleBinding", "ckpt-operator-agents")["subjects"] == [
         {"kind": "ServiceAccount", "name": "ckpt-operator", "namespace": NAMESPACE}
     ]
+    storage = find("Role", "ckpt-operator-storage")
+    assert storage["metadata"]["namespace"] == NAMESPACE
+    assert expand(storage["rules"]) == OPERATOR_STORAGE_RULES
     assert expand(find("ClusterRole", "ckpt-agent")["rules"]) == AGENT_RULES
     for m in manifests:
         if m["kind"] in {"ClusterRole", "Role"}:
