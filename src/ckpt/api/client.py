@@ -29,6 +29,8 @@ __all__ = [
 
 _CHECKPOINTS = TypeAdapter(list[Checkpoint])
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
+# Half the server's default maximum of ids per request (CKPT_API_LIST_MAX_IDS, 1000).
+_IDS_PER_REQUEST = 500
 
 
 # Transport errors and 5xx are retried this often, with full jitter so that many operator
@@ -43,9 +45,7 @@ def _api_error(response: httpx.Response) -> ServiceError:
         # A proxy in front of the API may answer with HTML or nothing; keep a readable message.
         text = response.text.strip()[:200] or response.reason_phrase
         body = ApiError(message=text, code=str(response.status_code))
-    return error_for(
-        response.status_code, body.message, code=body.code, details=body.details
-    )
+    return error_for(response.status_code, body.message, code=body.code, details=body.details)
 
 
 def _id_of(response: httpx.Response) -> UUID:
@@ -122,15 +122,23 @@ class CheckpointsClient:
 
     async def list(self, ids: Iterable[UUID | str] | None = None) -> list[Checkpoint]:
         """The caller's checkpoints, or only those of `ids` that exist."""
+        items: list[Checkpoint] = []
         if ids is not None:
             wanted = [str(i) for i in ids]
-            if not wanted:
-                return []
-            response = await self._request(
-                "GET", "/v2/checkpoints", params={"ids": ",".join(wanted)}
-            )
-            return _CHECKPOINTS.validate_json(response.content)
-        items: list[Checkpoint] = []
+            # The server pages every list (100 by default) and takes at most 1000 ids a
+            # request: ask in batches, each with a page as large as the batch, and follow
+            # the cursor should the server's maximum page be smaller still.
+            for start in range(0, len(wanted), _IDS_PER_REQUEST):
+                batch = wanted[start : start + _IDS_PER_REQUEST]
+                params: dict[str, str | int] = {"ids": ",".join(batch), "limit": len(batch)}
+                while True:
+                    response = await self._request("GET", "/v2/checkpoints", params=params)
+                    items.extend(_CHECKPOINTS.validate_json(response.content))
+                    cursor = response.headers.get(NEXT_CURSOR_HEADER)
+                    if cursor is None:
+                        break
+                    params = {**params, "cursor": cursor}
+            return items
         cursor: str | None = None
         while True:
             page, cursor = await self.list_page(limit=500, cursor=cursor)
