@@ -134,10 +134,10 @@ class CheckpointsClient:
                 while True:
                     response = await self._request("GET", "/v2/checkpoints", params=params)
                     items.extend(_CHECKPOINTS.validate_json(response.content))
-                    cursor = response.headers.get(NEXT_CURSOR_HEADER)
-                    if cursor is None:
+                    following = response.headers.get(NEXT_CURSOR_HEADER)
+                    if following is None:
                         break
-                    params = {**params, "cursor": cursor}
+                    params = {**params, "cursor": following}
             return items
         cursor: str | None = None
         while True:
