@@ -49,6 +49,11 @@ READ_TIMEOUT = "60s"
 # Whole request (one part, one GET of the whole object): long enough for a slow link.
 REQUEST_TIMEOUT = "1h"
 PARTIAL_SUFFIX = ".partial"
+# obstore raises its own exception classes, and Python's built-in ones for some kinds
+# (FileNotFoundError for a missing object, PermissionError, timeouts and connection errors
+# as OSError).
+_ERRORS: tuple[type[BaseException], ...] = (obx.BaseError, OSError)
+_NOT_FOUND: tuple[type[BaseException], ...] = (obx.NotFoundError, FileNotFoundError)
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
@@ -176,7 +181,7 @@ def _s3_store(dest: Destination) -> S3Store:
     }
     try:
         return S3Store(dest.bucket, config=config, client_options=client, retry_config=retry)
-    except obx.BaseError as exc:
+    except _ERRORS as exc:
         raise StorageError(
             f"location {dest.location!r}: bad S3 settings ({type(exc).__name__})"
         ) from None
@@ -185,9 +190,9 @@ def _s3_store(dest: Destination) -> S3Store:
 def describe(exc: BaseException, dest: Destination, what: str) -> StorageError:
     """A clean error for an obstore failure: kind and location, no credentials."""
     where = f"location {dest.location!r}"
-    if isinstance(exc, obx.NotFoundError):
+    if isinstance(exc, _NOT_FOUND):
         return ObjectNotFound(f"{what}: not found in {where}")
-    if isinstance(exc, obx.PermissionDeniedError | obx.UnauthenticatedError):
+    if isinstance(exc, obx.PermissionDeniedError | obx.UnauthenticatedError | PermissionError):
         return StorageError(
             f"{what}: access denied by {where} (check its credentials Secret and bucket policy)"
         )
@@ -225,7 +230,7 @@ class _S3Writer(ObjectWriter):
             raise StorageError("write after commit or abort")
         try:
             return int(self._w.write(data))
-        except obx.BaseError as exc:
+        except _ERRORS as exc:
             raise describe(exc, self._dest, "upload") from exc
 
     def commit(self) -> None:
@@ -234,7 +239,7 @@ class _S3Writer(ObjectWriter):
         self._open = False
         try:
             self._w.close()
-        except obx.BaseError as exc:
+        except _ERRORS as exc:
             self._abort_quietly()
             raise describe(exc, self._dest, "upload") from exc
 
@@ -269,7 +274,7 @@ class _StreamReader(io.RawIOBase):
                 chunk = next(self._chunks)
             except StopIteration:
                 return 0
-            except obx.BaseError as exc:
+            except _ERRORS as exc:
                 raise describe(exc, self._dest, "download") from exc
             self._buf = memoryview(bytes(chunk))
         n = min(len(b), len(self._buf))
@@ -298,7 +303,7 @@ class S3LocationStore(LocationStore):
     def open_read(self, key: str) -> BinaryIO:
         try:
             result = obstore.get(self._store, self._check_key(key))
-        except obx.BaseError as exc:
+        except _ERRORS as exc:
             raise describe(exc, self.dest, "download") from exc
         raw = _StreamReader(iter(result.stream(min_chunk_size=READ_CHUNK)), self.dest)
         return io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[return-value]
@@ -307,13 +312,13 @@ class S3LocationStore(LocationStore):
         key = self._check_key(key)
         try:
             obstore.head(self._store, key)
-        except obx.NotFoundError:
+        except _NOT_FOUND:
             return False
-        except obx.BaseError as exc:
+        except _ERRORS as exc:
             raise describe(exc, self.dest, "delete") from exc
         try:
             obstore.delete(self._store, key)
-        except obx.BaseError as exc:
+        except _ERRORS as exc:
             raise describe(exc, self.dest, "delete") from exc
         return True
 
@@ -326,7 +331,7 @@ class S3LocationStore(LocationStore):
                     out.append(
                         ObjectInfo(meta["path"], int(meta["size"]), meta["last_modified"])
                     )
-        except obx.BaseError as exc:
+        except _ERRORS as exc:
             raise describe(exc, self.dest, "list") from exc
         return out
 
@@ -334,7 +339,7 @@ class S3LocationStore(LocationStore):
         try:
             stream = obstore.list(self._store, prefix=self.dest.prefix or None, chunk_size=1)
             next(iter(stream), None)
-        except obx.BaseError as exc:
+        except _ERRORS as exc:
             raise describe(exc, self.dest, "check") from exc
 
 
