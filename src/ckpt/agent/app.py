@@ -172,6 +172,15 @@ async def create_restore(
     if "restore_id" in body:
         return stagings.submit(_parse(StageRequest, body))
     legacy: RestoreRequest = _parse(RestoreRequest, body)
+    if legacy.bundle is not None:
+        # A caller-named folder would have runc start whatever its config.json says, as
+        # root on the node: a restore goes only into the bundle this agent recorded when it
+        # dumped the container (or, for Restore resources, the runtime's own bundle).
+        raise AgentError(
+            422, "validation_error",
+            "invalid request: bundle: not accepted; the container is restored into the "
+            "bundle recorded in its archive",
+        )
     if legacy.container_id not in agent.jobs.restores.entries:
         _refuse_gpu_required(legacy.gpu, agent.ctx)
     return agent.jobs.restores.submit(legacy)

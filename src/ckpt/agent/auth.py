@@ -211,7 +211,7 @@ class AuthFirst:
 
 
 async def _answer(send: Send, status: int, code: str, message: str, *, close: bool) -> None:
-    body = json.dumps({"message": message, "code": code}).encode()
+    body = json.dumps({"message": message, "code": code}, separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
