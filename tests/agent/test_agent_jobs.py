@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,13 +52,6 @@ def _checkpoint(client: httpx.Client, wait_job: JobWaiter, body: dict) -> dict:
     return job
 
 
-def _copy_bundle(container: BusyboxContainer, dest: Path) -> Path:
-    # The restored container gets its own rootfs, so its counter file is apart from the
-    # original's, which keeps running.
-    shutil.copytree(container.bundle, dest, symlinks=True)
-    return dest
-
-
 def test_checkpoint_leaves_running_and_restore_continues_the_counter(
     client: httpx.Client, wait_job: JobWaiter, launch: Launch, runc: Runc, tmp_path: Path
 ) -> None:
@@ -84,14 +76,15 @@ def test_checkpoint_leaves_running_and_restore_continues_the_counter(
     before = original.counter()
     original.wait_counter(before + 5)
 
-    bundle = _copy_bundle(original, tmp_path / "restored-bundle")
-    counter_file = bundle / "rootfs" / "state" / "counter"
+    # The agent restores into the bundle it recorded at the dump (a caller cannot name one):
+    # the original goes, and its rootfs's counter file is reset to 0.
+    original.delete()
+    counter_file = original.bundle / "rootfs" / "state" / "counter"
     counter_file.write_text("0\n")
     restore = {
         "restore_path": result["restore_path"],
         "checksum": result["checksum"],
         "container_id": "restored-counter",
-        "bundle": str(bundle),
     }
     response = client.post("/v1/restores", json=restore)
     assert response.status_code == 202, response.text
@@ -154,7 +147,6 @@ def test_corrupted_archive_is_refused_at_restore(
         "restore_path": result["restore_path"],
         "checksum": result["checksum"],
         "container_id": "never-restored",
-        "bundle": str(container.bundle),
     })
     assert response.status_code == 202, response.text
     job = wait_job("/v1/restores/never-restored")
@@ -256,7 +248,7 @@ def test_two_container_pod_is_one_archive(
         body = {
             "checkpoint_id": "cp-pod",
             "namespace": "default",
-            "pod": "two",
+            "pod": "counter",  # the pod the harness's containers are recorded in
             "containers": [
                 {"name": name, "container_id": c.id} for name, c in pod.containers.items()
             ],

@@ -175,7 +175,7 @@ async def test_gpu_required_is_refused_without_a_gpu(
     req = CheckpointRequest(
         checkpoint_id="ck-gpu",
         namespace="default",
-        pod="p",
+        pod="counter",  # the pod the harness's containers are recorded in
         containers=[ContainerTarget(name="c", container_id=busybox_container.id)],
         gpu=GpuMode.required,
     )

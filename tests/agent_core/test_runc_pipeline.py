@@ -167,7 +167,8 @@ async def test_two_container_pod_is_one_cut(
         req = CheckpointRequest(
             checkpoint_id="ck-pod",
             namespace="default",
-            pod="pod",
+            # The pod the harness's containers are recorded in (harness.containers).
+            pod="counter",
             containers=[
                 ContainerTarget(name=n, container_id=c.id) for n, c in pod.containers.items()
             ],
