@@ -5,6 +5,7 @@ deadlines of minutes run in milliseconds and their timing can be asserted exactl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -18,6 +19,7 @@ from ckpt.api.models import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, Rejected, ServiceError, Unavailable
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import ACCEPTED, READY, get_condition
+from ckpt.operator.locations import Locations
 from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
 from ckpt.operator.reconcile import (
     LONG_POLL,
@@ -560,3 +562,55 @@ async def test_sync_api_status_reflects_the_record() -> None:
     assert await sync_api_status(api, status) == "initializing"  # type: ignore[arg-type]
     del api.records[checkpoint_id]
     assert await sync_api_status(api, status) == "absent"  # type: ignore[arg-type]
+
+
+def _locations(items: dict[str, dict[str, Any]]) -> Locations:
+    async def get(name: str) -> dict[str, Any] | None:
+        return items.get(name)
+
+    async def list_all() -> list[dict[str, Any]]:
+        return list(items.values())
+
+    async def read_secret(name: str) -> dict[str, str] | None:
+        return {"accessKeyId": "AK", "secretAccessKey": "SK"} if name == "keys" else None
+
+    return Locations(get, list_all, read_secret)
+
+
+S3_MAIN = {
+    "metadata": {"name": "s3-main"},
+    "spec": {"type": "s3", "bucket": "ckpts", "default": True,
+             "credentialsSecretRef": {"name": "keys"}},
+}
+
+
+async def test_the_named_or_default_location_goes_to_the_agent_with_its_credentials() -> None:
+    for storage in ("s3-main", None):
+        world = World()
+        world.resource = dataclasses.replace(
+            world.resource, spec=CheckpointSpec(pod_name=POD, storage=storage)
+        )
+        deps = world.deps()
+        deps.locations = _locations({"s3-main": S3_MAIN})
+        status = await Checkpointer(deps, world.resource, CheckpointStatus(), world.report).run()
+        assert status.phase is Phase.Ready and status.storage_location == "s3-main"
+        (request,) = world.agents.requests
+        assert request.destination is not None and request.destination.bucket == "ckpts"
+        assert request.destination.credentials is not None
+        assert request.destination.identities == [], "a dump never carries the age identity"
+        assert "SK" not in status.model_dump_json() and not any(
+            "SK" in message for _, _, message in world.report.events
+        )
+
+
+async def test_a_missing_location_fails_clearly_without_calling_an_agent() -> None:
+    world = World()
+    world.resource = dataclasses.replace(
+        world.resource, spec=CheckpointSpec(pod_name=POD, storage="nowhere")
+    )
+    deps = world.deps()
+    deps.locations = _locations({"s3-main": S3_MAIN})
+    status = await Checkpointer(deps, world.resource, CheckpointStatus(), world.report).run()
+    assert status.phase is Phase.Failed
+    assert "StorageLocation 'nowhere' does not exist" in status.message
+    assert world.agents.requests == []
