@@ -124,19 +124,24 @@ JobWaiter = Callable[..., dict]
 
 @pytest.fixture
 def wait_job(client: httpx.Client) -> JobWaiter:
-    """Polls a job until it ends, or until `until(job)` holds; returns its last answer."""
+    """Follows a job until it ends, or until `until(job)` (a test of its state or phase)
+    holds; returns its last answer. Each read is the agent's long poll: it answers when the
+    phase changes or the job ends, so nothing here sleeps."""
 
     def wait(path: str, timeout: float = 120, until: Callable[[dict], bool] | None = None) -> dict:
         done = until or (lambda job: job["state"] != "running")
         deadline = time.monotonic() + timeout
+        params: dict[str, str | float] = {}
         while True:
-            response = client.get(path)
+            response = client.get(path, params=params)
             assert response.status_code == 200, response.text
             job = response.json()
             if done(job):
                 return job
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise AssertionError(f"{path} still {job} after {timeout}s")
-            time.sleep(0.05)
+            # Below the client's 30 s read timeout.
+            params = {"phase": job["phase"], "wait": min(left, 20)}
 
     return wait

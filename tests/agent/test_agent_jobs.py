@@ -52,6 +52,18 @@ def _checkpoint(client: httpx.Client, wait_job: JobWaiter, body: dict) -> dict:
     return job
 
 
+def _wait_for_counter(counter_file: Path, at_least: int, timeout: float = 20) -> int:
+    """The restored container's counter once it is at least `at_least` (a file it rewrites:
+    there is nothing to wait on but the file itself)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = counter_file.read_text().strip()
+        if text and int(text) >= at_least:
+            return int(text)
+        assert time.monotonic() < deadline, f"restored counter at {text!r}, wanted {at_least}"
+        time.sleep(0.05)
+
+
 def test_checkpoint_leaves_running_and_restore_continues_the_counter(
     client: httpx.Client, wait_job: JobWaiter, launch: Launch, runc: Runc, tmp_path: Path
 ) -> None:
@@ -96,14 +108,11 @@ def test_checkpoint_leaves_running_and_restore_continues_the_counter(
     assert state["pid"] == rjob["pid"]
 
     # The restored process carries on from the value it had in memory at the dump (>= 10),
-    # in its own rootfs, whose counter file we reset to 0.
-    deadline = time.monotonic() + 20
-    while not counter_file.read_text().strip() or int(counter_file.read_text()) < 10:
-        assert time.monotonic() < deadline, f"restored counter at {counter_file.read_text()!r}"
-        time.sleep(0.05)
-    first = int(counter_file.read_text())
-    time.sleep(0.5)
-    assert int(counter_file.read_text() or first) > first
+    # in its own rootfs, whose counter file we reset to 0: its first write is already past
+    # 10 (a fresh start would write 1, then 2, one every 0.1 s), and it keeps counting.
+    first = _wait_for_counter(counter_file, 1)
+    assert first >= 10, f"the restored counter started over at {first}"
+    _wait_for_counter(counter_file, first + 1)
     # The same restore again answers the same job rather than restoring twice.
     again = client.post("/v1/restores", json=restore)
     assert again.status_code == 202
@@ -278,11 +287,13 @@ def test_timeout_fails_the_job_and_cleans_up(
     with httpx.Client(
         base_url=agent.url, headers={"Authorization": f"Bearer {operator_token}"}
     ) as http:
-        assert http.post("/v1/checkpoints", json=_body("cp-slow", container)).status_code == 202
+        job = http.post("/v1/checkpoints", json=_body("cp-slow", container)).json()
         deadline = time.monotonic() + 60
-        while (job := http.get("/v1/checkpoints/cp-slow").json())["state"] == "running":
+        while job["state"] == "running":  # long polls: each answer is a new phase or the end
             assert time.monotonic() < deadline, job
-            time.sleep(0.05)
+            job = http.get(
+                "/v1/checkpoints/cp-slow", params={"wait": 20, "phase": job["phase"]}
+            ).json()
     assert job["state"] == "failed"
     assert job["error"] == "timed out after 0.3 s"
     archives = tmp_path / "archives"
@@ -302,9 +313,10 @@ def test_jobs_beyond_the_limit_wait_queued(
     # Read the second job before the first: once the second has left the queue, the first
     # (read later) must have ended. The other order would race with the hand-over.
     deadline = time.monotonic() + 120
-    while client.get("/v1/checkpoints/cp-second").json()["phase"] == "queued":
+    # Long polls: the agent answers as soon as the second job's phase is no longer queued.
+    queued = {"wait": 20, "phase": "queued"}
+    while client.get("/v1/checkpoints/cp-second", params=queued).json()["phase"] == "queued":
         assert time.monotonic() < deadline, "the second job never left the queue"
-        time.sleep(0.05)
     first = client.get("/v1/checkpoints/cp-first").json()
     assert first["state"] == "succeeded", "the second job left the queue before the first ended"
     assert wait_job("/v1/checkpoints/cp-second")["state"] == "succeeded"
