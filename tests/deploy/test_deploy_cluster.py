@@ -12,7 +12,16 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from deploy_render import AGENT_RULES, DEPLOY, NAMESPACE, OPERATOR_RULES, Manifest, render
+from deploy_render import (
+    AGENT_RULES,
+    DEPLOY,
+    NAMESPACE,
+    OPERATOR_NAMESPACE_RULES,
+    OPERATOR_RULES,
+    OPERATOR_STORAGE_RULES,
+    Manifest,
+    render,
+)
 from kubernetes import client
 
 from harness.controlplane import Cluster
@@ -106,6 +115,11 @@ OPERATOR_MAY = [
     ("list", "pods", "-n", NAMESPACE),
     ("watch", "pods", "-n", NAMESPACE),
     ("create", "events", "-n", "default"),
+    # Restores: the restored Pod, and Nodes to choose where; storage credentials of its own
+    # namespace (Role ckpt-operator-storage).
+    ("create", "pods", "-n", "default"),
+    ("get", "nodes"),
+    ("get", "secrets", "-n", NAMESPACE),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "namespaces"),
 ]
@@ -116,11 +130,11 @@ OPERATOR_MAY_NOT = [
     ("list", "pods", "-n", "default"),
     ("watch", "pods", "-n", "team-a"),
     ("patch", "events", "-n", "team-a"),
-    ("get", "secrets", "-n", NAMESPACE),
+    ("get", "secrets", "-n", "default"),
+    ("list", "secrets", "-n", NAMESPACE),
     ("list", "secrets", "-A"),
     ("watch", "secrets", "-A"),
     ("delete", "pods", "-n", "default"),
-    ("create", "pods", "-n", "default"),
     ("patch", "pods", "-n", "default"),
     ("create", "pods", "--subresource=exec", "-n", "default"),
     ("create", "checkpoints.ckpt.dev", "-n", "default"),
@@ -129,7 +143,6 @@ OPERATOR_MAY_NOT = [
     ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE),
     ("create", "tokenreviews.authentication.k8s.io"),
     ("create", "nodes", "--subresource=checkpoint"),
-    ("get", "nodes"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
     ("get", "namespaces"),
     ("create", "namespaces"),
@@ -238,6 +251,9 @@ def test_service_account_can_do_nothing_beyond_its_role(
     baseline_resources, baseline_urls = rules_of(rbac, "ckpt-deploy-test-baseline", namespace)
     resources, urls = rules_of(rbac, service_account, namespace)
     granted = {(g, r, v) for g, r, v, name in resources - baseline_resources if name == "*"}
+    if service_account == "ckpt-operator" and namespace == NAMESPACE:
+        # Its Roles: the agent pod watch and the storage credentials, here only.
+        expected = expected | OPERATOR_NAMESPACE_RULES | OPERATOR_STORAGE_RULES
     assert granted == expected
     assert {rule for rule in resources - baseline_resources if rule[3] != "*"} == set()
     assert urls == baseline_urls
