@@ -22,7 +22,7 @@ from ckpt.agent.pipeline import (
 )
 from ckpt.agent.runtimes.base import DumpedContainer, ResolvedContainer
 from ckpt.agent.runtimes.runc import RuncRuntime
-from ckpt.agent.store import path_of
+from ckpt.agent.store import PARTIAL_SUFFIX, path_of
 from harness.containers import BusyboxContainer, Pod, Runc, pid_alive
 
 # Needs runc and CRIU, as root.
@@ -195,6 +195,12 @@ async def test_two_container_pod_is_one_cut(
         assert result.containers == ["app", "sidecar"]
 
 
+def _partials(folder: Path) -> list[Path]:
+    """The store's temporary (partial) files, in any namespace folder: archives being
+    written."""
+    return list(folder.rglob(f".*{PARTIAL_SUFFIX}")) if folder.exists() else []
+
+
 @pytest.mark.parametrize("cancel_in", ["dumping", "storing"])
 async def test_cancelled_checkpoint_leaves_no_archive(
     ctx: PipelineContext,
@@ -204,24 +210,34 @@ async def test_cancelled_checkpoint_leaves_no_archive(
 ) -> None:
     # A ballast makes dump and store take long enough to be cancelled in the middle.
     with BusyboxContainer.launch(tmp_path / "b", runc_cli, ballast_mib=96) as c:
-        reached = asyncio.Event()
+        # Cancel in the middle of the phase, not at its first instant: once CRIU has written
+        # image files (dumping), or once the store has opened the temporary file the archive
+        # streams into (storing). Files have no event to wait on: the watcher looks at them.
+        work, store_dir = ctx.work_dir, ctx.store.root  # type: ignore[attr-defined]
 
-        def progress(phase: str, done: int) -> None:
-            if phase == cancel_in:
-                reached.set()
+        def midway() -> bool:
+            if cancel_in == "dumping":
+                return any(work.rglob("*.img"))
+            return bool(_partials(store_dir))
+
+        async def phase_under_way() -> None:
+            while not midway():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
 
         ctx.zstd_threads = 0  # slower compression: a wider window to cancel in
         ctx.zstd_level = 19 if cancel_in == "storing" else 1
-        task = asyncio.create_task(run_checkpoint(request_for("ck-cancel", c), ctx, progress))
-        await asyncio.wait_for(reached.wait(), 60)
-        await asyncio.sleep(0.05)
+        task = asyncio.create_task(
+            run_checkpoint(request_for("ck-cancel", c), ctx, lambda phase, done: None)
+        )
+        await asyncio.wait_for(phase_under_way(), 120)
+        assert not task.done(), "the checkpoint ended before it could be cancelled"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-        store_dir = ctx.store.root  # type: ignore[attr-defined]
-        assert not (store_dir / archive_name("ck-cancel", "zstd")).exists()
-        assert not list(store_dir.glob(".*")) if store_dir.exists() else True
+        # Neither the archive (under its namespace's folder) nor a temporary file is left.
+        assert not list(store_dir.rglob(f"{archive_name('ck-cancel', 'zstd')}*"))
+        assert not list(store_dir.rglob(".*")) if store_dir.exists() else True
         assert not any(ctx.work_dir.iterdir())
         # Thawed again, and still counting.
         assert c.status() == "running"
