@@ -152,7 +152,9 @@ def _agent_post(stack: LocalStack, path: str, body: dict[str, object]) -> dict[s
     token = (stack.workdir / "operator.token").read_text()
     assert stack.agent is not None
     url = stack.agent.url + path
-    response = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    # The agent speaks TLS with the stack's agent certificate, as the operator calls it.
+    response = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"},
+                          timeout=30, verify=stack.agent.verify)
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -165,7 +167,8 @@ def _wait_restore(stack: LocalStack, container_id: str, job: dict[str, object]) 
     while job["state"] == "running":
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
-        job = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        job = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                        verify=stack.agent.verify).json()
     assert job["state"] == "succeeded", job
 
 
