@@ -34,6 +34,8 @@ def token_for(
         answer = client.CoreV1Api(api).create_namespaced_service_account_token(
             name, namespace, request
         )
+        if answer.status is None:
+            raise RuntimeError(f"no token issued for {namespace}/{name}")
         return str(answer.status.token)
 
 

@@ -190,9 +190,10 @@ class LocalStack:
             },
         }
         self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(daemonset))
-        return json.loads(self.cluster.kubectl(
+        applied: dict[str, Any] = json.loads(self.cluster.kubectl(
             "-n", SYSTEM_NAMESPACE, "get", "daemonset", name, "-o", "json"
         ).stdout)
+        return applied
 
     def register_agent_pod(self, name: str, node: str, port: int, *, gpu: bool = False) -> None:
         labels = {**AGENT_LABELS, "ckpt.dev/agent-kind": "gpu" if gpu else "cpu"}
