@@ -113,17 +113,17 @@ def test_dns_and_a_service_across_nodes(cluster_nodes: ClusterUnderTest, namespa
     assert kubernetes_ip in in_client("nslookup", "kubernetes.default.svc.cluster.local")
     # The short name through the pod's search path, as any client in the namespace uses it.
     assert cluster_ip in in_client("nslookup", f"web.{namespace}.svc.cluster.local")
-    # Static busybox resolves with its own DNS code in nslookup only, so fetch by the address
-    # that name resolved to: the Service, through kube-proxy, to a pod on the other node.
+    # Debian's static busybox crashes in glibc's resolver (wget), so HTTP goes through nc,
+    # to the address the name resolved to: the Service, via kube-proxy, to the other node.
     deadline = time.monotonic() + 30
     while True:
         fetched = cluster_nodes.kube.kubectl(
-            "-n", namespace, "exec", "client", "--", "wget", "-qO-", "-T", "5",
-            f"http://{cluster_ip}/", check=False)
-        if fetched.returncode == 0 or time.monotonic() > deadline:
+            "-n", namespace, "exec", "client", "--", "sh", "-c",
+            f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {cluster_ip} 80", check=False)
+        if "hello-from-web" in fetched.stdout or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert fetched.stdout.strip() == "hello-from-web", fetched.stderr
+    assert fetched.stdout.splitlines()[-1] == "hello-from-web", (fetched.stdout, fetched.stderr)
 
 
 def test_logs_and_exec(cluster_nodes: ClusterUnderTest, namespace: str) -> None:
@@ -147,7 +147,9 @@ def test_kubelet_checkpoint_api_on_a_real_pod(
     ServiceAccount token allowed nodes/checkpoint: how the agent's kubelet backend calls it."""
     kube = cluster_nodes.kube
     _run_pod(cluster_nodes, namespace, "counter",
-             "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done")
+             # Written by rename, so a reader never sees a half-written (empty) file.
+             "i=0; while true; do i=$((i+1)); echo $i > /tmp/c; mv /tmp/c /tmp/count; "
+             "sleep 0.1; done")
     role = f"{namespace}-checkpointer"
     kube.kubectl("create", "clusterrole", role, "--verb=create,get",
                  "--resource=nodes/checkpoint,nodes/proxy")
