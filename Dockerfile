@@ -28,9 +28,19 @@ ARG GO_IMAGE=golang:1.24-bookworm
 FROM ${PYTHON_IMAGE} AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The dependencies as requirement files, from pyproject.toml alone: the images install them in
+# a layer of their own that a change to src/ leaves cached. agent.txt: the wheel's
+# dependencies; api.txt adds the postgres extra (the API can then use a PostgreSQL URL).
+RUN mkdir /requirements \
+    && python3 -c 'import tomllib; \
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+base = p["dependencies"]; \
+open("/requirements/agent.txt", "w").write("\n".join(base) + "\n"); \
+pg = p["optional-dependencies"]["postgres"]; \
+open("/requirements/api.txt", "w").write("\n".join(base + pg) + "\n")'
 COPY src ./src
 # The build backend (setuptools, from pyproject's build-system) is fetched in an isolated
-# build environment; --no-deps: only ckpt's own wheel, dependencies come from the index later.
+# build environment; --no-deps: only ckpt's own wheel, its dependencies come from the index.
 RUN --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
@@ -56,16 +66,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 65532 ckpt \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin ckpt
-# The wheel is bind-mounted from the builder, so it never becomes a layer of this image.
-# The postgres extra: the API can then use a PostgreSQL URL as well as SQLite. DL3013 (pin
-# versions) does not apply: this installs the local wheel, whose pyproject bounds its deps.
+# Dependencies first, in their own layer, then the wheel alone. Both are copied from the
+# builder, not bind-mounted: buildah's layer cache does not notice a changed stage behind
+# RUN --mount=type=bind,from=... and would keep a stale install (containers/buildah#4522),
+# while COPY --from is keyed by content (the copies are a few hundred KiB). `pip check` proves the wheel's declared
+# dependencies are what the first layer installed. DL3013 (pin versions) does not apply: the
+# requirements are pyproject's own bounds.
 # hadolint ignore=DL3013
-RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
-    --mount=type=secret,id=ca,required=false \
+COPY --from=builder /requirements/api.txt /tmp/requirements.txt
+RUN --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && python3 -m venv "$VIRTUAL_ENV" \
-    && wheel="$(ls /dist/ckpt-*.whl)" \
-    && pip install --no-cache-dir "${wheel}[postgres]" \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY --from=builder /dist/ /tmp/dist/
+RUN pip install --no-cache-dir --no-deps /tmp/dist/ckpt-*.whl \
+    && rm -rf /tmp/dist \
+    && pip check \
     && ckpt --help >/dev/null
 USER 65532:65532
 WORKDIR /tmp
@@ -102,11 +119,18 @@ RUN criu --version \
     && criu --version | awk '/^Version:/ { split($2, v, "."); ok = (v[1] >= 4) } END { exit !ok }' \
     && runc --version
 # Debian's python3 is "externally managed" (PEP 668): ckpt gets its own virtual environment.
-RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
-    --mount=type=secret,id=ca,required=false \
+# Dependencies, then the wheel, as in the runtime stage (and for the same reasons).
+# hadolint ignore=DL3013
+COPY --from=builder /requirements/agent.txt /tmp/requirements.txt
+RUN --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && python3 -m venv "$VIRTUAL_ENV" \
-    && pip install --no-cache-dir /dist/ckpt-*.whl \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY --from=builder /dist/ /tmp/dist/
+RUN pip install --no-cache-dir --no-deps /tmp/dist/ckpt-*.whl \
+    && rm -rf /tmp/dist \
+    && pip check \
     && ckpt --help >/dev/null
 # The agent installs this on its node as containerd's BinaryName for the `ckpt` runtime.
 COPY --from=wrapper /out/ckpt-runc /usr/local/bin/ckpt-runc

@@ -82,18 +82,42 @@ def test_wrapper_is_built_static_offline_and_lands_in_the_agent_image() -> None:
 
 
 def test_downloads_may_trust_a_ca_given_only_as_a_build_secret() -> None:
-    """pip steps mount the optional secret `ca` for their own RUN; nothing bakes a CA in."""
+    """pip steps that reach an index mount the optional secret `ca` for their own RUN only;
+    nothing bakes a CA in. (Installing the local wheel with --no-deps downloads nothing.)"""
+    downloads = 0
     for stage in ("builder", "runtime", "agent"):
         for line in run_lines(stage):
-            if "pip " in line:
+            if "pip wheel" in line or ("pip install" in line and "--no-deps" not in line):
+                downloads += 1
                 assert "--mount=type=secret,id=ca,required=false" in line, line
                 assert "PIP_CERT=/run/secrets/ca" in line, line
+    assert downloads == 3  # the wheel's build backend, then each image's dependencies
     for stage, lines in stages().items():
         for line in lines:
             keyword = line.split()[0]
             assert not (keyword == "ENV" and re.search(r"PIP_CERT|SSL_CERT|CA_BUNDLE", line)), line
             assert not (keyword in ("COPY", "ADD") and re.search(r"\.(crt|pem)\b", line)), line
             assert "ca-certificates.crt" not in line, f"{stage}: {line}"
+
+
+def test_python_stages_install_dependencies_before_the_wheel_and_copy_from_the_builder() -> None:
+    """A change to src/ must not redo the dependency layer, and must reach the image: buildah's
+    layer cache misses a changed stage behind RUN --mount=type=bind,from=..., so nothing of
+    the builder is bind-mounted, only copied (COPY --from is keyed by content)."""
+    for stage, requirements in (("runtime", "api.txt"), ("agent", "agent.txt")):
+        lines = stages()[stage]
+        assert not any("--mount=type=bind,from=" in line for line in lines), stage
+        copy_reqs = lines.index(
+            f"COPY --from=builder /requirements/{requirements} /tmp/requirements.txt"
+        )
+        install_reqs = next(
+            i for i, line in enumerate(lines) if "pip install --no-cache-dir -r" in line
+        )
+        copy_wheel = lines.index("COPY --from=builder /dist/ /tmp/dist/")
+        install_wheel = next(i for i, line in enumerate(lines) if "--no-deps" in line)
+        assert copy_reqs < install_reqs < copy_wheel < install_wheel, stage
+        assert "pip check" in lines[install_wheel]
+        assert "ckpt --help" in lines[install_wheel]
 
 
 def test_only_python3_is_invoked() -> None:

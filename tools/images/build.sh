@@ -50,26 +50,33 @@ bh() {
   buildah --root "$cache/storage" --runroot "$cache/run" --storage-driver vfs "$@"
 }
 
-# ------------------------------------------------------------------------- cache key
-# Only what reaches the build context (.dockerignore) or shapes the build; editable-install
-# metadata and bytecode are left out, as the build context leaves them out.
-inputs_key() {
-  (
-    cd "$root"
-    {
-      printf '%s\n' Dockerfile .dockerignore pyproject.toml README.md
-      find src cmd/ckpt-runc tools/images -type f \
-        ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*'
-    } | LC_ALL=C sort | while IFS= read -r file; do
-      printf '%s %s\n' "$(sha256sum <"$file" | cut -d' ' -f1)" "$file"
-    done | sha256sum | cut -c1-16
-  )
-}
-
+# ------------------------------------------------------------------------- context
+# The build reads a snapshot of its inputs, taken under the lock, so that the archives hold
+# exactly what the key below hashes even while the sources are being edited. Only what the
+# .dockerignore lets into the build context, minus bytecode and editable-install metadata.
 mkdir -p "$cache"
 # One build at a time: a second caller (the cluster, a test) waits and then finds the result.
 exec 9>"$cache/.lock"
 flock 9
+
+context="$cache/.context"
+rm -rf "$context"
+mkdir -p "$context"
+trap 'rm -rf "$context"' EXIT
+(
+  cd "$root"
+  tar -cf - --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
+    Dockerfile .dockerignore pyproject.toml README.md src cmd/ckpt-runc
+) | tar -xf - -C "$context"
+
+# ------------------------------------------------------------------------- cache key
+# The snapshot's files and this folder (the base image recipes), by path and content.
+inputs_key() {
+  {
+    (cd "$context" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    (cd "$here" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+  } | sha256sum | cut -c1-16
+}
 
 key=$(inputs_key)
 out="$cache/$key"
@@ -150,7 +157,7 @@ target() {
     --build-arg "GO_IMAGE=$go_base" \
     "${secret[@]}" \
     --target "$1" --tag "$2" \
-    --file "$root/Dockerfile" "$root" >&2
+    --file "$context/Dockerfile" "$context" >&2
   say "target $1 built in $(($(date +%s) - t0))s"
 }
 
@@ -165,5 +172,10 @@ bh push --quiet "$CKPT_IMAGE" "oci-archive:$partial/ckpt.tar:$CKPT_IMAGE" >&2
 bh push --quiet "$AGENT_IMAGE" "oci-archive:$partial/ckpt-agent.tar:$AGENT_IMAGE" >&2
 rm -rf "$out"
 mv "$partial" "$out"
+# Archives of older inputs: keep the previous set (a cluster may still be importing it), drop
+# the rest; each set is a few hundred MB.
+find "$cache" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended \
+  -regex '.*/[0-9a-f]{16}' ! -name "$key" -printf '%T@ %p\n' \
+  | sort -rn | tail -n +2 | cut -d' ' -f2- | xargs -r rm -rf
 say "images built in $(($(date +%s) - start))s: $out"
 echo "$out"
