@@ -72,9 +72,10 @@ DNS_SERVICE_IP = "198.19.0.10"
 ADMIN_USER = "ckpt-admin"
 KUBERNETES_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
                        "kube-proxy", "kubelet")
-# The .cache/ folders whose binaries only the cluster runs (for leftovers()).
-CLUSTER_TOOLS = ("controlplane", "containerd", "cri-tools", "cni", "coredns", "pause",
-                 "ckpt-runc")
+# The .cache/ folders whose binaries only the cluster runs (for leftovers()). Not
+# controlplane: the envtest-style control plane of other tests runs the same etcd and
+# kube-apiserver; the cluster's own are found by their command lines (its work folder).
+CLUSTER_TOOLS = ("containerd", "cri-tools", "cni", "coredns", "pause", "ckpt-runc")
 
 
 class ClusterError(RuntimeError):
