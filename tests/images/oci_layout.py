@@ -143,6 +143,9 @@ class OciImage:
     def unpack(self, rootfs: Path) -> None:
         """Apply the layers in order to `rootfs`, as a runtime's snapshotter would."""
         rootfs.mkdir(parents=True, exist_ok=True)
+        # As a runtime's root: other users (the image's own, after chroot) must traverse it;
+        # a test's temporary folder is created 0700.
+        rootfs.chmod(0o755)
         for desc in self.layers:
             with self.open_layer(desc) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
                 names = [member.name for member in tar]

@@ -136,7 +136,9 @@ def test_no_layer_carries_this_machines_ca_bundle(
     markers = added_certificates()
     for image in (ckpt_image, agent_image):
         for layer, member, content in image.layer_files():
-            assert "run/secrets" not in member.name, f"{layer}: {member.name}"
+            # buildah leaves the secret's empty mount point folder; nothing may be in it.
+            in_secrets = member.name.removeprefix("./").startswith("run/secrets/")
+            assert not in_secrets, f"{layer}: {member.name}"
             if content is None:
                 continue
             where = f"{layer}: {member.name}"
