@@ -30,6 +30,7 @@ from pathlib import Path
 
 import obstore
 import pyrage
+from pydantic import SecretStr
 
 from bench.stats import median, ratio
 from ckpt.agent import archive
@@ -126,7 +127,7 @@ def main() -> int:
             s3.create_bucket("bench")
             plain = destination(s3, "bench", [])
             enc = destination(s3, "bench", [str(ident.to_public())])
-            enc_restore = enc.model_copy(update={"identities": [str(ident)]})
+            enc_restore = enc.model_copy(update={"identities": [SecretStr(str(ident))]})
             for rep in range(args.reps):
                 t, sizes["base"] = baseline_upload(plain, dumped.images_dir, rep)  # type: ignore[arg-type]
                 rows["up_base"].append(t)

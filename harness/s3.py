@@ -101,8 +101,9 @@ class SeaweedS3:
             f"-volume.port={p['volume']}",
             f"-filer.port={p['filer']}",
             "-s3", f"-s3.port={p['s3']}", f"-s3.config={self._config()}",
-            # Small volumes: a test machine's disk, not a data centre's.
-            "-master.volumeSizeLimitMB=256", "-volume.max=16",
+            # Small volumes (a test machine's disk), but many: every bucket is a collection
+            # that grows volumes of its own, and a server out of volume slots answers 500.
+            "-master.volumeSizeLimitMB=128", "-volume.max=400",
         ]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -120,8 +121,15 @@ class SeaweedS3:
         raise S3Error(f"weed's S3 gateway not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def _ready(self) -> bool:
+        """Ready when an object can be written and deleted: after a restart the gateway
+        answers listings before the master has its volume server back."""
+        probe = "ckpt-harness-probe"
         try:
-            self.client().list_buckets()
+            client = self.client()
+            if probe not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+                client.create_bucket(Bucket=probe)
+            client.put_object(Bucket=probe, Key="ready", Body=b"ready")
+            client.delete_object(Bucket=probe, Key="ready")
         except Exception:  # not up yet: connection refused, 503 while the filer starts
             return False
         return True

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyrage
 import pytest
 from conftest import MakeDest
+from pydantic import SecretStr
 
 from ckpt.agent.criu import CriuInfo, criu_version
 from ckpt.agent.gpu import GpuDriver
@@ -82,7 +83,7 @@ async def test_checkpoint_into_s3_encrypted_then_restore_from_it(
         )
     assert await RuncRuntime(runc_cli.root).state("never") is None
 
-    with_key = dest.model_copy(update={"identities": [str(ident)]})
+    with_key = dest.model_copy(update={"identities": [SecretStr(str(ident))]})
     outcome = await run_restore(
         RestoreRequest(restore_path=result.restore_path, checksum=result.checksum,
                        container_id=c.id + "-r", source=with_key),

@@ -13,6 +13,7 @@ from typing import Any
 import pyrage
 import pytest
 from conftest import MakeDest
+from pydantic import SecretStr
 
 from ckpt.agent import archive
 from ckpt.agent.pipeline import ChecksumMismatch, PipelineError, fetch_and_extract
@@ -101,14 +102,13 @@ def test_encrypted_object_is_age_ciphertext_and_needs_the_identity(
         ("wrong", [str(other)], "none of the location's identities"),
     ):
         folder = archive.make_scratch(scratch, name)
+        keys = dest.model_copy(update={"identities": [SecretStr(i) for i in identities]})
         with pytest.raises(PipelineError, match=message):
-            fetch_and_extract(store, key, digest, folder,
-                              dest.model_copy(update={"identities": identities}))
-        assert list(folder.iterdir()) in ([], [folder / "root"])
-        assert not any((folder / "root").rglob("*")) if (folder / "root").exists() else True
+            fetch_and_extract(store, key, digest, folder, keys)
+        assert [p for p in folder.rglob("*") if p.is_file()] == [], "something was unpacked"
 
     # Key rotation: the old and the new identity side by side; either one decrypts.
-    rotated = dest.model_copy(update={"identities": [f"{other}\n{ident}"]})
+    rotated = dest.model_copy(update={"identities": [SecretStr(f"{other}\n{ident}")]})
     folder = archive.make_scratch(scratch, "ok")
     assert fetch_and_extract(store, key, digest, folder, rotated).checkpoint_id == "ck-enc"
 
@@ -150,11 +150,11 @@ def test_s3_killed_mid_upload_fails_clearly_and_leaves_no_object(
         s3.start()
     assert killed.is_set()
     assert s3.keys(bucket) == [], "a partial object became visible"
-    # The abort could not reach a dead server; what it left is a pending upload that only a
-    # lifecycle rule (AbortIncompleteMultipartUpload) or a janitor removes. Recorded, not
-    # hidden: see the storage section of the README.
-    pending = s3.pending_uploads(bucket)
-    assert pending in ([], ["archives/ns/ck-killed.tar.zst"])
+    # The abort could not reach a dead server: the parts uploaded before the kill stay as a
+    # pending (invisible, never completed) multipart upload, which only a bucket lifecycle
+    # rule (AbortIncompleteMultipartUpload) removes. The README's storage section says so;
+    # this pins the behaviour so that a change to it is noticed.
+    assert s3.pending_uploads(bucket) == ["archives/ns/ck-killed.tar.zst"]
 
 
 def test_wrong_credentials_are_a_clear_error(

@@ -54,6 +54,7 @@ PARTIAL_SUFFIX = ".partial"
 # as OSError).
 _ERRORS: tuple[type[BaseException], ...] = (obx.BaseError, OSError)
 _NOT_FOUND: tuple[type[BaseException], ...] = (obx.NotFoundError, FileNotFoundError)
+_HTTP_STATUS = re.compile(r"non-2xx status code: (\d{3})")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
@@ -207,8 +208,11 @@ def describe(exc: BaseException, dest: Destination, what: str) -> StorageError:
             return StorageError(
                 f"{what}: {reason} ({where}; check its credentials Secret and bucket)"
             )
+    status = _HTTP_STATUS.search(text)
+    if status:
+        return StorageError(f"{what}: {where} answered HTTP {status.group(1)}")
     lowered = text.lower()
-    if "connect" in lowered or "timed out" in lowered or "timeout" in lowered:
+    if any(m in lowered for m in ("connect", "timed out", "operation timed", "error sending")):
         return StorageError(f"{what}: {where} is unreachable ({dest.endpoint or 'AWS'})")
     return StorageError(f"{what}: {where} failed ({type(exc).__name__})")
 
