@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--label", action="append", default=[],
                     help="N:KEY=VALUE, a label of node N (repeatable)")
     up.add_argument("--no-deploy", action="store_true", help="do not install ckpt")
+    up.add_argument("--images", type=Path, default=None,
+                    help="folder with ckpt.tar and ckpt-agent.tar (default: tools/images/build.sh)")
     commands.add_parser("down", help="stop everything and undo every host change")
     load = commands.add_parser("load-image", help="import an OCI archive into every node")
     load.add_argument("archive", type=Path)
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             cluster.up(nodes=args.nodes, labels=_labels(args.label), log=_log)
             if not args.no_deploy:
-                deploy_ckpt(cluster, log=_log)
+                deploy_ckpt(cluster, log=_log, images=args.images)
             _log(f"ready in {time.monotonic() - started:.0f}s")
             print(f"export KUBECONFIG={cluster.kubeconfig}")
         elif args.command == "down":

@@ -27,9 +27,9 @@ AGENT_TLS_SECRET = "ckpt-agent-tls"  # noqa: S105 - the name of a Secret, not a 
 OPERATOR_API_SECRET = "ckpt-api-token"  # noqa: S105 - the name of a Secret, not a secret
 
 
-def ckpt_image_archives() -> list[Path]:
-    """Builds (or finds cached) ckpt's images; returns their OCI archives."""
-    folder = Path(run_tool("images/build.sh", timeout=3600))
+def ckpt_image_archives(folder: Path | None = None) -> list[Path]:
+    """ckpt's OCI archives in `folder`, or built (or found cached) by tools/images/build.sh."""
+    folder = folder or Path(run_tool("images/build.sh", timeout=3600))
     archives = [folder / name for name in IMAGE_ARCHIVES]
     missing = [str(a) for a in archives if not a.exists()]
     if missing:
@@ -41,9 +41,11 @@ def deploy_ckpt(
     cluster: LocalKubeCluster,
     timeout: float = 600.0,
     log: Callable[[str], None] = lambda message: None,
+    images: Path | None = None,
 ) -> None:
-    """Loads the images into every node, applies deploy/local and waits for Ready pods."""
-    for archive in ckpt_image_archives():
+    """Loads the images (from the folder `images`, default: tools/images/build.sh's) into
+    every node, applies deploy/local and waits until every ckpt pod is Ready."""
+    for archive in ckpt_image_archives(images):
         log(f"loading {archive.name} into {', '.join(cluster.load_image(archive))}")
     kube = cluster.cluster()
     ensure_agent_tls(kube, log)

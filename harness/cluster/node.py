@@ -177,8 +177,13 @@ class LocalNode:
         host.ensure_bridge(self.spec.bridge, f"{self.spec.address}/24")
         ready = self.folder / "namespace-ready"
         ready.unlink(missing_ok=True)
+        # Each bind mount is then made shared inside this namespace (it has no peer outside
+        # it): hostPath volumes with HostToContainer propagation, as the agent's
+        # /run/containerd, must be shared or slave, or containerd refuses to create the
+        # container; and the agent then sees the container mounts that containerd makes later.
         mounts = "".join(
             f"mkdir -p {p} && mount --bind {shlex.quote(str(self.host_path(p)))} {p} && "
+            f"mount --make-shared {p} && "
             for p in NODE_PATHS
         )
         script = f"{mounts}touch {shlex.quote(str(ready))} && exec sleep infinity"
