@@ -291,7 +291,12 @@ def test_agent_daemonset(find: Find, kind: str) -> None:
     assert env["CKPT_AGENT_PORT"]["value"] == "8443"
     assert agent["ports"] == [{"name": "agent", "containerPort": 8443}]
     assert "hostPort" not in agent["ports"][0]
-    assert agent["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "agent"}
+    # The agent port is TLS only: a plain-HTTP probe never passes and the pod never gets Ready.
+    assert agent["readinessProbe"]["httpGet"] == {
+        "scheme": "HTTPS",
+        "path": "/healthz",
+        "port": "agent",
+    }
     # See agent.yaml: a liveness restart mid-dump could leave the target frozen.
     assert "livenessProbe" not in agent
 
