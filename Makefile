@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make setup  - virtualenv with ckpt and its test tools ($(VENV))"
 	@echo "make deps   - Debian packages: runc, iptables, busybox-static, openssl, postgresql"
-	@echo "make tools  - build the test control plane and fetch CRIU >= 4 (cached in .cache/)"
+	@echo "make tools  - build the control plane, node binaries, S3 server, images; CRIU 4 (cached in .cache/)"
 	@echo "make test   - the whole test suite against real apiserver, runc, CRIU, PostgreSQL"
 	@echo "make test-fast - the fast tier (pytest -m 'not e2e'): no root, no real parts"
 	@echo "make test-fast-nonroot - as root: the fast tier run as the user nobody"
@@ -34,9 +34,16 @@ setup: $(STAMP)
 deps:
 	tools/system-deps.sh
 
+# Everything the suite runs, built (or found cached under .cache/) before pytest starts, so
+# that no fixture builds under a test timeout: the control plane and node binaries from
+# pinned Go modules, CRIU 4, SeaweedFS (the tests' S3 server) and the ckpt images.
 tools: deps
-	tools/controlplane/build.sh >/dev/null
 	tools/criu/install.sh >/dev/null
+	tools/controlplane/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler \
+		kube-proxy kubelet >/dev/null
+	for tool in containerd cri-tools cni coredns pause seaweedfs; do \
+		tools/$$tool/build.sh >/dev/null || exit 1; done
+	tools/images/build.sh >/dev/null
 
 test: setup tools
 	cd cmd/ckpt-runc && go test ./...
