@@ -173,6 +173,31 @@ def host_path(host_root: Path, path: Path) -> Path:
     return host_root / str(path).lstrip("/")
 
 
+def runtime_root(pid: int | None, host_root: Path, proc: Path = Path("/proc")) -> Path:
+    """The root of the mount namespace that the container's runtime sees, where its overlay
+    upperdir and emptyDir paths (as mountinfo and config.json name them) resolve.
+
+    That is the namespace of the container init's parent (the runtime shim, which containerd
+    or CRI-O start in their own namespace), not necessarily PID 1's: a node whose containerd
+    and kubelet run in a private mount namespace (the local cluster's nodes, some appliance
+    distributions) mounts /var/lib/containerd there only, and through /proc/1/root the
+    upperdir is missing and the layer would be captured empty. `host_root` when the parent
+    cannot be read."""
+    if pid is None:
+        return host_root
+    try:
+        status = (proc / str(pid) / "status").read_text()
+    except OSError:
+        return host_root
+    for line in status.splitlines():
+        if line.startswith("PPid:"):
+            ppid = line.split(":", 1)[1].strip()
+            if ppid.isdigit() and int(ppid) > 1:
+                return proc / ppid / "root"
+            break
+    return host_root
+
+
 def capture_container(
     name: str, pid: int | None, dest: Path, *, host_root: Path, proc: Path = Path("/proc")
 ) -> dict[str, Any]:
@@ -184,10 +209,15 @@ def capture_container(
     upper = upperdir_from_mountinfo(mountinfo)
     if upper is None:
         return {"rootfsDiff": None, "deleted": None, "note": "rootfs is not an overlay mount"}
+    layer = host_path(host_root, upper)
+    if not layer.is_dir():
+        # Walking a missing folder yields nothing: the archive would silently hold an empty
+        # diff and the restored Pod a different filesystem. Refuse instead.
+        raise FileNotFoundError(
+            errno.ENOENT, f"container {name}: its overlay upperdir is not reachable", str(layer)
+        )
     dest.mkdir(parents=True, exist_ok=True)
-    stats = write_layer_diff(
-        host_path(host_root, upper), dest / "rootfs-diff.tar", dest / "deleted"
-    )
+    stats = write_layer_diff(layer, dest / "rootfs-diff.tar", dest / "deleted")
     return {
         "rootfsDiff": f"capture/{name}/rootfs-diff.tar",
         "deleted": f"capture/{name}/deleted",
@@ -269,13 +299,19 @@ def capture_pod(
     dest.mkdir(parents=True, exist_ok=True)
     section: dict[str, Any] = {"format": CAPTURE_FORMAT, "containers": {}, "emptyDirs": {}}
     sources: list[tuple[str, Path]] = []
+    volumes_root = host_root
     for c in containers:
+        root = runtime_root(c.pid, host_root, proc)
         section["containers"][c.name] = capture_container(
-            c.name, c.pid, dest / "capture" / c.name, host_root=host_root, proc=proc
+            c.name, c.pid, dest / "capture" / c.name, host_root=root, proc=proc
         )
-        sources.extend(sorted(emptydir_sources(c.bundle).items()))
+        found = sorted(emptydir_sources(c.bundle).items())
+        if found and c.pid is not None:
+            # The kubelet's emptyDir folders live in the same namespace as the runtime's.
+            volumes_root = root
+        sources.extend(found)
     section["emptyDirs"] = capture_emptydirs(
-        sources, dest / "capture" / "volumes", host_root=host_root
+        sources, dest / "capture" / "volumes", host_root=volumes_root
     )
     if template is not None:
         write_pod_template(template, dest)
