@@ -1,0 +1,131 @@
+"""A Checkpoint of a real Pod through ckpt as deployed (operator and agent pods from deploy/),
+on the local cluster or any `--kubeconfig` cluster with ckpt installed: it goes Ready, the
+target keeps running, and the archive on the node is verified from inside the node's agent pod
+(checksum against the status, metadata, CRIU images and the captured writable layer)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.cluster.deploy import NAMESPACE, deploy_ckpt
+from harness.cluster.fixtures import ClusterUnderTest
+from harness.controlplane import Cluster
+
+pytestmark = pytest.mark.e2e
+
+COUNTER = (
+    "echo layer > /tmp/marker; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
+)
+# Run by the agent image's Python (the agent mounts the node's archive folder at the same
+# path): the archive's checksum, its metadata and member names, as JSON on stdout.
+VERIFY = """
+import json, sys, tarfile, zstandard
+from ckpt.agent import archive
+path = sys.argv[1]
+with open(path, "rb") as f:
+    size = archive.verify_checksum(f, sys.argv[2])
+with open(path, "rb") as f:
+    meta = archive.read_metadata(f)
+names, diff = [], {}
+with open(path, "rb") as f:
+    plain = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    with tarfile.open(fileobj=plain, mode="r|") as tar:
+        for m in tar:
+            names.append(m.name)
+            if m.name.endswith("/rootfs-diff.tar"):
+                inner = tarfile.open(fileobj=tar.extractfile(m), mode="r|")
+                diff[m.name] = [i.name for i in inner]
+print(json.dumps({"size": size, "meta": meta.model_dump(mode="json"), "names": names,
+                  "diff": diff}))
+"""
+
+
+@pytest.fixture(scope="module")
+def kube(cluster_nodes: ClusterUnderTest) -> Cluster:
+    if cluster_nodes.local is not None:
+        deploy_ckpt(cluster_nodes.local)
+    return cluster_nodes.kube
+
+
+@pytest.fixture
+def namespace(kube: Cluster) -> Iterator[str]:
+    name = f"ckpt-e2e-{secrets.token_hex(3)}"
+    kube.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 60
+    while kube.kubectl("-n", name, "get", "sa", "default", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "no default ServiceAccount"
+        time.sleep(0.5)
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _get(kube: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(
+        kube.kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout
+    ))
+
+
+def _agent_on(kube: Cluster, node: str) -> str:
+    pods = json.loads(kube.kubectl(
+        "-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=ckpt-agent",
+        "--field-selector", f"spec.nodeName={node}", "-o", "json",
+    ).stdout)["items"]
+    assert pods, f"no ckpt agent pod on {node}"
+    return str(pods[0]["metadata"]["name"])
+
+
+def test_checkpoint_of_a_real_pod_goes_ready_with_a_verified_archive(
+    kube: Cluster, cluster_nodes: ClusterUnderTest, namespace: str
+) -> None:
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "counter"},
+        "spec": {"containers": [{
+            "name": "counter", "image": cluster_nodes.busybox_image,
+            "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", COUNTER],
+        }]},
+    }))
+    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/counter",
+                 "--timeout=120s")
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "ckpt.dev/v1alpha1", "kind": "Checkpoint",
+        "metadata": {"name": "cp"}, "spec": {"podName": "counter"},
+    }))
+    deadline = time.monotonic() + 300
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = _get(kube, namespace, "checkpoint", "cp").get("status") or {}
+        if status.get("phase") in ("Ready", "Failed"):
+            break
+        time.sleep(1)
+    assert status.get("phase") == "Ready", status
+
+    pod = _get(kube, namespace, "pod", "counter")
+    node = pod["spec"]["nodeName"]
+    assert status["nodeName"] == node
+    # leaveRunning defaults to true: the target goes on, never restarted.
+    assert pod["status"]["phase"] == "Running"
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert status["checksum"].startswith("sha256:")
+
+    path = str(status["restorePath"]).removeprefix("file://")
+    verified = json.loads(kube.kubectl(
+        "-n", NAMESPACE, "exec", _agent_on(kube, node), "-c", "agent", "--",
+        "python3", "-c", VERIFY, path, status["checksum"].removeprefix("sha256:"),
+    ).stdout)
+    assert verified["size"] == status["sizeBytes"]
+    meta = verified["meta"]
+    assert (meta["namespace"], meta["pod"], meta["node"]) == (namespace, "counter", node)
+    assert meta["checkpoint_id"] == status["checkpointId"]
+    assert [c["name"] for c in meta["containers"]] == ["counter"]
+    names = set(verified["names"])
+    # CRIU's images of the container, and what a Restore needs besides them.
+    assert any(n.startswith("containers/counter/") and n.endswith("pstree.img") for n in names)
+    assert {"pod.json", "capture/counter/rootfs-diff.tar"} <= names
+    # The file written into the container's writable layer is in the captured diff.
+    assert "tmp/marker" in verified["diff"]["capture/counter/rootfs-diff.tar"]
