@@ -16,6 +16,7 @@ import httpx
 
 from ckpt.agent.models import CheckpointJob, CheckpointRequest
 from ckpt.errors import NotFound, Unavailable, error_for
+from ckpt.storage.models import REVEAL_SECRETS
 
 __all__ = ["AgentAddress", "AgentClient"]
 
@@ -87,7 +88,8 @@ class AgentClient:
     ) -> CheckpointJob:
         """Starts the job, or answers the job already there for this checkpoint id."""
         response = await self._call(
-            "POST", agent, "/v1/checkpoints", request.model_dump(mode="json")
+            "POST", agent, "/v1/checkpoints",
+            request.model_dump(mode="json", context={REVEAL_SECRETS: True}),
         )
         return CheckpointJob.model_validate_json(response.content)
 

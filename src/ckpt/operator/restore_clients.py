@@ -34,7 +34,7 @@ from ckpt.operator.restore import (
 )
 from ckpt.operator.restore_models import RESTORE_PLURAL, RestoreSpec, RestoreStatus
 from ckpt.operator.settings import OperatorSettings
-from ckpt.storage.models import Destination
+from ckpt.storage.models import REVEAL_SECRETS, Destination
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class StagingClient(AgentClient):
     async def start_staging(self, agent: AgentAddress, request: StageRequest) -> StageJob:
         """Starts staging, or answers the job already there for this restore id."""
         response = await self._call(
-            "POST", agent, "/v1/restores", request.model_dump(mode="json")
+            "POST", agent, "/v1/restores",
+            request.model_dump(mode="json", context={REVEAL_SECRETS: True}),
         )
         return StageJob.model_validate_json(response.content)
 

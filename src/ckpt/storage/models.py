@@ -15,7 +15,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    field_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "ckpt.dev"
@@ -141,6 +149,17 @@ class StorageLocationStatus(_CamelModel):
 # ------------------------------------------------------------------ the agent's view of a location
 
 
+# Serialization context key: the operator's request to an agent is the one place secrets are
+# written out in clear (over TLS, to the agent that uses them for one job). Everywhere else
+# (logs, job records, status) they stay masked as pydantic masks them.
+REVEAL_SECRETS = "reveal_secrets"
+
+
+def _secret_out(value: SecretStr, info: SerializationInfo) -> str:
+    context = info.context if isinstance(info.context, dict) else {}
+    return value.get_secret_value() if context.get(REVEAL_SECRETS) else str(value)
+
+
 class S3Credentials(BaseModel):
     """Static S3 keys, carried in memory only for one job (never in a record, log or status)."""
 
@@ -149,6 +168,10 @@ class S3Credentials(BaseModel):
     access_key_id: SecretStr
     secret_access_key: SecretStr
     session_token: SecretStr | None = None
+
+    @field_serializer("access_key_id", "secret_access_key", "session_token")
+    def _secrets(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        return None if value is None else _secret_out(value, info)
 
 
 class Destination(BaseModel):
@@ -170,6 +193,10 @@ class Destination(BaseModel):
     )
     # age secret keys; only restores carry them.
     identities: list[SecretStr] = Field(default_factory=list, max_length=16)
+
+    @field_serializer("identities")
+    def _identities(self, value: list[SecretStr], info: SerializationInfo) -> list[str]:
+        return [_secret_out(v, info) for v in value]
 
     @property
     def encrypted(self) -> bool:
