@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from ckpt.agent.pipeline import NODE_LOCAL
 from harness.containers import BusyboxContainer, ContainerError, Pod, Runc
 
 # Needs a real agent process with runc and CRIU, as root.
@@ -188,7 +189,9 @@ def test_agent_killed_during_the_dump(
         until=lambda job: job["phase"] in ("dumping", "storing") or job["state"] != "running",
     )
     agent.kill()
-    final = tmp_path / "archives" / "cp-killed.tar.zst"
+    # Where the archive goes: the request names no location, so the node-local one (the
+    # agent's archive folder), in the folder of the checkpoint's namespace.
+    final = tmp_path / "archives" / NODE_LOCAL.key_for("default", "cp-killed")
     assert not final.exists()
 
     agent.start()
@@ -212,6 +215,7 @@ def test_agent_killed_during_the_dump(
     # The same request starts the job over, and this time it completes.
     again = _checkpoint(client, wait_job, _body("cp-killed", container))
     assert again["retryable"] is False
+    assert _path(again["result"]["restore_path"]) == final
     assert final.is_file()
 
 

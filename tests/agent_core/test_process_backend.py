@@ -58,6 +58,10 @@ async def test_process_tree_dump_and_restore(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    # As an agent configured for process trees (CKPT_AGENT_RUNTIME=process) is: restores
+    # take only runc or the agent's configured backend, so the process archive must come
+    # from, and go back through, the default backend.
+    ctx.default_runtime = "process"
     restored_pid = None
     try:
         wait_counter(counter, 5)
@@ -68,7 +72,7 @@ async def test_process_tree_dump_and_restore(
             containers=[ContainerTarget(name="tree", container_id=str(proc.pid))],
             leave_running=False,
         )
-        result = await run_checkpoint(req, ctx, progress, runtime="process")
+        result = await run_checkpoint(req, ctx, progress)
         assert result.runtime == "process"
         proc.wait(timeout=10)  # CRIU ended the tree; reap it so its pid is free again
         stopped = read_counter(counter)
@@ -83,6 +87,7 @@ async def test_process_tree_dump_and_restore(
             progress,
         )
         restored_pid = outcome.pid
+        assert outcome.runtime == "process"
         assert restored_pid == proc.pid  # CRIU gives the tree its pids back
         assert pid_alive(restored_pid)
         assert wait_counter(counter, stopped + 3) >= stopped + 3
