@@ -1,154 +1,171 @@
-"""`make demo`: the whole of ckpt on this machine, on embedded defaults.
+"""`make demo`: ckpt on a real local cluster, on embedded defaults.
 
-A local control plane (etcd + kube-apiserver), the checkpoints API on SQLite, one node agent
-and the operator run as real processes; a busybox counter runs in a real runc container and
-is registered as a pod. The demo checkpoints it with the CLI, stops it, restores the archive
-as a new container, shows the counter going on from where it was, prints a summary and stops
-everything it started.
+It brings up the local cluster (`harness.cluster`: kubelet + containerd nodes, ckpt installed
+from deploy/ with its own images), or reuses the one `make cluster` left running. A busybox
+counter Pod runs on the first node and prints `tick N` from a shell variable (no file holds the
+count). The demo checkpoints it with `ckpt checkpoint`, deletes the original Pod, restores the
+checkpoint with `ckpt restore` as a new Pod (on the other node when the archive is in a
+location both nodes reach, else on the same node), shows both with `kubectl get pods -o wide`
+and the restored Pod's log going on from the checkpointed tick, prints a summary, and stops the
+cluster if it started it.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import re
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from harness.containers import BusyboxContainer, Runc
-from harness.controlplane import Cluster, LocalControlPlane
-from harness.stack import LocalStack
-from harness.tools import criu_binary
+from harness.cluster.cluster import LocalKubeCluster
+from harness.cluster.deploy import deploy_ckpt
+from harness.cluster.images import BUSYBOX_IMAGE
+from harness.controlplane import Cluster
 
 NAMESPACE = "demo"
 POD = "counter"
 CHECKPOINT = "counter-1"
 RESTORED = "counter-restored"
+COUNTER = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.5; done"
+TICK = re.compile(r"^tick (\d+)$", re.MULTILINE)
 
 console = Console()
 
 
-class DemoFailed(Exception):
-    """A step of the demo did not work; the message says which."""
+class DemoFailed(RuntimeError):
+    pass
 
 
-def ckpt(cluster: Cluster, stack: LocalStack, *args: str) -> None:
-    """Runs the `ckpt` CLI as a user would, against the local control plane."""
+def step(title: str) -> None:
+    console.rule(f"[bold]{title}")
+
+
+def ckpt(cluster: LocalKubeCluster, *args: str) -> None:
+    """Runs the `ckpt` CLI as a user would, with the cluster's kubeconfig."""
     console.print(f"[dim]$ ckpt {' '.join(args)}[/dim]")
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "CKPT_API_URL": stack.api_url,
-        "CKPT_API_TOKEN": stack.api_token,
-    }
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     if subprocess.run([sys.executable, "-m", "ckpt", *args], env=env, check=False).returncode:
         raise DemoFailed(f"`ckpt {' '.join(args)}` failed (its output is above)")
 
 
-def step(title: str) -> None:
-    console.rule(f"[bold cyan]{title}")
+def show(kube: Cluster, *args: str) -> str:
+    console.print(f"[dim]$ kubectl {' '.join(args)}[/dim]")
+    out = kube.kubectl(*args).stdout
+    console.print(out.rstrip())
+    return out
 
 
-def run(workdir: Path) -> None:
-    step("Starting the local stack")
-    with console.status("control plane (etcd + kube-apiserver)"):
-        control_plane = LocalControlPlane(workdir / "controlplane")
-        cluster = control_plane.start()
-    try:
-        console.print(f"kube-apiserver at {cluster.server}")
-        with console.status("CRIU >= 4 (tools/criu/install.sh)"):
-            runc = Runc(root=workdir / "runc", criu=criu_binary())
-        with console.status("checkpoints API (SQLite), node agent, operator"):
-            stack = LocalStack(cluster, workdir / "stack", runc).start()
-        try:
-            demo(cluster, stack, runc, workdir)
-        except DemoFailed:
-            for process in (stack.operator, stack.agent, stack.api):
-                if process is not None:
-                    console.rule(f"[red]last lines of the {process.name} log")
-                    console.print(process.log_tail(3000), markup=False, highlight=False)
-            raise
-        finally:
-            stack.stop()
-            for container_id in runc.list_ids():
-                runc.run("delete", "--force", container_id, check=False)
-    finally:
-        control_plane.stop()
-    console.print("[green]demo finished; everything it started is stopped[/green]")
+def ticks(kube: Cluster, pod: str) -> list[int]:
+    logs = kube.kubectl("-n", NAMESPACE, "logs", pod, check=False).stdout
+    return [int(n) for n in TICK.findall(logs)]
 
 
-def demo(cluster: Cluster, stack: LocalStack, runc: Runc, workdir: Path) -> None:
-    console.print(
-        f"API {stack.api_url} · agent on node {stack.node} · operator "
-        f"(ServiceAccount ckpt-system/ckpt-operator, RBAC from deploy/)"
-    )
-    step("A workload: a counter in a runc container, registered as pod demo/counter")
-    box = BusyboxContainer.create(workdir / "bundles", runc)
-    box.start()
-    box.wait_ready()
-    stack.register_pod(NAMESPACE, POD, {"app": box})
-    at_checkpoint = box.wait_counter(10)
-    console.print(f"container {box.id} (pid {box.pid}), counter at {at_checkpoint}")
+def get(kube: Cluster, kind: str, name: str) -> dict[str, Any]:
+    out = kube.kubectl("-n", NAMESPACE, "get", kind, name, "-o", "json").stdout
+    return dict(json.loads(out))
+
+
+def target_node(kube: Cluster, source: str, nodes: list[str], status: dict[str, Any]) -> str:
+    """The other node when the archive is in object storage (both nodes reach it); a file
+    location is on the source node's disk, so the restore stays there."""
+    location = status.get("storageLocation")
+    if location:
+        spec = json.loads(kube.kubectl("get", "storagelocation", location, "-o", "json").stdout)
+        if spec.get("spec", {}).get("type") == "s3":
+            return next(n for n in nodes if n != source)
+    console.print(f"[yellow]the archive is in a node-local location: restoring on {source}")
+    return source
+
+
+def demo(cluster: LocalKubeCluster) -> None:
+    kube = cluster.cluster()
+    nodes = sorted(n.name for n in cluster.nodes())
+    source = nodes[0]
+    show(kube, "get", "nodes", "-o", "wide")
+    show(kube, "-n", "ckpt-system", "get", "pods", "-o", "wide")
+
+    step(f"A counter Pod on {source}")
+    kube.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true",
+                 "--timeout=120s")
+    kube.kubectl("create", "namespace", NAMESPACE)
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": POD, "namespace": NAMESPACE, "labels": {"app": "counter"}},
+        "spec": {"nodeName": source, "containers": [{
+            "name": "counter", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", COUNTER],
+        }]},
+    }
+    kube.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    kube.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", f"pod/{POD}",
+                 "--timeout=120s")
+    time.sleep(3)
+    console.print(f"counter so far: {ticks(kube, POD)[-3:]}")
 
     step("Checkpoint it")
-    ckpt(cluster, stack, "checkpoint", POD, "-n", NAMESPACE, "--name", CHECKPOINT)
-    ckpt(cluster, stack, "list", "-n", NAMESPACE)
-    console.print("[dim]$ kubectl get checkpoints -n demo[/dim]")
-    console.print(cluster.kubectl("get", "checkpoints", "-n", NAMESPACE).stdout.rstrip())
+    ckpt(cluster, "checkpoint", POD, "-n", NAMESPACE, "--name", CHECKPOINT)
+    checkpoint = get(kube, "checkpoint", CHECKPOINT).get("status", {})
+    show(kube, "-n", NAMESPACE, "get", "checkpoints")
+    at_checkpoint = ticks(kube, POD)[-1]
+    show(kube, "-n", NAMESPACE, "get", "pods", "-o", "wide")
 
-    step("Stop the original, restore the archive as a new container")
-    before = box.counter()
-    box.delete()
-    console.print(f"original container stopped and removed; its counter was at {before}")
-    time.sleep(1)
-    ckpt(cluster, stack, "restore", CHECKPOINT, "-n", NAMESPACE, "--container-id", RESTORED)
-    restored = BusyboxContainer(runc=runc, id=RESTORED, bundle=box.bundle, owns_bundle=False)
-    seen = [restored.counter()]
-    for _ in range(4):
-        time.sleep(0.5)
-        seen.append(restored.counter())
-    console.print(f"restored container {RESTORED}: counter {' → '.join(map(str, seen))}")
-    # A fresh start would count from 1: the restored process must go on from its memory.
-    if seen[0] < at_checkpoint or seen[-1] <= seen[0]:
-        raise DemoFailed(f"the restored counter did not continue ({seen})")
-    console.print("[green]the counter continued from its checkpointed memory[/green]")
+    step("Delete the original Pod, restore the checkpoint as a new Pod")
+    kube.kubectl("-n", NAMESPACE, "delete", "pod", POD, "--wait=true", "--timeout=60s")
+    node = target_node(kube, source, nodes, checkpoint)
+    ckpt(cluster, "restore", CHECKPOINT, "-n", NAMESPACE, "--node", node,
+         "--pod-name", RESTORED)
+    kube.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", f"pod/{RESTORED}",
+                 "--timeout=120s")
+    time.sleep(3)
+    show(kube, "-n", NAMESPACE, "get", "pods,checkpoints,restores", "-o", "wide")
+    seen = ticks(kube, RESTORED)
+    console.print(f"[dim]$ kubectl -n {NAMESPACE} logs {RESTORED}[/dim]  -> ticks {seen[:3]} … "
+                  f"{seen[-3:]}")
+    # A fresh start prints tick 1: the restored process must go on from its memory.
+    if not seen or seen[0] <= 1 or seen != list(range(seen[0], seen[0] + len(seen))):
+        raise DemoFailed(f"the restored counter did not continue: {seen}")
 
-    step("Summary")
-    resource = cluster.kubectl(
-        "get", "checkpoint", CHECKPOINT, "-n", NAMESPACE, "-o",
-        "jsonpath={.status.checkpointId} {.status.sizeBytes} {.status.size} "
-        "{.status.timings.freeze} {.status.timings.dump} {.status.timings.store} "
-        "{.status.timings.total} {.status.apiStatus}",
-    ).stdout.split()
-    checkpoint_id, size_bytes, size, freeze, dump, store, total, api_status = resource
-    table = Table(show_header=False, box=None)
-    for key, value in [
-        ("checkpoint id", checkpoint_id),
-        ("API status", api_status),
-        ("archive", f"{size} ({size_bytes} bytes, tar + zstd, sha256)"),
-        ("timings (ms)", f"freeze {freeze} · dump {dump} · store {store} · total {total}"),
-        ("restored as", f"{RESTORED}, counter {seen[0]} → {seen[-1]}"),
-    ]:
-        table.add_row(f"[bold]{key}", value)
+    restore = json.loads(kube.kubectl("-n", NAMESPACE, "get", "restores", "-o",
+                                      "json").stdout)["items"][0]["status"]
+    table = Table(title="ckpt demo", show_header=False)
+    table.add_row("checkpoint", f"{CHECKPOINT} of {NAMESPACE}/{POD} on {source}")
+    table.add_row("archive", f"{checkpoint.get('restorePath')} "
+                             f"({checkpoint.get('sizeBytes', 0) / 2**20:.1f} MiB)")
+    table.add_row("checksum", str(checkpoint.get("checksum")))
+    table.add_row("checkpoint timings (ms)", json.dumps(checkpoint.get("timings", {})))
+    table.add_row("restored as", f"Pod {RESTORED} on {node}, runtimeClass ckpt")
+    table.add_row("restore timings (ms)", json.dumps(restore.get("timings", {})))
+    table.add_row("counter", f"the original had printed tick {at_checkpoint} when the checkpoint "
+                             f"was Ready; the new Pod went on at tick {seen[0]} (a fresh start "
+                             "prints tick 1)")
     console.print(table)
 
 
 def main() -> None:
-    if os.geteuid() != 0:
-        raise SystemExit("the demo runs containers with runc and CRIU: run it as root")
-    workdir = Path(tempfile.mkdtemp(prefix="ckpt-demo-"))
+    cluster = LocalKubeCluster()
+    started_here = not cluster.running()
+    status = 0
     try:
-        run(workdir)
-    except DemoFailed as failure:
-        console.print(f"[red]demo failed:[/red] {failure}")
-        raise SystemExit(1) from None
+        step("Local cluster (kubelet + containerd nodes), ckpt from deploy/")
+        cluster.up(nodes=2, log=lambda message: console.print(f"[dim]cluster: {message}"))
+        deploy_ckpt(cluster, log=lambda message: console.print(f"[dim]deploy: {message}"))
+        demo(cluster)
+        console.print("[bold green]demo complete")
+    except DemoFailed as exc:
+        console.print(f"[bold red]demo failed:[/bold red] {exc}")
+        console.print(f"component logs: {cluster.logs}; "
+                      "`kubectl -n ckpt-system logs` for the operator and agents")
+        status = 1
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if started_here:
+            cluster.down(log=lambda message: console.print(f"[dim]cluster: {message}"))
+    sys.exit(status)
 
 
 if __name__ == "__main__":
