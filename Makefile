@@ -15,7 +15,7 @@ help:
 	@echo "make test-fast - the fast tier (pytest -m 'not e2e'): no root, no real parts"
 	@echo "make test-fast-nonroot - as root: the fast tier run as the user nobody"
 	@echo "make wrapper - the static ckpt-runc runtime wrapper (.cache/bin/ckpt-runc)"
-	@echo "make demo   - checkpoint and restore a container on a local control plane"
+	@echo "make demo   - checkpoint a Pod and restore it as a new Pod on a real local cluster"
 	@echo "make bench  - benchmarks (tables; see BENCHMARKS.md)"
 	@echo "make lint   - ruff, mypy --strict, import-linter contracts"
 	@echo "make images - build the container images with buildah (OCI archives in .cache/images/)"
