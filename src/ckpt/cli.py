@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from ckpt import user_cli
 from ckpt.agent.cli import app as agent_app
 from ckpt.api.cli import app as api_app
 from ckpt.operator.cli import app as operator_app
+from ckpt.user import cli as user_cli
 
 app = typer.Typer(
     name="ckpt",

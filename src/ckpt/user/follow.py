@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-TERMINAL = {"Ready", "Failed"}
+from ckpt.operator.models import CheckpointStatus, Phase
+from ckpt.operator.restore_models import RestoreStatus
+
+TERMINAL = {Phase.Ready, Phase.Failed}
 # The flow's phases in order; the bar shows how far along the checkpoint is.
-STEPS = ["Pending", "Checkpointing", "Uploading", "Ready"]
+STEPS = [Phase.Pending, Phase.Checkpointing, Phase.Uploading, Phase.Ready]
+
+# Both statuses carry `phase`, `message` and `conditions`, which is all following needs.
+Status = TypeVar("Status", CheckpointStatus, RestoreStatus)
 
 
 def follow(
-    read_status: Callable[[], dict[str, Any]],
+    read_status: Callable[[], Status],
     console: Console,
     *,
     timeout: float,
     interval: float = 0.3,
-    steps: list[str] = STEPS,
-    terminal: set[str] = TERMINAL,
-) -> dict[str, Any]:
+    steps: Sequence[str] = STEPS,
+    terminal: Collection[str] = TERMINAL,
+) -> Status:
     """Polls the status until a terminal phase (or `timeout`); returns the last status.
-    `steps` are the resource's phases in order (a Checkpoint's by default)."""
-    status: dict[str, Any] = {}
+    `steps` are the resource's phases in order (a Checkpoint's by default). The status is
+    read at least once, so a zero timeout still answers with the current one."""
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.fields[phase]:<13}"),
@@ -36,47 +42,47 @@ def follow(
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("waiting for the operator", total=len(steps) - 1, phase="")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             status = read_status()
-            phase = status.get("phase", "Pending")
+            phase = status.phase
             step = steps.index(phase) if phase in steps else 0
             progress.update(
                 task, completed=step, phase=phase,
-                description=status.get("message") or _latest_condition(status),
+                description=status.message or _latest_condition(status),
             )
-            if phase in terminal:
-                break
+            if phase in terminal or time.monotonic() + interval >= deadline:
+                return status
             time.sleep(interval)
-    return status
 
 
-def _latest_condition(status: dict[str, Any]) -> str:
-    conditions = status.get("conditions") or []
-    if not conditions:
+def _latest_condition(status: CheckpointStatus | RestoreStatus) -> str:
+    if not status.conditions:
         return "waiting for the operator"
-    latest = max(conditions, key=lambda c: c.get("lastTransitionTime", ""))
-    return f"{latest['type']}: {latest.get('message', '')}"
+    latest = max(status.conditions, key=lambda c: c.last_transition_time)
+    return f"{latest.type}: {latest.message}"
 
 
-def summary(namespace: str, name: str, status: dict[str, Any]) -> Table:
+def summary(namespace: str, name: str, status: CheckpointStatus) -> Table:
     table = Table(title=f"checkpoint {namespace}/{name}", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    rows = [
-        ("phase", status.get("phase", "")),
-        ("checkpoint id", status.get("checkpointId", "")),
-        ("node / agent", f"{status.get('nodeName', '')} / {status.get('agent', '')}"),
-        ("gpu / platform", f"{status.get('gpu', '')} / {status.get('platform', '')}"),
-        ("size", f"{status['size']} ({status['sizeBytes']} bytes)" if "size" in status else ""),
-        ("checksum", status.get("checksum", "")),
-        ("restore path", status.get("restorePath", "")),
-        ("api status", status.get("apiStatus", "")),
+    rows: list[tuple[str, object]] = [
+        ("phase", status.phase),
+        ("checkpoint id", status.checkpoint_id),
+        ("node / agent", f"{status.node_name or ''} / {status.agent or ''}"),
+        ("gpu / platform", f"{status.gpu or ''} / {status.platform or ''}"),
+        ("size", f"{status.size} ({status.size_bytes} bytes)" if status.size else ""),
+        ("checksum", status.checksum),
+        ("restore path", status.restore_path),
+        ("api status", status.api_status),
     ]
-    timings = status.get("timings")
-    if timings:
-        rows.append(("timings (ms)", "  ".join(f"{k} {v}" for k, v in timings.items())))
-    if status.get("phase") == "Failed":
-        rows.append(("reason", status.get("message", "")))
+    if status.timings:
+        rows.append((
+            "timings (ms)",
+            "  ".join(f"{k} {v}" for k, v in status.timings.model_dump().items()),
+        ))
+    if status.phase == Phase.Failed:
+        rows.append(("reason", status.message))
     for key, value in rows:
         if value not in ("", None, " / "):
             table.add_row(key, str(value))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client, config
+from pydantic import BaseModel, ValidationError
 
-from ckpt.operator.models import GROUP, KIND, PLURAL, VERSION, CheckpointSpec
+from ckpt.operator.models import GROUP, KIND, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
+
+S = TypeVar("S", bound=BaseModel)
 
 
 class UserError(Exception):
@@ -57,6 +61,9 @@ class Checkpoints:
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read checkpoint {namespace}/{name}")) from exc
 
+    def status(self, namespace: str, name: str) -> CheckpointStatus:
+        return checkpoint_status(self.get(namespace, name))
+
     def list(self, namespace: str | None) -> list[dict[str, Any]]:
         try:
             if namespace is None:
@@ -83,6 +90,24 @@ class Checkpoints:
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read pod {namespace}/{name}")) from exc
         return dict(json.loads(response.data))
+
+
+def checkpoint_status(resource: Mapping[str, Any]) -> CheckpointStatus:
+    """A Checkpoint's status as the operator wrote it (from this same model); an empty one
+    until the operator first handles the resource."""
+    return read_status(CheckpointStatus, resource, "checkpoint")
+
+
+def read_status(model: type[S], resource: Mapping[str, Any], kind: str) -> S:
+    try:
+        return model.model_validate(resource.get("status") or {})
+    except ValidationError as exc:
+        metadata = resource.get("metadata") or {}
+        where = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+        raise UserError(
+            f"cannot read the status of {kind} {where} ({exc.error_count()} invalid fields, "
+            f"first: {exc.errors()[0]['loc']}); is the operator the same version as this ckpt?"
+        ) from exc
 
 
 def explain(exc: client.ApiException, doing: str) -> str:

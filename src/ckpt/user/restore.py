@@ -8,12 +8,20 @@ from typing import Any
 from kubernetes import client
 
 from ckpt.operator.models import GROUP, VERSION
-from ckpt.operator.restore_models import RESTORE_KIND, RESTORE_PLURAL, RestoreSpec
-from ckpt.user.resources import UserError, explain
+from ckpt.operator.restore_models import (
+    RESTORE_KIND,
+    RESTORE_PLURAL,
+    RestorePhase,
+    RestoreSpec,
+    RestoreStatus,
+)
+from ckpt.user.resources import UserError, explain, read_status
 
 # The Restore's phases in order, for the progress display.
-RESTORE_STEPS = ["Pending", "Staging", "Restoring", "Running"]
-RESTORE_TERMINAL = {"Running", "Failed"}
+RESTORE_STEPS = [
+    RestorePhase.Pending, RestorePhase.Staging, RestorePhase.Restoring, RestorePhase.Running
+]
+RESTORE_TERMINAL = {RestorePhase.Running, RestorePhase.Failed}
 
 
 class Restores:
@@ -43,6 +51,10 @@ class Restores:
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read restore {namespace}/{name}")) from exc
 
+    def status(self, namespace: str, name: str) -> RestoreStatus:
+        """The Restore's status as the operator wrote it (from this same model)."""
+        return read_status(RestoreStatus, self.get(namespace, name), "restore")
+
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
             self.core.delete_namespaced_pod(name, namespace)
@@ -51,17 +63,19 @@ class Restores:
                 raise UserError(explain(exc, f"delete pod {namespace}/{name}")) from exc
 
 
-def restore_rows(namespace: str, name: str, status: dict[str, Any]) -> list[tuple[str, str]]:
+def restore_rows(namespace: str, name: str, status: RestoreStatus) -> list[tuple[str, str]]:
     """The summary lines of a finished Restore."""
-    rows = [
-        ("phase", status.get("phase", "")),
-        ("pod", f"{namespace}/{status['podName']}" if status.get("podName") else ""),
-        ("node / agent", f"{status.get('nodeName') or ''} / {status.get('agent') or ''}"),
-        ("checkpoint id", status.get("checkpointId") or ""),
+    rows: list[tuple[str, object]] = [
+        ("phase", status.phase),
+        ("pod", f"{namespace}/{status.pod_name}" if status.pod_name else ""),
+        ("node / agent", f"{status.node_name or ''} / {status.agent or ''}"),
+        ("checkpoint id", status.checkpoint_id or ""),
     ]
-    timings = status.get("timings")
-    if timings:
-        rows.append(("timings (ms)", "  ".join(f"{k} {v}" for k, v in timings.items())))
-    if status.get("phase") == "Failed":
-        rows.append(("reason", status.get("message", "")))
+    if status.timings:
+        rows.append((
+            "timings (ms)",
+            "  ".join(f"{k} {v}" for k, v in status.timings.model_dump().items()),
+        ))
+    if status.phase == RestorePhase.Failed:
+        rows.append(("reason", status.message))
     return [(k, str(v)) for k, v in rows if v not in ("", None, " / ")]

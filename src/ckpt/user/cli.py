@@ -1,20 +1,26 @@
-"""The user verbs of `ckpt`: checkpoint, list, restore. Parsing and printing only; the work is
-in `ckpt.user`."""
+"""The user verbs of `ckpt`: checkpoint, list, restore, migrate, prune. Parsing and printing
+only; the work is in the other modules of `ckpt.user`. Statuses are read through the operator's
+status models (the operator writes them from the same models)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ckpt.agent.models import GpuMode
-from ckpt.operator.models import CheckpointSpec, RetainPolicy
-from ckpt.operator.restore_models import RestoreSpec
+from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase, RetainPolicy
+from ckpt.operator.restore_models import RestorePhase, RestoreSpec, RestoreStatus
+
+if TYPE_CHECKING:
+    # The commands import it themselves: it brings the Kubernetes client (about 0.7 s to
+    # import), which `ckpt --help` and the service subcommands do not need.
+    from ckpt.user.restore import Restores
 
 console = Console(stderr=True)
 out = Console()
@@ -69,15 +75,14 @@ def checkpoint(
         if not wait:
             return
         status = follow.follow(
-            lambda: checkpoints.get(namespace, resource).get("status") or {},
-            console, timeout=timeout + 30,
+            lambda: checkpoints.status(namespace, resource), console, timeout=timeout + 30
         )
     except UserError as exc:
         raise _fail(str(exc)) from None
     out.print(follow.summary(namespace, resource, status))
-    if status.get("phase") != "Ready":
+    if status.phase != Phase.Ready:
         raise _fail(
-            f"checkpoint did not become Ready: {status.get('message') or 'timed out'}; "
+            f"checkpoint did not become Ready: {status.message or 'timed out'}; "
             f"see `kubectl -n {namespace} describe checkpoint {resource}`"
         )
 
@@ -97,25 +102,27 @@ def list_(
     context: Context = None,
 ) -> None:
     """List Checkpoints with their status in the checkpoints API."""
-    from ckpt.user.resources import Checkpoints, UserError, api_client
+    from ckpt.user.resources import Checkpoints, UserError, api_client, checkpoint_status
 
     try:
         items = Checkpoints(api_client(kubeconfig, context)).list(
             None if all_namespaces else namespace
         )
+        statuses = [checkpoint_status(item) for item in items]
     except UserError as exc:
         raise _fail(str(exc)) from None
-    live = _api_statuses(items, api_url, api_token)
+    live = _api_statuses(statuses, api_url, api_token)
     table = Table(box=None, header_style="bold")
     for column in ("NAMESPACE", "NAME", "PHASE", "POD", "NODE", "GPU", "SIZE", "API", "AGE"):
         table.add_column(column)
-    for item in items:
-        status = item.get("status") or {}
-        api_status = live.get(status.get("checkpointId", ""), status.get("apiStatus", ""))
+    for item, status in zip(items, statuses, strict=True):
+        api_status = live.get(status.checkpoint_id or "", status.api_status)
+        # No phase until the operator first writes the status: the column stays empty then.
+        phase = status.phase if "phase" in status.model_fields_set else ""
         table.add_row(
-            item["metadata"]["namespace"], item["metadata"]["name"], status.get("phase", ""),
-            item["spec"]["podName"], status.get("nodeName", ""), status.get("gpu", ""),
-            status.get("size", ""), api_status or "", _age(item["metadata"]["creationTimestamp"]),
+            item["metadata"]["namespace"], item["metadata"]["name"], phase,
+            item["spec"]["podName"], status.node_name or "", status.gpu or "",
+            status.size or "", api_status or "", _age(item["metadata"]["creationTimestamp"]),
         )
     if items:
         out.print(table)
@@ -124,9 +131,9 @@ def list_(
 
 
 def _api_statuses(
-    items: list[dict[str, Any]], url: str | None, token: str | None
+    statuses: list[CheckpointStatus], url: str | None, token: str | None
 ) -> dict[str, str]:
-    ids = [s["checkpointId"] for i in items if (s := i.get("status") or {}).get("checkpointId")]
+    ids = [s.checkpoint_id for s in statuses if s.checkpoint_id]
     if not (url and token and ids):
         return {}
     from ckpt.api.client import SyncCheckpointsClient
@@ -185,13 +192,13 @@ def restore(
         )
     except UserError as exc:
         raise _fail(str(exc)) from None
-    if status is not None and status.get("phase") != "Running":
-        raise _fail(f"restore did not reach Running: {status.get('message') or 'timed out'}")
+    if status is not None and status.phase != RestorePhase.Running:
+        raise _fail(f"restore did not reach Running: {status.message or 'timed out'}")
 
 
 def _restore(
-    restores: Any, namespace: str, name: str, spec: RestoreSpec, *, wait: bool, timeout: int
-) -> dict[str, Any] | None:
+    restores: Restores, namespace: str, name: str, spec: RestoreSpec, *, wait: bool, timeout: int
+) -> RestoreStatus | None:
     """Creates the Restore and, with `wait`, follows it and prints its summary."""
     from ckpt.user import follow
     from ckpt.user.restore import RESTORE_STEPS, RESTORE_TERMINAL, restore_rows
@@ -201,7 +208,7 @@ def _restore(
     if not wait:
         return None
     status = follow.follow(
-        lambda: restores.get(namespace, name).get("status") or {}, console,
+        lambda: restores.status(namespace, name), console,
         timeout=timeout, steps=RESTORE_STEPS, terminal=RESTORE_TERMINAL,
     )
     table = Table(title=f"restore {namespace}/{name}", show_header=False, box=None)
@@ -210,7 +217,7 @@ def _restore(
     for key, value in restore_rows(namespace, name, status):
         table.add_row(key, value)
     out.print(table)
-    if status.get("phase") == "Failed":
+    if status.phase == RestorePhase.Failed:
         console.print(f"see `kubectl -n {namespace} describe restore {name}`")
     return status
 
@@ -247,12 +254,11 @@ def migrate(
         )
         console.print(f"checkpoint.ckpt.dev/{checkpoint_name} created")
         status = follow.follow(
-            lambda: checkpoints.get(namespace, checkpoint_name).get("status") or {},
-            console, timeout=timeout + 30,
+            lambda: checkpoints.status(namespace, checkpoint_name), console, timeout=timeout + 30
         )
-        if status.get("phase") != "Ready":
+        if status.phase != Phase.Ready:
             raise UserError(
-                f"checkpoint did not become Ready ({status.get('message') or 'timed out'}); "
+                f"checkpoint did not become Ready ({status.message or 'timed out'}); "
                 f"pod {namespace}/{pod} is kept"
             )
         restores = Restores(api)
@@ -264,13 +270,13 @@ def migrate(
             ),
             wait=True, timeout=timeout,
         )
-        if restored is None or restored.get("phase") != "Running":
-            message = (restored or {}).get("message") or "timed out"
+        if restored is None or restored.phase != RestorePhase.Running:
+            message = (restored.message if restored else "") or "timed out"
             raise UserError(f"restore did not reach Running ({message}); pod {pod} is kept")
         restores.delete_pod(namespace, pod)
     except UserError as exc:
         raise _fail(str(exc)) from None
-    out.print(f"moved {namespace}/{pod} to node {to} as pod {restored['podName']}")
+    out.print(f"moved {namespace}/{pod} to node {to} as pod {restored.pod_name}")
 
 
 def prune(
