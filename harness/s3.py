@@ -1,5 +1,6 @@
 """A real S3 server for tests, benches and the local cluster: SeaweedFS (`weed server -s3`) on
-loopback, with one identity's static keys, started and stopped by the caller.
+loopback (or another local address, `bind`), with one identity's static keys, started and
+stopped by the caller.
 
 `weed` comes from tools/seaweedfs/build.sh (pinned Go module, cached), or CKPT_WEED_BIN.
 The server keeps its data in its own folder, so it can be stopped (killed, as a crashed
@@ -32,17 +33,18 @@ def weed_binary() -> str:
     return os.environ.get("CKPT_WEED_BIN") or run_tool("seaweedfs/build.sh", timeout=3600)
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 10000 free: weed puts each service's gRPC at port + 10000."""
+def _free_port_pair(bind: str) -> int:
+    """A port p with p and p + 10000 free on `bind`: weed puts each service's gRPC at
+    port + 10000."""
     for _ in range(200):
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((bind, 0))
             port = s.getsockname()[1]
         if port + 10000 > 65535:
             continue
         with socket.socket() as s2:
             try:
-                s2.bind(("127.0.0.1", port + 10000))
+                s2.bind((bind, port + 10000))
             except OSError:
                 continue
         return port
@@ -50,21 +52,25 @@ def _free_port_pair() -> int:
 
 
 class SeaweedS3:
-    """`weed server` (master, volume, filer, S3 gateway) in one process on 127.0.0.1."""
+    """`weed server` (master, volume, filer, S3 gateway) in one process, bound to one local
+    address: 127.0.0.1 by default; the local cluster's pods reach only its host address
+    (harness.cluster.cluster.API_ADDRESS), not the host's loopback."""
 
-    def __init__(self, workdir: Path, *, weed: str | None = None) -> None:
+    def __init__(self, workdir: Path, *, weed: str | None = None,
+                 bind: str = "127.0.0.1") -> None:
         self.workdir = workdir
+        self.bind = bind
         self.weed = weed or weed_binary()
         self.access_key = "ckpt" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(20)
         self.region = "us-east-1"
-        self._ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3")}
+        self._ports = {name: _free_port_pair(bind) for name in ("master", "volume", "filer", "s3")}
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "weed.log"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._ports['s3']}"
+        return f"http://{self.bind}:{self._ports['s3']}"
 
     @property
     def pid(self) -> int:
@@ -95,7 +101,7 @@ class SeaweedS3:
         p = self._ports
         argv = [
             self.weed, "server",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-ip={self.bind}", f"-ip.bind={self.bind}",
             f"-dir={data}",
             f"-master.port={p['master']}",
             f"-volume.port={p['volume']}",
@@ -212,7 +218,7 @@ class SeaweedS3:
 
 
 @contextlib.contextmanager
-def seaweed_s3(workdir: Path) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(workdir)
+def seaweed_s3(workdir: Path, *, bind: str = "127.0.0.1") -> Iterator[SeaweedS3]:
+    server = SeaweedS3(workdir, bind=bind)
     with server:
         yield server
