@@ -17,7 +17,9 @@ from harness.cluster.deploy import NAMESPACE, deploy_ckpt
 from harness.cluster.fixtures import ClusterUnderTest
 from harness.controlplane import Cluster
 
-pytestmark = pytest.mark.e2e
+# The module's first test starts the cluster (when none runs) and installs ckpt from its images:
+# minutes on a cold 2-core machine, more than the suite's default per-test timeout.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 COUNTER = (
     "echo layer > /tmp/marker; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"

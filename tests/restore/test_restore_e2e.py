@@ -23,7 +23,9 @@ from harness.cluster.deploy import deploy_ckpt
 from harness.cluster.fixtures import ClusterUnderTest
 from harness.controlplane import Cluster
 
-pytestmark = pytest.mark.e2e
+# The module's first test starts the cluster (when none runs) and installs ckpt from its images:
+# minutes on a cold 2-core machine, more than the suite's default per-test timeout.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 COUNTER = (
     "echo written-by-the-original > /tmp/marker; i=0; "
