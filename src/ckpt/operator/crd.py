@@ -66,52 +66,53 @@ def _structural(node: Any, defs: dict[str, Any], defaults: bool) -> Any:
     return out
 
 
-def checkpoint_crd() -> dict[str, Any]:
-    spec = structural_schema(CheckpointSpec)
-    spec["x-kubernetes-validations"] = [
-        {
-            "rule": "self == oldSelf",
-            "message": "spec is immutable once accepted: create a new Checkpoint instead",
-        }
-    ]
-    status = structural_schema(CheckpointStatus, defaults=False)
-    # A whole Pod spec: kept as written (a structural schema would prune every field in it).
-    status["properties"]["podTemplate"] = {
-        "type": "object",
-        "nullable": True,
-        "description": status["properties"]["podTemplate"].get("description", ""),
-        "x-kubernetes-preserve-unknown-fields": True,
+def printer_column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": kind, "jsonPath": path, **extra}
+
+
+def conditions_as_map(status: dict[str, Any]) -> None:
+    """Standard conditions: a list keyed by type, so server-side apply merges them by type."""
+    conditions = status["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    conditions["items"]["required"] = ["type", "status"]
+
+
+def crd_document(
+    *, group: str, version: str, kind: str, plural: str, short_names: list[str],
+    scope: str, description: str, spec: dict[str, Any], status: dict[str, Any],
+    printer_columns: list[dict[str, Any]], categories: list[str] | None = None,
+) -> dict[str, Any]:
+    """The CustomResourceDefinition envelope every ckpt resource shares: one served and
+    stored version with a status subresource, spec required."""
+    names: dict[str, Any] = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+        "shortNames": short_names,
     }
-    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
-    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
-    status["properties"]["conditions"]["items"]["required"] = ["type", "status"]
+    if categories:
+        names["categories"] = categories
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{plural}.{group}"},
         "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": ["ckpt"],
-                "categories": ["all"],
-            },
+            "group": group,
+            "scope": scope,
+            "names": names,
             "versions": [
                 {
-                    "name": VERSION,
+                    "name": version,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": _printer_columns(),
+                    "additionalPrinterColumns": printer_columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A checkpoint of a running pod's containers "
-                            "(CRIU, with GPU state when asked).",
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
@@ -128,10 +129,34 @@ def checkpoint_crd() -> dict[str, Any]:
     }
 
 
-def _printer_columns() -> list[dict[str, Any]]:
-    def column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
-        return {"name": name, "type": kind, "jsonPath": path, **extra}
+def checkpoint_crd() -> dict[str, Any]:
+    spec = structural_schema(CheckpointSpec)
+    spec["x-kubernetes-validations"] = [
+        {
+            "rule": "self == oldSelf",
+            "message": "spec is immutable once accepted: create a new Checkpoint instead",
+        }
+    ]
+    status = structural_schema(CheckpointStatus, defaults=False)
+    # A whole Pod spec: kept as written (a structural schema would prune every field in it).
+    status["properties"]["podTemplate"] = {
+        "type": "object",
+        "nullable": True,
+        "description": status["properties"]["podTemplate"].get("description", ""),
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    conditions_as_map(status)
+    return crd_document(
+        group=GROUP, version=VERSION, kind=KIND, plural=PLURAL, short_names=["ckpt"],
+        categories=["all"], scope="Namespaced", spec=spec, status=status,
+        printer_columns=_printer_columns(),
+        description="A checkpoint of a running pod's containers (CRIU, with GPU state when "
+        "asked).",
+    )
 
+
+def _printer_columns() -> list[dict[str, Any]]:
+    column = printer_column
     return [
         column("Phase", ".status.phase"),
         column("Pod", ".spec.podName"),
@@ -156,63 +181,25 @@ def storage_location_crd() -> dict[str, Any]:
         },
     ]
     status = structural_schema(sl.StorageLocationStatus, defaults=False)
-    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
-    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
-    status["properties"]["conditions"]["items"]["required"] = ["type", "status"]
-
-    def column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
-        return {"name": name, "type": kind, "jsonPath": path, **extra}
-
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{sl.PLURAL}.{sl.GROUP}"},
-        "spec": {
-            "group": sl.GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": sl.KIND,
-                "listKind": f"{sl.KIND}List",
-                "plural": sl.PLURAL,
-                "singular": sl.KIND.lower(),
-                "shortNames": ["sl"],
-            },
-            "versions": [
-                {
-                    "name": sl.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        column("Type", ".spec.type"),
-                        column("Bucket", ".spec.bucket"),
-                        column("Prefix", ".spec.prefix"),
-                        column("Default", ".spec.default", "boolean"),
-                        column("Encrypted", ".spec.encryption.recipients[0]", priority=1),
-                        column("Phase", ".status.phase"),
-                        column("Last-Checked", ".status.lastChecked", "date"),
-                        column("Message", ".status.message", priority=1),
-                        column("Age", ".metadata.creationTimestamp", "date"),
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "Where checkpoint archives are stored: an "
-                            "S3-compatible bucket or each node's local archive folder.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    conditions_as_map(status)
+    column = printer_column
+    return crd_document(
+        group=sl.GROUP, version=sl.VERSION, kind=sl.KIND, plural=sl.PLURAL, short_names=["sl"],
+        scope="Cluster", spec=spec, status=status,
+        printer_columns=[
+            column("Type", ".spec.type"),
+            column("Bucket", ".spec.bucket"),
+            column("Prefix", ".spec.prefix"),
+            column("Default", ".spec.default", "boolean"),
+            column("Encrypted", ".spec.encryption.recipients[0]", priority=1),
+            column("Phase", ".status.phase"),
+            column("Last-Checked", ".status.lastChecked", "date"),
+            column("Message", ".status.message", priority=1),
+            column("Age", ".metadata.creationTimestamp", "date"),
+        ],
+        description="Where checkpoint archives are stored: an S3-compatible bucket or each "
+        "node's local archive folder.",
+    )
 
 
 def render_storage_location() -> str:

@@ -11,7 +11,12 @@ from typing import Any
 
 import yaml
 
-from ckpt.operator.crd import structural_schema
+from ckpt.operator.crd import (
+    conditions_as_map,
+    crd_document,
+    printer_column,
+    structural_schema,
+)
 from ckpt.operator.models import GROUP, VERSION
 from ckpt.operator.restore_models import (
     RESTORE_KIND,
@@ -30,57 +35,18 @@ def restore_crd() -> dict[str, Any]:
         }
     ]
     status = structural_schema(RestoreStatus, defaults=False)
-    conditions = status["properties"]["conditions"]
-    conditions["x-kubernetes-list-type"] = "map"
-    conditions["x-kubernetes-list-map-keys"] = ["type"]
-    conditions["items"]["required"] = ["type", "status"]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{RESTORE_PLURAL}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": RESTORE_KIND,
-                "listKind": f"{RESTORE_KIND}List",
-                "plural": RESTORE_PLURAL,
-                "singular": RESTORE_KIND.lower(),
-                "shortNames": ["rst"],
-                "categories": ["all"],
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": _printer_columns(),
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A Ready Checkpoint brought back as a new Pod whose "
-                            "processes continue from the checkpoint.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    conditions_as_map(status)
+    return crd_document(
+        group=GROUP, version=VERSION, kind=RESTORE_KIND, plural=RESTORE_PLURAL,
+        short_names=["rst"], categories=["all"], scope="Namespaced", spec=spec,
+        status=status, printer_columns=_printer_columns(),
+        description="A Ready Checkpoint brought back as a new Pod whose processes continue "
+        "from the checkpoint.",
+    )
 
 
 def _printer_columns() -> list[dict[str, Any]]:
-    def column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
-        return {"name": name, "type": kind, "jsonPath": path, **extra}
-
+    column = printer_column
     return [
         column("Phase", ".status.phase"),
         column("Checkpoint", ".spec.checkpointName"),
