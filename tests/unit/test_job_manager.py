@@ -211,7 +211,7 @@ async def test_a_timeout_of_the_pipeline_itself_keeps_its_message(tmp_path: Path
         (PipelineError("container c0ffee is not running"), "container c0ffee is not running"),
         # An unexpected error's own text (an OSError's names a host path) stays in the log.
         (
-            OSError(2, "No such file or directory", "/var/lib/ckpt/agent/work/x"),
+            OSError(2, "No such file or directory", "work/x"),
             "internal error in the node agent (FileNotFoundError); see its log",
         ),
         (KeyError(), "internal error in the node agent (KeyError); see its log"),
