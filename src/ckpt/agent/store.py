@@ -1,75 +1,27 @@
-"""Archive stores. The filesystem store (a host path or a PVC) is the default.
-
-A writer streams into a temporary name in the destination folder, fsyncs, and renames to the
-final name only on ``commit``: a final path never holds half an archive, and a crash leaves
-only a ``.partial`` file behind (``FileStore.clean_partials`` removes stale ones).
+"""The agent's node-local archive folder: its root, removal of archives its jobs wrote, and
+clean-up of the ``.partial`` files a crashed agent leaves. Archives are written and read
+through storage locations (``ckpt.storage.objects``), whose file writer streams into a
+temporary name and renames on commit, so a crash leaves only such a ``.partial`` file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import secrets
 import time
-from abc import ABC, abstractmethod
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO, Self
 from urllib.parse import unquote, urlparse
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-PARTIAL_SUFFIX = ".partial"
+# The suffix the file location's writer gives its temporary files: what clean_partials removes.
+from ckpt.storage.objects import PARTIAL_SUFFIX
+
+__all__ = ["PARTIAL_SUFFIX", "FileStore", "StoreError", "open_store", "path_of",
+           "store_for_location"]
+
 
 
 class StoreError(Exception):
     """A store could not be opened, written or read."""
-
-
-class StoreWriter(ABC):
-    """A file-like sink; ``commit`` publishes it, leaving the context without it discards."""
-
-    @abstractmethod
-    def write(self, data: bytes | memoryview) -> int: ...
-
-    @abstractmethod
-    def commit(self) -> str:
-        """Make the archive durable and visible at its final location; returns that location."""
-
-    @abstractmethod
-    def abort(self) -> None:
-        """Discard everything written (idempotent)."""
-
-    def flush(self) -> None:  # noqa: B027 - intentionally a no-op
-        """File-like API for compressors; data is made durable by ``commit``."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()
-
-
-class Store(ABC):
-    url: str
-
-    @abstractmethod
-    def open_write(self, name: str) -> StoreWriter: ...
-
-    @abstractmethod
-    def open_read(self, location: str) -> BinaryIO: ...
-
-    @abstractmethod
-    def delete(self, location: str) -> bool:
-        """Remove an archive; False if it was not there."""
-
-    @abstractmethod
-    def exists(self, location: str) -> bool: ...
 
 
 def path_of(location: str) -> Path:
@@ -87,79 +39,20 @@ def path_of(location: str) -> Path:
     return path
 
 
-class _FileWriter(StoreWriter):
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        self.tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}")
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self._f: BinaryIO | None = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._done = False
-
-    def write(self, data: bytes | memoryview) -> int:
-        if self._f is None:
-            raise StoreError("write after commit or abort")
-        return self._f.write(data)
-
-    def commit(self) -> str:
-        if self._f is None:
-            raise StoreError("commit after abort")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        self._f = None
-        os.rename(self.tmp, self.final)
-        self._done = True
-        _fsync_dir(self.final.parent)
-        return self.final.as_uri()
-
-    def abort(self) -> None:
-        if self._f is not None:
-            with contextlib.suppress(OSError):
-                self._f.close()
-            self._f = None
-        if not self._done:
-            with contextlib.suppress(FileNotFoundError):
-                self.tmp.unlink()
-            self._done = True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class FileStore(Store):
+class FileStore:
     """Archives as files in one folder; locations are ``file://`` URLs."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = root.as_uri()
 
-    def open_write(self, name: str) -> StoreWriter:
-        if not _NAME.match(name):
-            raise StoreError(f"bad archive name {name!r}")
-        try:
-            # 0700: archives hold whole process memories (secrets, keys) of every namespace.
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            return _FileWriter(self.root / name)
-        except OSError as exc:
-            raise StoreError(f"cannot write to {self.root}: {exc}") from exc
-
-    def open_read(self, location: str) -> BinaryIO:
-        return path_of(location).open("rb")
-
     def delete(self, location: str) -> bool:
+        """Remove an archive; False if it was not there."""
         try:
             path_of(location).unlink()
         except FileNotFoundError:
             return False
         return True
-
-    def exists(self, location: str) -> bool:
-        return path_of(location).is_file()
 
     def clean_partials(self, older_than_s: float = 3600) -> int:
         """Remove temporary files left by a crashed agent, in the per-location and
@@ -186,6 +79,6 @@ def open_store(destination: str) -> FileStore:
     return FileStore(path_of(destination))
 
 
-def store_for_location(location: str) -> Store:
+def store_for_location(location: str) -> FileStore:
     """The store that holds an archive location (for restores and deletes)."""
     return FileStore(path_of(location).parent)
