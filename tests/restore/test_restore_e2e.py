@@ -4,7 +4,9 @@ Pod on the same node and on the other node, refusals, and a plain Pod under the 
 
 The counter lives in a shell variable only, so a restored Pod that goes on counting from the
 checkpointed value proves the memory came back (no file holds it). Cross-node restores need an
-archive both nodes reach: the StorageLocation named by CKPT_TEST_SHARED_LOCATION.
+archive both nodes reach: on the local cluster an S3 location on SeaweedFS at the cluster's
+host address, made for this module; on a --kubeconfig cluster the StorageLocation named by
+CKPT_TEST_SHARED_LOCATION.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from harness.cluster.deploy import deploy_ckpt
 from harness.cluster.fixtures import ClusterUnderTest
+from harness.cluster.shared_s3 import shared_s3_location
 from harness.controlplane import Cluster
 
 # The module's first test starts the cluster (when none runs) and installs ckpt from its images:
@@ -39,6 +42,25 @@ def kube(cluster_nodes: ClusterUnderTest) -> Cluster:
     if cluster_nodes.local is not None:
         deploy_ckpt(cluster_nodes.local)
     return cluster_nodes.kube
+
+
+@pytest.fixture(scope="module")
+def shared_location(
+    kube: Cluster, cluster_nodes: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A StorageLocation every node reaches: made here on the local cluster, named by
+    CKPT_TEST_SHARED_LOCATION on another one (this harness cannot start a server its pods
+    reach)."""
+    if cluster_nodes.local is not None:
+        with shared_s3_location(kube, tmp_path_factory.mktemp("shared-s3")) as name:
+            yield name
+        return
+    named = os.environ.get("CKPT_TEST_SHARED_LOCATION")
+    if not named:
+        pytest.skip("cross-node restore on a --kubeconfig cluster needs a StorageLocation "
+                    "both nodes reach (CKPT_TEST_SHARED_LOCATION); node-local archives stay "
+                    "on their node")
+    yield named
 
 
 @pytest.fixture(scope="module")
@@ -169,19 +191,15 @@ def test_counter_restored_as_a_pod_on_the_same_node(
     kube.kubectl("-n", namespace, "delete", "restore", "back", "--timeout=60s")
 
 
-@pytest.mark.skipif(
-    not os.environ.get("CKPT_TEST_SHARED_LOCATION"),
-    reason="cross-node restore needs a StorageLocation both nodes reach "
-    "(CKPT_TEST_SHARED_LOCATION); node-local archives stay on their node",
-)
 def test_counter_restored_as_a_pod_on_the_other_node(
-    kube: Cluster, cluster_nodes: ClusterUnderTest, nodes: list[str], namespace: str
+    kube: Cluster, cluster_nodes: ClusterUnderTest, nodes: list[str], namespace: str,
+    shared_location: str,
 ) -> None:
     _counter_pod(kube, cluster_nodes, namespace, "counter", nodes[0])
     time.sleep(2)
     at_checkpoint = _ticks(kube, namespace, "counter")[-1]
     _checkpoint(kube, namespace, "counter-1", "counter",
-                storage=os.environ["CKPT_TEST_SHARED_LOCATION"])
+                storage=shared_location)
     _restore(kube, namespace, "moved", "counter-1", podName="counter-moved", nodeName=nodes[1])
     status = _wait(kube, namespace, "restore", "moved", {"Running", "Failed"})
     assert status["phase"] == "Running", status
