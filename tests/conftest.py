@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.cluster.deploy import deploy_ckpt
+from harness.cluster.e2e import fresh_namespace
 from harness.cluster.fixtures import ClusterUnderTest, cluster_with_nodes
 from harness.controlplane import Cluster, cluster_for_tests
 
@@ -43,3 +45,19 @@ def cluster_nodes(pytestconfig: pytest.Config) -> Iterator[ClusterUnderTest]:
     `make cluster`, or a local one started for this session and stopped at its end."""
     with cluster_with_nodes(_existing_kubeconfig(pytestconfig)) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def ckpt_cluster(cluster_nodes: ClusterUnderTest) -> Cluster:
+    """The cluster with real nodes, ckpt installed from deploy/ and its own images (on the
+    local cluster, installed or updated here once per session; elsewhere as found)."""
+    if cluster_nodes.local is not None:
+        deploy_ckpt(cluster_nodes.local)
+    return cluster_nodes.kube
+
+
+@pytest.fixture
+def cluster_namespace(ckpt_cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace on the cluster with real nodes, deleted after the test."""
+    with fresh_namespace(ckpt_cluster) as name:
+        yield name

@@ -25,6 +25,9 @@ IMAGE_ARCHIVES = ("ckpt.tar", "ckpt-agent.tar")
 AGENT_TLS_SECRET = "ckpt-agent-tls"  # noqa: S105 - the name of a Secret, not a secret
 # The Secret holding the operator's API token, as deploy/README.md names it.
 OPERATOR_API_SECRET = "ckpt-api-token"  # noqa: S105 - the name of a Secret, not a secret
+# On the ckpt-system namespace: the image set (tools/images/build.sh's cache key) running now.
+IMAGES_ANNOTATION = "ckpt.dev/local-images"
+_KEY_PATH = IMAGES_ANNOTATION.replace(".", "\\.")
 
 
 def ckpt_image_archives(folder: Path | None = None) -> list[Path]:
@@ -44,13 +47,33 @@ def deploy_ckpt(
     images: Path | None = None,
 ) -> None:
     """Loads the images (from the folder `images`, default: tools/images/build.sh's) into
-    every node, applies deploy/local and waits until every ckpt pod is Ready."""
-    for archive in ckpt_image_archives(images):
+    every node, applies deploy/local and waits until every ckpt pod is Ready.
+
+    The images keep their tag (deploy/ names 0.1.0) when the sources change, so a kubelet
+    never notices new contents by itself: when the loaded set differs from the one recorded
+    on the namespace, every ckpt workload is restarted onto it."""
+    archives = ckpt_image_archives(images)
+    for archive in archives:
         log(f"loading {archive.name} into {', '.join(cluster.load_image(archive))}")
     kube = cluster.cluster()
     ensure_agent_tls(kube, log)
     log("applying deploy/local")
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY))
+    images_key = archives[0].parent.name
+    recorded = kube.kubectl(
+        "get", "namespace", NAMESPACE, "-o", f"jsonpath={{.metadata.annotations.{_KEY_PATH}}}"
+    ).stdout.strip()
+    if recorded and recorded != images_key:
+        log(f"images changed ({recorded} -> {images_key}): restarting ckpt's workloads")
+        kube.kubectl("-n", NAMESPACE, "rollout", "restart", "deployment,daemonset")
+        for kind in ("deployment", "daemonset"):
+            names = kube.kubectl("-n", NAMESPACE, "get", kind, "-o", "name").stdout.split()
+            for name in names:
+                kube.kubectl("-n", NAMESPACE, "rollout", "status", name,
+                             f"--timeout={int(timeout)}s")
+    if recorded != images_key:
+        kube.kubectl("annotate", "--overwrite", "namespace", NAMESPACE,
+                     f"{IMAGES_ANNOTATION}={images_key}")
     kube.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/ckpt-api",
                  f"--timeout={int(timeout)}s")
     secret = kube.kubectl("-n", NAMESPACE, "get", "secret", OPERATOR_API_SECRET, check=False)

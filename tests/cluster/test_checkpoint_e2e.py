@@ -6,14 +6,13 @@ target keeps running, and the archive on the node is verified from inside the no
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from harness.cluster.deploy import NAMESPACE, deploy_ckpt
+from harness.cluster import e2e
+from harness.cluster.deploy import NAMESPACE
 from harness.cluster.fixtures import ClusterUnderTest
 from harness.controlplane import Cluster
 
@@ -49,42 +48,14 @@ print(json.dumps({"size": size, "meta": meta.model_dump(mode="json"), "names": n
 
 
 @pytest.fixture(scope="module")
-def kube(cluster_nodes: ClusterUnderTest) -> Cluster:
-    if cluster_nodes.local is not None:
-        deploy_ckpt(cluster_nodes.local)
-    return cluster_nodes.kube
-
-
-@pytest.fixture
-def namespace(kube: Cluster) -> Iterator[str]:
-    name = f"ckpt-e2e-{secrets.token_hex(3)}"
-    kube.kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 60
-    while kube.kubectl("-n", name, "get", "sa", "default", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "no default ServiceAccount"
-        time.sleep(0.5)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def _get(kube: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    return dict(json.loads(
-        kube.kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout
-    ))
-
-
-def _agent_on(kube: Cluster, node: str) -> str:
-    pods = json.loads(kube.kubectl(
-        "-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=ckpt-agent",
-        "--field-selector", f"spec.nodeName={node}", "-o", "json",
-    ).stdout)["items"]
-    assert pods, f"no ckpt agent pod on {node}"
-    return str(pods[0]["metadata"]["name"])
+def kube(ckpt_cluster: Cluster) -> Cluster:
+    return ckpt_cluster
 
 
 def test_checkpoint_of_a_real_pod_goes_ready_with_a_verified_archive(
-    kube: Cluster, cluster_nodes: ClusterUnderTest, namespace: str
+    kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str
 ) -> None:
+    namespace = cluster_namespace
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "counter"},
         "spec": {"containers": [{
@@ -101,13 +72,13 @@ def test_checkpoint_of_a_real_pod_goes_ready_with_a_verified_archive(
     deadline = time.monotonic() + 300
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = _get(kube, namespace, "checkpoint", "cp").get("status") or {}
+        status = e2e.get(kube, namespace, "checkpoint", "cp").get("status") or {}
         if status.get("phase") in ("Ready", "Failed"):
             break
         time.sleep(1)
     assert status.get("phase") == "Ready", status
 
-    pod = _get(kube, namespace, "pod", "counter")
+    pod = e2e.get(kube, namespace, "pod", "counter")
     node = pod["spec"]["nodeName"]
     assert status["nodeName"] == node
     # leaveRunning defaults to true: the target goes on, never restarted.
@@ -117,7 +88,7 @@ def test_checkpoint_of_a_real_pod_goes_ready_with_a_verified_archive(
 
     path = str(status["restorePath"]).removeprefix("file://")
     verified = json.loads(kube.kubectl(
-        "-n", NAMESPACE, "exec", _agent_on(kube, node), "-c", "agent", "--",
+        "-n", NAMESPACE, "exec", e2e.agent_on(kube, node), "-c", "agent", "--",
         "python3", "-c", VERIFY, path, status["checksum"].removeprefix("sha256:"),
     ).stdout)
     assert verified["size"] == status["sizeBytes"]

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from harness.cluster.deploy import deploy_ckpt
+from harness.cluster import e2e
 from harness.cluster.fixtures import ClusterUnderTest
 from harness.cluster.shared_s3 import shared_s3_location
 from harness.controlplane import Cluster
@@ -30,18 +28,12 @@ from harness.controlplane import Cluster
 # minutes on a cold 2-core machine, more than the suite's default per-test timeout.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-COUNTER = (
-    "echo written-by-the-original > /tmp/marker; i=0; "
-    "while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
-)
-TICK = re.compile(r"^tick (\d+)$", re.MULTILINE)
+COUNTER = e2e.COUNTER
 
 
 @pytest.fixture(scope="module")
-def kube(cluster_nodes: ClusterUnderTest) -> Cluster:
-    if cluster_nodes.local is not None:
-        deploy_ckpt(cluster_nodes.local)
-    return cluster_nodes.kube
+def kube(ckpt_cluster: Cluster) -> Cluster:
+    return ckpt_cluster
 
 
 @pytest.fixture(scope="module")
@@ -65,93 +57,30 @@ def shared_location(
 
 @pytest.fixture(scope="module")
 def nodes(kube: Cluster) -> list[str]:
-    items = json.loads(kube.kubectl("get", "nodes", "-o", "json").stdout)["items"]
-    names = sorted(n["metadata"]["name"] for n in items)
+    names = e2e.nodes(kube)
     assert len(names) >= 2, f"needs two nodes, the cluster has {names}"
     return names
 
 
 @pytest.fixture
-def namespace(kube: Cluster) -> Iterator[str]:
-    name = f"restore-e2e-{secrets.token_hex(3)}"
-    kube.kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 60
-    while kube.kubectl("-n", name, "get", "sa", "default", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "no default ServiceAccount"
-        time.sleep(0.5)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def _apply(kube: Cluster, namespace: str, body: dict[str, Any]) -> None:
-    kube.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(body))
-
-
-def _get(kube: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
-    proc = kube.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def _wait(kube: Cluster, namespace: str, kind: str, name: str, phases: set[str],
-          timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        found = _get(kube, namespace, kind, name) or {}
-        status = found.get("status") or {}
-        if status.get("phase") in phases:
-            return status
-        time.sleep(1)
-    raise AssertionError(f"{kind} {name} not in {phases} after {timeout}s: {status}")
+def namespace(cluster_namespace: str) -> str:
+    return cluster_namespace
 
 
 def _counter_pod(kube: Cluster, cluster: ClusterUnderTest, namespace: str, name: str,
                  node: str) -> None:
-    _apply(kube, namespace, {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "counter"}},
-        "spec": {
-            "nodeName": node,
-            "containers": [{
-                "name": "counter", "image": cluster.busybox_image,
-                "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", COUNTER],
-            }],
-        },
-    })
-    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}",
-                 "--timeout=120s")
-
-
-def _ticks(kube: Cluster, namespace: str, pod: str) -> list[int]:
-    logs = kube.kubectl("-n", namespace, "logs", pod).stdout
-    return [int(n) for n in TICK.findall(logs)]
+    e2e.counter_pod(kube, namespace, name, cluster.busybox_image, node)
 
 
 def _checkpoint(kube: Cluster, namespace: str, name: str, pod: str,
                 storage: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"podName": pod}
-    if storage:
-        spec["storage"] = storage
-    _apply(kube, namespace, {
-        "apiVersion": "ckpt.dev/v1alpha1", "kind": "Checkpoint",
-        "metadata": {"name": name}, "spec": spec,
-    })
-    status = _wait(kube, namespace, "checkpoint", name, {"Ready", "Failed"})
-    assert status["phase"] == "Ready", status
-    return status
-
-
-def _restore(kube: Cluster, namespace: str, name: str, checkpoint: str,
-             **spec: str) -> None:
-    _apply(kube, namespace, {
-        "apiVersion": "ckpt.dev/v1alpha1", "kind": "Restore",
-        "metadata": {"name": name}, "spec": {"checkpointName": checkpoint, **spec},
-    })
+    extra = {"storage": storage} if storage else {}
+    return e2e.checkpoint_ready(kube, namespace, name, pod, **extra)
 
 
 def _assert_restored(kube: Cluster, namespace: str, pod_name: str, node: str,
                      at_checkpoint: int) -> None:
-    pod = _get(kube, namespace, "pod", pod_name)
+    pod = e2e.get(kube, namespace, "pod", pod_name)
     assert pod is not None
     assert pod["spec"]["nodeName"] == node
     assert pod["spec"]["runtimeClassName"] == "ckpt"
@@ -160,7 +89,7 @@ def _assert_restored(kube: Cluster, namespace: str, pod_name: str, node: str,
     (container,) = pod["status"]["containerStatuses"]
     assert container["restartCount"] == 0
     time.sleep(2)
-    ticks = _ticks(kube, namespace, pod_name)
+    ticks = e2e.ticks(kube, namespace, pod_name)
     # Its output goes on from the checkpointed counter: never from 1 again, and in order.
     assert ticks, "the restored Pod printed nothing"
     assert ticks[0] >= at_checkpoint > 1
@@ -169,7 +98,7 @@ def _assert_restored(kube: Cluster, namespace: str, pod_name: str, node: str,
     marker = kube.kubectl("-n", namespace, "exec", pod_name, "--", "cat", "/tmp/marker")
     assert marker.stdout.strip() == "written-by-the-original"
     kube.kubectl("-n", namespace, "delete", "pod", pod_name, "--wait=true", "--timeout=60s")
-    assert _get(kube, namespace, "pod", pod_name) is None
+    assert e2e.get(kube, namespace, "pod", pod_name) is None
 
 
 def test_counter_restored_as_a_pod_on_the_same_node(
@@ -177,17 +106,18 @@ def test_counter_restored_as_a_pod_on_the_same_node(
 ) -> None:
     _counter_pod(kube, cluster_nodes, namespace, "counter", nodes[0])
     time.sleep(2)
-    at_checkpoint = _ticks(kube, namespace, "counter")[-1]
+    at_checkpoint = e2e.ticks(kube, namespace, "counter")[-1]
     _checkpoint(kube, namespace, "counter-1", "counter")
 
-    _restore(kube, namespace, "back", "counter-1", podName="counter-back", nodeName=nodes[0])
-    status = _wait(kube, namespace, "restore", "back", {"Running", "Failed"})
+    e2e.create_restore(kube, namespace, "back", "counter-1", podName="counter-back",
+                       nodeName=nodes[0])
+    status = e2e.wait_phase(kube, namespace, "restore", "back", {"Running", "Failed"})
     assert status["phase"] == "Running", status
     assert (status["podName"], status["nodeName"]) == ("counter-back", nodes[0])
     assert {"fetch", "verify", "extract", "restore", "total"} <= status["timings"].keys()
     _assert_restored(kube, namespace, "counter-back", nodes[0], at_checkpoint)
     # The staged files are gone once the Pod runs, and deleting the Restore keeps nothing.
-    assert _get(kube, namespace, "restore", "back")["status"].get("staged") is False
+    assert e2e.get(kube, namespace, "restore", "back")["status"].get("staged") is False
     kube.kubectl("-n", namespace, "delete", "restore", "back", "--timeout=60s")
 
 
@@ -197,11 +127,12 @@ def test_counter_restored_as_a_pod_on_the_other_node(
 ) -> None:
     _counter_pod(kube, cluster_nodes, namespace, "counter", nodes[0])
     time.sleep(2)
-    at_checkpoint = _ticks(kube, namespace, "counter")[-1]
+    at_checkpoint = e2e.ticks(kube, namespace, "counter")[-1]
     _checkpoint(kube, namespace, "counter-1", "counter",
                 storage=shared_location)
-    _restore(kube, namespace, "moved", "counter-1", podName="counter-moved", nodeName=nodes[1])
-    status = _wait(kube, namespace, "restore", "moved", {"Running", "Failed"})
+    e2e.create_restore(kube, namespace, "moved", "counter-1", podName="counter-moved",
+                       nodeName=nodes[1])
+    status = e2e.wait_phase(kube, namespace, "restore", "moved", {"Running", "Failed"})
     assert status["phase"] == "Running", status
     _assert_restored(kube, namespace, "counter-moved", nodes[1], at_checkpoint)
 
@@ -210,36 +141,36 @@ def test_refusals_create_no_pod(
     kube: Cluster, cluster_nodes: ClusterUnderTest, nodes: list[str], namespace: str
 ) -> None:
     # A missing Checkpoint: waited for, with the reason in a condition, and no Pod.
-    _restore(kube, namespace, "early", "not-there", podName="never")
+    e2e.create_restore(kube, namespace, "early", "not-there", podName="never")
     deadline = time.monotonic() + 60
     reason = ""
     while time.monotonic() < deadline and reason != "CheckpointNotFound":
-        status = (_get(kube, namespace, "restore", "early") or {}).get("status") or {}
+        status = (e2e.get(kube, namespace, "restore", "early") or {}).get("status") or {}
         reason = next((c["reason"] for c in status.get("conditions", [])
                        if c["type"] == "CheckpointReady"), "")
         time.sleep(1)
     assert reason == "CheckpointNotFound"
-    assert _get(kube, namespace, "pod", "never") is None
+    assert e2e.get(kube, namespace, "pod", "never") is None
 
     # A Checkpoint whose status names another archive than the API records.
     _counter_pod(kube, cluster_nodes, namespace, "counter", nodes[0])
     _checkpoint(kube, namespace, "counter-1", "counter")
 
     # A node that does not exist.
-    _restore(kube, namespace, "nowhere", "counter-1", nodeName="no-such-node")
-    status = _wait(kube, namespace, "restore", "nowhere", {"Running", "Failed"})
+    e2e.create_restore(kube, namespace, "nowhere", "counter-1", nodeName="no-such-node")
+    status = e2e.wait_phase(kube, namespace, "restore", "nowhere", {"Running", "Failed"})
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Running"] == "NodeNotFound"
 
     kube.kubectl(
         "-n", namespace, "patch", "checkpoint", "counter-1", "--subresource=status",
         "--type=merge", "-p", json.dumps({"status": {"checksum": "sha256:" + "0" * 64}}),
     )
-    _restore(kube, namespace, "tampered", "counter-1", podName="tampered-pod")
-    status = _wait(kube, namespace, "restore", "tampered", {"Running", "Failed"})
+    e2e.create_restore(kube, namespace, "tampered", "counter-1", podName="tampered-pod")
+    status = e2e.wait_phase(kube, namespace, "restore", "tampered", {"Running", "Failed"})
     assert status["phase"] == "Failed"
     reasons = {c["type"]: c["reason"] for c in status["conditions"]}
     assert reasons["Running"] == "ChecksumMismatch"
-    assert _get(kube, namespace, "pod", "tampered-pod") is None
+    assert e2e.get(kube, namespace, "pod", "tampered-pod") is None
     # Nothing but the original counter runs in the namespace.
     pods = json.loads(kube.kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)
     assert [p["metadata"]["name"] for p in pods["items"]] == ["counter"]
@@ -248,7 +179,7 @@ def test_refusals_create_no_pod(
 def test_a_plain_pod_under_the_ckpt_class_runs_normally(
     kube: Cluster, cluster_nodes: ClusterUnderTest, namespace: str
 ) -> None:
-    _apply(kube, namespace, {
+    e2e.apply(kube, namespace, {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
         "spec": {
             "runtimeClassName": "ckpt",
@@ -261,4 +192,4 @@ def test_a_plain_pod_under_the_ckpt_class_runs_normally(
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/plain",
                  "--timeout=120s")
     time.sleep(1)
-    assert _ticks(kube, namespace, "plain")[0] == 1
+    assert e2e.ticks(kube, namespace, "plain")[0] == 1
