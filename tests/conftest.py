@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster.deploy import deploy_ckpt
+from harness.cluster.deploy import NAMESPACE, deploy_ckpt
 from harness.cluster.e2e import fresh_namespace
 from harness.cluster.fixtures import ClusterUnderTest, cluster_with_nodes
 from harness.controlplane import Cluster, cluster_for_tests
@@ -50,9 +50,15 @@ def cluster_nodes(pytestconfig: pytest.Config) -> Iterator[ClusterUnderTest]:
 @pytest.fixture(scope="session")
 def ckpt_cluster(cluster_nodes: ClusterUnderTest) -> Cluster:
     """The cluster with real nodes, ckpt installed from deploy/ and its own images (on the
-    local cluster, installed or updated here once per session; elsewhere as found)."""
-    if cluster_nodes.local is not None:
-        deploy_ckpt(cluster_nodes.local)
+    local cluster, installed or updated here once per session; elsewhere as found).
+
+    CKPT_TEST_KEEP_DEPLOYED=1 keeps an installed ckpt as it runs (no image rebuild, no
+    restart): for developers sharing one running cluster between several test runs."""
+    local = cluster_nodes.local
+    keep = os.environ.get("CKPT_TEST_KEEP_DEPLOYED") == "1" and cluster_nodes.kube.kubectl(
+        "get", "namespace", NAMESPACE, check=False).returncode == 0
+    if local is not None and not keep:
+        deploy_ckpt(local)
     return cluster_nodes.kube
 
 
