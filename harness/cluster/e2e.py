@@ -162,11 +162,38 @@ def create_restore(kube: Cluster, namespace: str, name: str, checkpoint: str,
 
 
 def agent_on(kube: Cluster, node: str) -> str:
-    """The name of the ckpt agent pod (CPU DaemonSet) on `node`."""
+    """The name of the ckpt agent pod (CPU DaemonSet) on `node`: controlled by the DaemonSet,
+    not merely labelled like it (the security tests plant lookalikes)."""
     pods = [
         p for p in items(kube, NAMESPACE, "pods", "-l", AGENT_SELECTOR,
                          "--field-selector", f"spec.nodeName={node}")
         if p["metadata"].get("deletionTimestamp") is None
+        and any(o.get("controller") and o["kind"] == "DaemonSet" and o["name"] == "ckpt-agent"
+                for o in p["metadata"].get("ownerReferences", []))
     ]
     assert pods, f"no ckpt agent pod on {node}"
     return str(pods[0]["metadata"]["name"])
+
+
+@contextmanager
+def agents_configured(kube: Cluster, timeout: float = 300, **env: str) -> Iterator[None]:
+    """The CPU agents (DaemonSet ckpt-agent) run with these extra environment variables, as
+    deploy/README.md's "Adapting" sets them (`kubectl set env`), until the block ends; then
+    with the values they had before (or none). Both ways wait for the rollout, so the agents
+    restart twice: tests using this disturb every other test on the cluster."""
+    daemonset = "daemonset/ckpt-agent"
+    spec = json.loads(kube.kubectl("-n", NAMESPACE, "get", daemonset, "-o", "json").stdout)
+    (agent,) = [c for c in spec["spec"]["template"]["spec"]["containers"] if c["name"] == "agent"]
+    before = {e["name"]: e.get("value") for e in agent.get("env", []) if e["name"] in env}
+    restore = [f"{k}={before[k]}" if before.get(k) is not None else f"{k}-" for k in env]
+
+    def rolled_out(settings: list[str]) -> None:
+        kube.kubectl("-n", NAMESPACE, "set", "env", daemonset, "-c", "agent", *settings)
+        kube.kubectl("-n", NAMESPACE, "rollout", "status", daemonset,
+                     f"--timeout={int(timeout)}s")
+
+    try:
+        rolled_out([f"{k}={v}" for k, v in env.items()])
+        yield
+    finally:
+        rolled_out(restore)
