@@ -8,19 +8,28 @@ fixed sleep) and fail with the last status seen.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
-from harness.cluster.deploy import NAMESPACE
-from harness.controlplane import Cluster
+import httpx
+
+from ckpt.api.client import Checkpoint, SyncCheckpointsClient
+from harness.cluster.deploy import NAMESPACE, OPERATOR_API_SECRET
+from harness.controlplane import Cluster, kubectl_binary
 
 GROUP_VERSION = "ckpt.dev/v1alpha1"
 AGENT_SELECTOR = "app.kubernetes.io/name=ckpt-agent"
+# Ports as deploy/base names them: the ckpt-api Service, the operator's metrics.
+API_PORT = 8080
+OPERATOR_METRICS_PORT = 9090
 
 # A counter kept in a shell variable only: a restored Pod that goes on from the checkpointed
 # value proves the memory came back (no file holds it). /tmp/marker lands in the container's
@@ -30,6 +39,8 @@ COUNTER = (
     "while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
 )
 TICK = re.compile(r"^tick (\d+)$", re.MULTILINE)
+# Inside a ballast_counter_pod's container: written once its ballast is in memory.
+BALLAST_FILE = "/tmp/ballast"  # noqa: S108 - a path in the workload's container
 
 
 @contextmanager
@@ -197,3 +208,159 @@ def agents_configured(kube: Cluster, timeout: float = 300, **env: str) -> Iterat
         yield
     finally:
         rolled_out(restore)
+
+
+# -- ckpt's own services seen from the test host ------------------------------------------------
+
+
+@contextmanager
+def port_forward(kube: Cluster, namespace: str, target: str, port: int,
+                 timeout: float = 30) -> Iterator[str]:
+    """`kubectl port-forward` from a free port on 127.0.0.1 to `port` of `target`
+    (svc/NAME, deployment/NAME, pod/NAME) while the block runs; yields its http:// URL.
+
+    It works on any cluster the kubeconfig reaches (Service and pod addresses need not be
+    routable from the test host). kubectl forwards to the one pod it picked at the start:
+    open a new forward after that pod was replaced."""
+    with tempfile.TemporaryFile(mode="w+") as said:
+        proc = subprocess.Popen(
+            [kubectl_binary(), "--kubeconfig", str(kube.kubeconfig), "-n", namespace,
+             "port-forward", "--address", "127.0.0.1", target, f":{port}"],
+            stdout=said, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            local: list[str] = []
+
+            def forwarding() -> bool:
+                said.seek(0)
+                text = said.read()
+                found = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", text)
+                if found:
+                    local.append(found.group(1))
+                    return True
+                if proc.poll() is not None:
+                    raise AssertionError(f"kubectl port-forward {target}: {text.strip()}")
+                return False
+
+            wait_until(forwarding, timeout, f"kubectl port-forward {target} never forwarded",
+                       interval=0.1)
+            yield f"http://127.0.0.1:{local[0]}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def api_token(kube: Cluster) -> str:
+    """The operator's token of the checkpoints API (deploy/README.md's Secret)."""
+    encoded = kube.kubectl("-n", NAMESPACE, "get", "secret", OPERATOR_API_SECRET, "-o",
+                           "jsonpath={.data.token}").stdout
+    return base64.b64decode(encoded).decode().strip()
+
+
+@contextmanager
+def checkpoints_api(kube: Cluster) -> Iterator[SyncCheckpointsClient]:
+    """The checkpoints API as the operator reaches it (its tenant, its token), through a
+    port-forward to the ckpt-api Service."""
+    with port_forward(kube, NAMESPACE, "svc/ckpt-api", API_PORT) as url, \
+            SyncCheckpointsClient(url, api_token(kube)) as api:
+        yield api
+
+
+def api_records(kube: Cluster, namespace: str, name: str) -> list[Checkpoint]:
+    """The checkpoints API's records of the Checkpoint `namespace/name` (the operator names
+    each record so)."""
+    with checkpoints_api(kube) as api:
+        return [record for record in api.list() if record.name == f"{namespace}/{name}"]
+
+
+def operator_metric(kube: Cluster, sample: str) -> float | None:
+    """A sample's value on the operator's /metrics (Prometheus text), None when absent."""
+    with port_forward(kube, NAMESPACE, "deployment/ckpt-operator", OPERATOR_METRICS_PORT) as url:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return None
+
+
+def event_reasons(kube: Cluster, namespace: str, kind: str, name: str,
+                  until: str = "Ready", timeout: float = 30) -> set[str]:
+    """Reasons of the Events about a resource, once one with reason `until` has arrived
+    (kopf posts Events in the background); after `timeout`, those there are."""
+    selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+    seen: set[str] = set()
+
+    def arrived() -> bool:
+        seen.clear()
+        seen.update(kube.kubectl("-n", namespace, "get", "events", "--field-selector", selector,
+                                 "-o", "jsonpath={.items[*].reason}").stdout.split())
+        return until in seen
+
+    with suppress(AssertionError):
+        wait_until(arrived, timeout, f"no {until} Event about {kind} {name}")
+    return seen
+
+
+def wait_condition(kube: Cluster, namespace: str, kind: str, name: str, type_: str,
+                   reason: str, timeout: float = 120) -> dict[str, Any]:
+    """The resource's status once its condition `type_` has reason `reason`."""
+    status: dict[str, Any] = {}
+
+    def there() -> bool:
+        status.clear()
+        status.update((get(kube, namespace, kind, name) or {}).get("status") or {})
+        return conditions(status).get(type_, {}).get("reason") == reason
+
+    try:
+        wait_until(there, timeout, "")
+    except AssertionError:
+        raise AssertionError(f"{kind} {name}: condition {type_} never had reason {reason} "
+                             f"(after {timeout:.0f}s); status: {status}") from None
+    return status
+
+
+def on_node(kube: Cluster, node: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """Runs `command` in the agent container on `node` (it sees the node's archive folder
+    at the node's own path); check=False, the caller reads returncode."""
+    return kube.kubectl("-n", NAMESPACE, "exec", agent_on(kube, node), "-c", "agent", "--",
+                        *command, check=False)
+
+
+def archive_on_node(kube: Cluster, node: str, restore_path: str) -> bool:
+    """Whether the node-local archive at `restore_path` (file://...) exists on `node`."""
+    assert restore_path.startswith("file://"), restore_path
+    return on_node(kube, node, "test", "-f", restore_path.removeprefix("file://")).returncode == 0
+
+
+def ballast_counter_pod(kube: Cluster, namespace: str, name: str, image: str, mib: int,
+                        node: str | None = None) -> None:
+    """A COUNTER Pod that also holds `mib` MiB of memory a dump must copy (a shell variable of
+    base64 text from /dev/urandom, in a second process), so that its dump takes seconds.
+    Ready when this returns: the ballast is filled (its size written to /tmp/ballast)."""
+    raw = mib * 1024 * 1024 * 3 // 4  # 3 random bytes -> 4 base64 characters
+    script = (
+        f"( b=$(head -c {raw} /dev/urandom | base64 -w 0); echo ${{#b}} > {BALLAST_FILE}; "
+        f"while true; do sleep 3600; done ) & {COUNTER}"
+    )
+    spec: dict[str, Any] = {"containers": [{
+        "name": "counter", "image": image, "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", script],
+    }]}
+    if node:
+        spec["nodeName"] = node
+    apply(kube, namespace, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "counter"}}, "spec": spec,
+    })
+    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}",
+                 "--timeout=120s")
+    wait_until(
+        lambda: kube.kubectl("-n", namespace, "exec", name, "--", "test", "-s", BALLAST_FILE,
+                             check=False).returncode == 0,
+        120, f"the ballast of {name} never filled",
+    )
