@@ -53,6 +53,10 @@ from harness.cluster.node import (
     NodeCredentials,
     NodeSpec,
 )
+from harness.cluster.object_store import FOLDER as OBJECT_STORE_FOLDER
+from harness.cluster.object_store import LOG as OBJECT_STORE_LOG
+from harness.cluster.object_store import PROCESS as OBJECT_STORE_PROCESS
+from harness.cluster.object_store import ObjectStore, start_object_store
 from harness.cluster.pki import LocalPki
 from harness.controlplane import (
     Cluster,
@@ -61,6 +65,7 @@ from harness.controlplane import (
     free_port,
     kubectl_binary,
 )
+from harness.s3 import weed_binary
 from harness.tools import REPO_ROOT, controlplane_binaries, criu_binary, run_tool
 
 DEFAULT_WORKDIR = REPO_ROOT / ".cache" / "cluster"
@@ -183,6 +188,7 @@ class LocalKubeCluster:
             "coredns": Path(run_tool("coredns/build.sh")),
             "pause": Path(run_tool("pause/build.sh")),
             "criu": Path(criu_binary()),
+            "weed": Path(weed_binary()),
         }
         wrapper = ckpt_runc_binary()
         if wrapper is not None:
@@ -325,6 +331,42 @@ class LocalKubeCluster:
         self._kubectl("apply", "-f", "-", input=coredns_manifests(COREDNS_IMAGE, DNS_SERVICE_IP))
         self._kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
                       f"--timeout={int(timeout)}s", timeout=timeout + 10)
+        self._ensure_object_store(state, log)
+
+    # --- the object store ---------------------------------------------------------------------
+
+    def ensure_object_store(
+        self, log: Callable[[str], None] = lambda message: None
+    ) -> ObjectStore:
+        """The cluster's S3 server (harness.cluster.object_store): the one recorded in the
+        state while it runs, else started now and recorded (a cluster started before the
+        object store was part of it gets one without a restart)."""
+        state = self.state()
+        if not state or not state.get("complete"):
+            raise ClusterError("no running local cluster: run `make cluster`")
+        return self._ensure_object_store(state, log)
+
+    def _ensure_object_store(
+        self, state: dict[str, object], log: Callable[[str], None]
+    ) -> ObjectStore:
+        records = {r.name: r for r in self._records(state)}
+        old = records.get(OBJECT_STORE_PROCESS)
+        known = state.get("object_store")
+        if old is not None and old.alive() and isinstance(known, dict):
+            return ObjectStore.from_json(known)
+        if old is not None:  # gone (or its endpoint unknown): replaced, data kept
+            host.stop_process(old)
+            state["processes"] = [p for p in state.get("processes", [])  # type: ignore[attr-defined]
+                                  if p["name"] != OBJECT_STORE_PROCESS]
+        weed = dict(state.get("binaries", {})).get("weed")  # type: ignore[call-overload]
+        log(f"starting the object store (SeaweedFS on {API_ADDRESS})")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        store, pid = start_object_store(self.workdir / OBJECT_STORE_FOLDER,
+                                        self.logs / OBJECT_STORE_LOG,
+                                        str(weed or weed_binary()), API_ADDRESS)
+        state["object_store"] = store.to_json()
+        self._record(state, ProcessRecord.of(OBJECT_STORE_PROCESS, pid))
+        return store
 
     def _local_images(self, binaries: dict[str, Path]) -> list[Path]:
         folder = self.workdir / "images"
@@ -407,6 +449,8 @@ class LocalKubeCluster:
             node = self._node(spec)
             node.stop({k.split("/", 1)[1]: r for k, r in records.items()
                        if k.startswith(f"{spec.name}/")})
+        if OBJECT_STORE_PROCESS in records:
+            host.stop_process(records[OBJECT_STORE_PROCESS])
         if "kube-proxy" in records:
             host.stop_process(records["kube-proxy"])
             kube = dict(state.get("binaries", {})).get("kubernetes")  # type: ignore[call-overload]
@@ -426,7 +470,8 @@ class LocalKubeCluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         for control_log in (self.workdir / "controlplane").glob("*.log"):
             shutil.move(control_log, self.logs / control_log.name)
-        for folder in ("nodes", "controlplane", "components", "pki", "images"):
+        for folder in ("nodes", "controlplane", "components", "pki", "images",
+                       OBJECT_STORE_FOLDER):
             shutil.rmtree(self.workdir / folder, ignore_errors=True)
         self.kubeconfig.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)

@@ -3,11 +3,14 @@
 The images come from tools/images/build.sh (buildah, from the project's Dockerfile), which
 prints the folder holding `ckpt.tar` and `ckpt-agent.tar`, each named as `deploy/` names it.
 The one manual step of deploy/README.md, the operator's token of the checkpoints API, is done
-here the same way a user does it.
+here the same way a user does it. Then the cluster's StorageLocations are made on its object
+store (harness.cluster.object_store): `local-s3`, marked default, so archives reach every node
+and a restore on another node works out of the box, and `node-local` (type file).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import tempfile
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.cluster.cluster import ClusterError, LocalKubeCluster
+from harness.cluster.object_store import S3_LOCATION, storage_manifests
 from harness.controlplane import Cluster
 from harness.tools import REPO_ROOT, run_tool
 
@@ -84,6 +88,50 @@ def deploy_ckpt(
         kube.kubectl("-n", NAMESPACE, "create", "secret", "generic", OPERATOR_API_SECRET,
                      f"--from-literal=token={token.strip()}")
     wait_pods_ready(cluster, NAMESPACE, timeout)
+    ensure_storage_locations(cluster, log, timeout)
+
+
+def ensure_storage_locations(cluster: LocalKubeCluster, log: Callable[[str], None],
+                             timeout: float = 180.0) -> None:
+    """The cluster's object store (started if a cluster older than it runs none), its keys in
+    a Secret of ckpt's namespace, and the StorageLocations on it (object_store.
+    storage_manifests), until the default one is Available. Server-side apply: a client-side
+    apply would copy the Secret's keys into its last-applied annotation."""
+    store = cluster.ensure_object_store(log)
+    kube = cluster.cluster()
+    log(f"storage locations: {S3_LOCATION} (default, {store.endpoint}) and node-local")
+    manifests = storage_manifests(store, NAMESPACE)
+    (spec,) = [m["spec"] for m in manifests if m["metadata"]["name"] == S3_LOCATION]
+    found = kube.kubectl("get", "storagelocation", S3_LOCATION, "-o", "json", check=False)
+    old = (json.loads(found.stdout).get("spec") or {}) if found.returncode == 0 else {}
+    # A changed location keeps its old status until the operator's next periodic check.
+    unchanged = all(old.get(key) == value for key, value in spec.items())
+    applied = None if unchanged else dt.datetime.now(dt.UTC)
+    for manifest in manifests:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                     input=json.dumps(manifest))
+    wait_location_available(kube, S3_LOCATION, timeout, since=applied)
+
+
+def wait_location_available(kube: Cluster, location: str, timeout: float = 120.0,
+                            since: dt.datetime | None = None) -> None:
+    """Until the StorageLocation's status says Available from a check made at or after
+    `since` (the operator checks a new location at once, a changed one at its next periodic
+    check), failing with the last status seen."""
+    deadline = time.monotonic() + timeout
+    since = (since or dt.datetime.min.replace(tzinfo=dt.UTC)).replace(microsecond=0)
+    status: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        found = kube.kubectl("get", "storagelocation", location, "-o", "json", check=False)
+        if found.returncode == 0:
+            status = json.loads(found.stdout).get("status") or {}
+            checked = str(status.get("lastChecked") or "")
+            if status.get("phase") == "Available" and checked and \
+                    dt.datetime.fromisoformat(checked) >= since:
+                return
+        time.sleep(1)
+    raise ClusterError(f"StorageLocation {location} not Available after {timeout:.0f}s: "
+                       f"{status}")
 
 
 def ensure_agent_tls(kube: Cluster, log: Callable[[str], None]) -> None:

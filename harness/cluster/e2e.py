@@ -23,6 +23,7 @@ import httpx
 
 from ckpt.api.client import Checkpoint, SyncCheckpointsClient
 from harness.cluster.deploy import NAMESPACE, OPERATOR_API_SECRET
+from harness.cluster.object_store import FILE_LOCATION
 from harness.controlplane import Cluster, kubectl_binary
 
 GROUP_VERSION = "ckpt.dev/v1alpha1"
@@ -364,3 +365,25 @@ def ballast_counter_pod(kube: Cluster, namespace: str, name: str, image: str, mi
                              check=False).returncode == 0,
         120, f"the ballast of {name} never filled",
     )
+
+
+@contextmanager
+def file_location(kube: Cluster) -> Iterator[str]:
+    """The name of a `file` StorageLocation (archives in each node's agent folder) for tests
+    that look at an archive on its node, as a Checkpoint names it in spec.storage: the local
+    cluster's `node-local`, else one made here and removed after (ckpt as deployed elsewhere
+    may have none). The local cluster's default location is S3 (harness.cluster.object_store)."""
+    found = kube.kubectl("get", "storagelocation", FILE_LOCATION, "-o",
+                         "jsonpath={.spec.type}", check=False)
+    if found.returncode == 0 and found.stdout.strip() == "file":
+        yield FILE_LOCATION
+        return
+    name = f"e2e-file-{secrets.token_hex(3)}"
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": GROUP_VERSION, "kind": "StorageLocation",
+        "metadata": {"name": name}, "spec": {"type": "file"},
+    }))
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "storagelocation", name, "--ignore-not-found", check=False)

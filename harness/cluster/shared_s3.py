@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from harness.cluster.cluster import API_ADDRESS
-from harness.cluster.deploy import NAMESPACE
+from harness.cluster.deploy import NAMESPACE, wait_location_available
 from harness.controlplane import Cluster
 from harness.s3 import SeaweedS3
 
@@ -52,7 +51,7 @@ def shared_s3_location(kube: Cluster, workdir: Path, *,
                 },
             }))
             try:
-                _wait_available(kube, location)
+                wait_location_available(kube, location, AVAILABLE_TIMEOUT)
                 yield location
             finally:
                 _delete_checkpoints_in(kube, location)
@@ -61,20 +60,6 @@ def shared_s3_location(kube: Cluster, workdir: Path, *,
         finally:
             kube.kubectl("-n", NAMESPACE, "delete", "secret", secret, "--ignore-not-found",
                          check=False)
-
-
-def _wait_available(kube: Cluster, location: str) -> None:
-    deadline = time.monotonic() + AVAILABLE_TIMEOUT
-    status: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        found = kube.kubectl("get", "storagelocation", location, "-o", "json", check=False)
-        if found.returncode == 0:
-            status = json.loads(found.stdout).get("status") or {}
-            if status.get("phase") == "Available":
-                return
-        time.sleep(1)
-    raise AssertionError(f"StorageLocation {location} not Available after "
-                         f"{AVAILABLE_TIMEOUT:.0f}s: {status}")
 
 
 def _delete_checkpoints_in(kube: Cluster, location: str) -> None:
