@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Final, Literal, Protocol, runtime_checkable
 
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ckpt.agent.runtimes.base import DumpedContainer
 from ckpt.storage import crypto
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 METADATA_NAME = "ckpt.json"
 # ckpt.json holds ids, names and a few numbers per container; anything near this is not ours.
 METADATA_MAX_BYTES = 1 << 20
@@ -278,7 +278,9 @@ def _write_tar(
     # Stream mode ("w|") never seeks; a 1 MiB record buffer keeps Python's per-write
     # overhead small against hundreds of MiB of memory pages.
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
-        tar.copybufsize = CHUNK
+        # TarFile.__init__ sets copybufsize (the chunk addfile copies with), but it is
+        # undocumented, so typeshed declares it as a constructor argument only.
+        tar.copybufsize = CHUNK  # type: ignore[attr-defined]
         meta = metadata.model_dump_json(indent=2).encode()
         if len(meta) > METADATA_MAX_BYTES:
             raise ArchiveError(f"{METADATA_NAME} would exceed {METADATA_MAX_BYTES} bytes")
@@ -447,9 +449,26 @@ def stage_verified(
     return size
 
 
-def _plaintext(src: BinaryIO, identities: Sequence[Any]) -> tuple[Any, Callable[[], None]]:
+@runtime_checkable
+class _Peekable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+    def peek(self, size: int = 0, /) -> bytes: ...
+
+
+def _peekable(src: BinaryIO) -> _Peekable:
+    """``src`` itself when it can peek (a buffered file), else ``src`` behind a read buffer."""
+    if isinstance(src, _Peekable):
+        return src
+    if isinstance(src, io.RawIOBase | io.BufferedIOBase):
+        return io.BufferedReader(src, buffer_size=CHUNK)
+    raise TypeError(f"cannot read an archive from a {type(src).__name__}")
+
+
+def _plaintext(
+    src: BinaryIO, identities: Sequence[Any]
+) -> tuple[_Peekable, Callable[[], None]]:
     """The archive's plaintext (decrypting when it is age ciphertext) and how to close it."""
-    buffered = io.BufferedReader(src, buffer_size=CHUNK) if not hasattr(src, "peek") else src
+    buffered = _peekable(src)
     head = buffered.peek(len(crypto.AGE_MAGIC))[: len(crypto.AGE_MAGIC)]
     if crypto.looks_encrypted(head):
         reader = crypto.DecryptingReader(buffered, identities)

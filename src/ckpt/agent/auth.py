@@ -41,7 +41,10 @@ class Review:
 def api_client(kubeconfig: Path | None) -> client.ApiClient:
     """The agent's own apiserver client: a kubeconfig when given, in-cluster credentials else."""
     if kubeconfig is not None:
-        return config.new_client_from_config(config_file=str(kubeconfig), persist_config=False)
+        api: client.ApiClient = config.new_client_from_config(
+            config_file=str(kubeconfig), persist_config=False
+        )
+        return api
     configuration = client.Configuration()
     config.load_incluster_config(client_configuration=configuration)
     return client.ApiClient(configuration)

@@ -12,6 +12,8 @@ address's bucket is empty its uncached tokens get 429 without a lookup.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import anyio.to_thread
 from fastapi import Request
 from fastapi.security import HTTPBearer
@@ -29,7 +31,8 @@ bearer_scheme = HTTPBearer(scheme_name="bearerAuth", auto_error=False)
 
 
 def _bearer_token(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())
+    for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             token = token.strip()

@@ -230,7 +230,10 @@ class Database:
         try:
             # On the DBAPI connection, outside any transaction: a checkpoint cannot run
             # inside one.
-            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+            conn = raw.driver_connection
+            if not isinstance(conn, sqlite3.Connection):
+                raise TypeError(f"not a sqlite3 connection: {type(conn).__name__}")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
         finally:
             raw.close()
 

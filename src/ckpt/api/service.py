@@ -21,7 +21,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from . import lifecycle
@@ -32,6 +42,8 @@ from .tables import CheckpointRow, utcnow
 
 S = CheckpointStatus
 _T = CheckpointRow.__table__
+# Declarative classes declare __table__ as any FromClause; a mapped class's is a Table.
+assert isinstance(_T, Table)
 _c = _T.c
 _this = (_c.id == bindparam("b_id")) & (_c.tenant_id == bindparam("b_tenant"))
 

@@ -125,15 +125,18 @@ class TokenResolver:
                     Token.token_hash == digest
                 )
             ).first()
+        if row is None:
+            return None
+        token_hash, tenant_id, expires_at, revoked_at = row
         # The index lookup already matched; the constant-time compare keeps the final
         # decision free of data-dependent timing whatever the database's compare does.
-        if row is None or not hmac.compare_digest(row.token_hash, digest):
+        if not hmac.compare_digest(token_hash, digest):
             return None
-        if row.revoked_at is not None:
+        if revoked_at is not None:
             return None
         ttl = self._ttl
-        if row.expires_at is not None:
-            left = (row.expires_at - utcnow()).total_seconds()
+        if expires_at is not None:
+            left = (expires_at - utcnow()).total_seconds()
             if left <= 0:
                 return None
             ttl = min(ttl, left)
@@ -141,5 +144,5 @@ class TokenResolver:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[digest] = (row.tenant_id, time.monotonic() + ttl)
-        return row.tenant_id
+                self._cache[digest] = (tenant_id, time.monotonic() + ttl)
+        return tenant_id

@@ -10,7 +10,6 @@ may copy them), so they only narrow the watch. Agent pods are watched in that on
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
+from ckpt.kubejson import json_object, response_json
 from ckpt.operator.target import Blocked
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class AgentIndex:
         watch_timeout_s: int = 60,
     ) -> None:
         self._core = client.CoreV1Api(api)
-        self._serialize = api.sanitize_for_serialization
+        self._api = api
         self._identity = identity
         self._selector = selector
         self._default_port = default_port
@@ -214,7 +214,7 @@ class AgentIndex:
         response = self._core.list_namespaced_pod(
             namespace, label_selector=self._selector, _preload_content=False
         )
-        listed = json.loads(response.data)
+        listed = response_json(response)
         with self._lock:
             self._pods = {p["metadata"]["uid"]: p for p in listed.get("items") or []}
         self._synced.set()
@@ -231,7 +231,7 @@ class AgentIndex:
             if event["type"] == "ERROR":
                 return  # e.g. 410 Gone: list again
             # The official client's models, back to the apiserver's camelCase JSON.
-            pod = self._serialize(event["object"])
+            pod = json_object(self._api.sanitize_for_serialization(event["object"]))
             uid = pod["metadata"]["uid"]
             with self._lock:
                 if event["type"] == "DELETED":

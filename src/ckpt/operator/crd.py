@@ -33,18 +33,24 @@ def structural_schema(model: type[BaseModel], *, defaults: bool = True) -> dict[
     apiserver-side defaults there would only make a fresh status look half-written.
     """
     schema = model.model_json_schema(by_alias=True, mode="validation")
-    return _structural(schema, schema.get("$defs", {}), defaults)
+    return _structural_object(schema, schema.get("$defs", {}), defaults)
 
 
 def _structural(node: Any, defs: dict[str, Any], defaults: bool) -> Any:
     if isinstance(node, list):
         return [_structural(item, defs, defaults) for item in node]
-    if not isinstance(node, dict):
-        return node
+    if isinstance(node, dict):
+        return _structural_object(node, defs, defaults)
+    return node
+
+
+def _structural_object(
+    node: dict[str, Any], defs: dict[str, Any], defaults: bool
+) -> dict[str, Any]:
     if "$ref" in node:
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        return _structural(merged, defs, defaults)
+        return _structural_object(merged, defs, defaults)
     any_of = node.get("anyOf")
     if any_of is not None:
         # Optional[X] arrives as anyOf [X, null]; Kubernetes spells it `nullable: true`.
@@ -52,7 +58,7 @@ def _structural(node: Any, defs: dict[str, Any], defaults: bool) -> Any:
         if len(others) != 1:
             raise ValueError(f"cannot express anyOf with {len(others)} non-null branches")
         rest = {k: v for k, v in node.items() if k != "anyOf"}
-        return _structural({**others[0], **rest, "nullable": True}, defs, defaults)
+        return _structural_object({**others[0], **rest, "nullable": True}, defs, defaults)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROPPED or (key == "default" and (value is None or not defaults)):

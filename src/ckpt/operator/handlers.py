@@ -29,11 +29,11 @@ CHECKPOINTS = (GROUP, VERSION, PLURAL)
 RESTORES = (GROUP, VERSION, RESTORE_PLURAL)
 
 
-def _active(status: dict[str, Any], **_: Any) -> bool:
+def _active(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in {p.value for p in reconcile.TERMINAL}
 
 
-def _ready(status: dict[str, Any], **_: Any) -> bool:
+def _ready(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") == "Ready"
 
 
@@ -136,11 +136,11 @@ async def storage_location_available(
 # -- Restore ------------------------------------------------------------------------------------
 
 
-def _restore_active(status: dict[str, Any], **_: Any) -> bool:
+def _restore_active(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in {p.value for p in RESTORE_TERMINAL}
 
 
-def _restore_staged(status: dict[str, Any], **_: Any) -> bool:
+def _restore_staged(status: kopf.Status, **_: Any) -> bool:
     # Over, but the agent still holds the staged files (it was away when the flow ended).
     return not _restore_active(status) and bool(status.get("staged"))
 

@@ -7,12 +7,12 @@ cluster-wide pod watch: a checkpoint is rare, pods are many, and only agent pods
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from kubernetes import client, config
 
+from ckpt.kubejson import json_object, response_json
 from ckpt.operator.locations import secret_values
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointStatus
 from ckpt.storage import models as sl
@@ -20,11 +20,10 @@ from ckpt.storage import models as sl
 
 def load_api_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
-    # The kubernetes package declares types but leaves these two functions unannotated.
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+        config.load_kube_config()
     return client.ApiClient()
 
 
@@ -37,16 +36,14 @@ class Kube:
         def read() -> Mapping[str, Any] | None:
             try:
                 # Raw JSON keeps the apiserver's camelCase keys, as kopf bodies have them.
-                # Without preloading the client answers the raw HTTP response, not a V1Pod.
-                response: Any = self._core.read_namespaced_pod(
+                response = self._core.read_namespaced_pod(
                     name, namespace, _preload_content=False
                 )
             except client.ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            pod: Mapping[str, Any] = json.loads(response.data)
-            return pod
+            return response_json(response)
 
         return await asyncio.to_thread(read)
 
@@ -62,10 +59,8 @@ class Kube:
     async def get_storage_location(self, name: str) -> Mapping[str, Any] | None:
         def read() -> Mapping[str, Any] | None:
             try:
-                # Declared as object: a custom object is whatever JSON the apiserver holds.
-                result = cast(
-                    Mapping[str, Any],
-                    self._custom.get_cluster_custom_object(sl.GROUP, sl.VERSION, sl.PLURAL, name),
+                result = json_object(
+                    self._custom.get_cluster_custom_object(sl.GROUP, sl.VERSION, sl.PLURAL, name)
                 )
             except client.ApiException as exc:
                 if exc.status == 404:
@@ -76,11 +71,10 @@ class Kube:
         return await asyncio.to_thread(read)
 
     async def list_storage_locations(self) -> list[Mapping[str, Any]]:
-        result = cast(
-            Mapping[str, Any],
+        result = json_object(
             await asyncio.to_thread(
                 self._custom.list_cluster_custom_object, sl.GROUP, sl.VERSION, sl.PLURAL
-            ),
+            )
         )
         return list(result.get("items") or [])
 
@@ -94,13 +88,13 @@ class Kube:
         """A Secret's decoded data; only ever called for the operator's own namespace."""
         def read() -> Mapping[str, str] | None:
             try:
-                response: Any = self._core.read_namespaced_secret(
+                response = self._core.read_namespaced_secret(
                     name, namespace, _preload_content=False
                 )
             except client.ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return secret_values(json.loads(response.data))
+            return secret_values(response_json(response))
 
         return await asyncio.to_thread(read)

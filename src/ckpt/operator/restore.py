@@ -23,6 +23,7 @@ import asyncio
 import copy
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -593,8 +594,10 @@ class Restorer:
         request = self._stage_request(facts)
         job: StageJob | None = None
         for attempt in range(1, STAGE_ATTEMPTS + 1):
-            job = await self._agent_call(lambda a=agent: self.deps.stager.start_staging(a, request))
-            job = await self._follow_stage(agent, job, request)
+            started = await self._agent_call(
+                functools.partial(self.deps.stager.start_staging, agent, request)
+            )
+            job = await self._follow_stage(agent, started, request)
             if not (job.state is JobState.failed and job.retryable):
                 break
             # The agent stopped under the job (a restart, a rollout): the same request on the
@@ -643,8 +646,9 @@ class Restorer:
             seen = job.phase
             try:
                 job = await self._agent_call(
-                    lambda p=seen: self.deps.stager.staging_job(
-                        agent, self.res.uid, wait=LONG_POLL, phase=p
+                    functools.partial(
+                        self.deps.stager.staging_job,
+                        agent, self.res.uid, wait=LONG_POLL, phase=seen,
                     )
                 )
             except NotFound:

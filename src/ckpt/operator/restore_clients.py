@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from ckpt.agent.client import AgentAddress, AgentClient
 from ckpt.agent.models import StageJob, StageRequest
 from ckpt.api.client import CheckpointsClient
 from ckpt.errors import NotFound
+from ckpt.kubejson import json_object, response_json
 from ckpt.operator import locations
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.kube import Kube, load_api_client
@@ -72,7 +72,7 @@ class RestoreKube:
     async def get_checkpoint(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         def read() -> Mapping[str, Any] | None:
             try:
-                found = cast(Mapping[str, Any], self._custom.get_namespaced_custom_object(
+                found = json_object(self._custom.get_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, name
                 ))
             except client.ApiException as exc:
@@ -86,36 +86,36 @@ class RestoreKube:
     async def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         def read() -> Mapping[str, Any] | None:
             try:
-                # Raw JSON (an urllib3 response, whatever the stubs say) keeps camelCase keys.
-                response: Any = self._core.read_namespaced_pod(
+                response = self._core.read_namespaced_pod(
                     name, namespace, _preload_content=False
                 )
             except client.ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return dict(json.loads(response.data))
+            return response_json(response)
 
         return await asyncio.to_thread(read)
 
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
         def create() -> Mapping[str, Any]:
             try:
-                response: Any = self._core.create_namespaced_pod(
+                # The client sends a dict body as it is; its annotation names only V1Pod.
+                response = self._core.create_namespaced_pod(
                     namespace, cast(Any, dict(body)), _preload_content=False
                 )
             except client.ApiException as exc:
                 if exc.status == 409:
                     raise PodExists(body["metadata"]["name"]) from exc
                 raise
-            return dict(json.loads(response.data))
+            return response_json(response)
 
         return await asyncio.to_thread(create)
 
     async def list_nodes(self) -> list[Mapping[str, Any]]:
         def read() -> list[Mapping[str, Any]]:
-            response: Any = self._core.list_node(_preload_content=False)
-            return list(json.loads(response.data).get("items") or [])
+            response = self._core.list_node(_preload_content=False)
+            return list(response_json(response).get("items") or [])
 
         return await asyncio.to_thread(read)
 

@@ -29,13 +29,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Self
 
 import obstore
 import obstore.exceptions as obx
 from obstore.store import S3Store
 
 from ckpt.storage.models import Destination, LocationType
+
+if TYPE_CHECKING:
+    # These obstore types exist in its stubs only, not at run time.
+    from obstore import WritableFile
+    from obstore.store import ClientConfig, RetryConfig, S3Config
 
 # 32 MiB parts: S3 allows 10,000 parts per upload, so objects up to 312 GiB (a node's GPU
 # memory plus host memory of a large training pod) fit; 4 parts in flight keep a link busy
@@ -149,7 +154,7 @@ class LocationStore(ABC):
 
 
 def _s3_store(dest: Destination) -> S3Store:
-    config: dict[str, Any] = {
+    config: S3Config = {
         "virtual_hosted_style_request": not dest.path_style,
     }
     if dest.region:
@@ -165,13 +170,13 @@ def _s3_store(dest: Destination) -> S3Store:
         # No ambient credentials from the agent's environment or instance metadata: a
         # location without a Secret is anonymous, never "whatever the node can reach".
         config["skip_signature"] = True
-    client: dict[str, Any] = {
+    client: ClientConfig = {
         "connect_timeout": CONNECT_TIMEOUT,
         "read_timeout": READ_TIMEOUT,
         "timeout": REQUEST_TIMEOUT,
         "allow_http": bool(dest.endpoint and dest.endpoint.startswith("http://")),
     }
-    retry: dict[str, Any] = {
+    retry: RetryConfig = {
         "max_retries": 3,
         "retry_timeout": dt.timedelta(minutes=3),
         "backoff": {
@@ -224,7 +229,7 @@ class _S3Writer(ObjectWriter):
         # open_writer buffers PART_SIZE bytes, then starts a multipart upload; its context
         # exit with an exception aborts the upload (AbortMultipartUpload), a clean close
         # completes it.
-        self._w: Any = obstore.open_writer(
+        self._w: WritableFile = obstore.open_writer(
             store, key, buffer_size=PART_SIZE, max_concurrency=MAX_CONCURRENCY
         )
         self._open = True
@@ -233,7 +238,7 @@ class _S3Writer(ObjectWriter):
         if not self._open:
             raise StorageError("write after commit or abort")
         try:
-            return int(self._w.write(data))
+            return self._w.write(data)
         except _ERRORS as exc:
             raise describe(exc, self._dest, "upload") from exc
 
@@ -310,7 +315,7 @@ class S3LocationStore(LocationStore):
         except _ERRORS as exc:
             raise describe(exc, self.dest, "download") from exc
         raw = _StreamReader(iter(result.stream(min_chunk_size=READ_CHUNK)), self.dest)
-        return io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[return-value]
+        return io.BufferedReader(raw, buffer_size=1 << 20)
 
     def delete(self, key: str) -> bool:
         key = self._check_key(key)

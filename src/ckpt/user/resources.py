@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from pydantic import BaseModel, ValidationError
 
+from ckpt.kubejson import json_object, response_json
 from ckpt.operator.models import GROUP, KIND, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
 
 S = TypeVar("S", bound=BaseModel)
@@ -47,16 +48,18 @@ class Checkpoints:
             "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         }
         try:
-            return self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, body
+            return json_object(
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, body
+                )
             )
         except client.ApiException as exc:
             raise UserError(explain(exc, f"create checkpoint {namespace}/{name}")) from exc
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         try:
-            return self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
+            return json_object(
+                self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             )
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read checkpoint {namespace}/{name}")) from exc
@@ -67,10 +70,12 @@ class Checkpoints:
     def list(self, namespace: str | None) -> list[dict[str, Any]]:
         try:
             if namespace is None:
-                found = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+                found = json_object(
+                    self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+                )
             else:
-                found = self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL
+                found = json_object(
+                    self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
                 )
         except client.ApiException as exc:
             raise UserError(explain(exc, "list checkpoints")) from exc
@@ -89,7 +94,7 @@ class Checkpoints:
             response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read pod {namespace}/{name}")) from exc
-        return dict(json.loads(response.data))
+        return response_json(response)
 
 
 def checkpoint_status(resource: Mapping[str, Any]) -> CheckpointStatus:

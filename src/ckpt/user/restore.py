@@ -7,6 +7,7 @@ from typing import Any
 
 from kubernetes import client
 
+from ckpt.kubejson import json_object
 from ckpt.operator.models import GROUP, VERSION
 from ckpt.operator.restore_models import (
     RESTORE_KIND,
@@ -37,16 +38,20 @@ class Restores:
             "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         }
         try:
-            return self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, RESTORE_PLURAL, body
+            return json_object(
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RESTORE_PLURAL, body
+                )
             )
         except client.ApiException as exc:
             raise UserError(explain(exc, f"create restore {namespace}/{name}")) from exc
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         try:
-            return self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, RESTORE_PLURAL, name
+            return json_object(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RESTORE_PLURAL, name
+                )
             )
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read restore {namespace}/{name}")) from exc
