@@ -1,4 +1,5 @@
-"""`ckpt prune`: which Checkpoints go, by count per pod and by age."""
+"""`ckpt prune`: which Checkpoints go, by count per pod and by age; specs and statuses are
+read through the operator's models."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from ckpt.user.prune import parse_duration, plan
+from ckpt.user.resources import UserError
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -51,3 +53,28 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("7 days")
     assert parse_duration("2w") == dt.timedelta(days=14)
+
+
+def test_defaults_come_from_the_models() -> None:
+    # As the apiserver may hold them: no retainPolicy (the model's default is Retain), a
+    # Checkpoint the operator has not written a status for yet, one with a status but no phase.
+    bare = _ck("d1", "d", 10)
+    del bare["spec"]["retainPolicy"]
+    unseen = _ck("d2", "d", 20)
+    del unseen["status"]
+    no_phase = _ck("d3", "d", 30)
+    del no_phase["status"]["phase"]
+    chosen = plan([bare, unseen, no_phase], keep=0, now=NOW)
+    assert [(p.name, p.deletes_archive, p.archive) for p in chosen] == [
+        ("d1", False, "s3://b/team/d1.tar.zst")
+    ]
+
+
+def test_a_checkpoint_the_models_refuse_is_named() -> None:
+    bad_status = _ck("e1", "e", 10)
+    bad_status["status"]["sizeBytes"] = "large"
+    with pytest.raises(UserError, match="cannot read the status of checkpoint team/e1"):
+        plan([_ck("e0", "e", 5), bad_status], keep=0, now=NOW)
+    bad_spec = _ck("e2", "e", 10, retain="Sometimes")
+    with pytest.raises(UserError, match="cannot read the spec of checkpoint team/e2"):
+        plan([bad_spec], older_than=parse_duration("1h"), now=NOW)

@@ -15,6 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase, RetainPolicy
+from ckpt.user.resources import checkpoint_spec, checkpoint_status
+
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -38,9 +41,27 @@ class Pruned:
     reason: str
 
 
-def _created(item: Mapping[str, Any]) -> dt.datetime:
-    return dt.datetime.fromisoformat(
-        str(item["metadata"]["creationTimestamp"]).replace("Z", "+00:00")
+@dataclass(frozen=True)
+class _Listed:
+    """One listed Checkpoint: its spec and status through the operator's models."""
+
+    namespace: str
+    name: str
+    created: dt.datetime
+    spec: CheckpointSpec
+    status: CheckpointStatus
+
+
+def _listed(item: Mapping[str, Any]) -> _Listed:
+    metadata = item["metadata"]
+    return _Listed(
+        namespace=metadata["namespace"],
+        name=metadata["name"],
+        created=dt.datetime.fromisoformat(
+            str(metadata["creationTimestamp"]).replace("Z", "+00:00")
+        ),
+        spec=checkpoint_spec(item),
+        status=checkpoint_status(item),
     )
 
 
@@ -54,31 +75,30 @@ def plan(
 ) -> list[Pruned]:
     """The Checkpoints to delete. Per (namespace, pod): the ``keep`` newest Ready ones are
     never chosen; of the rest, all are chosen, or with ``older_than`` only those older than
-    that. Checkpoints still in progress are never chosen."""
+    that. Checkpoints still in progress are never chosen. A Checkpoint whose spec or status
+    the models refuse is a UserError naming it: nothing is chosen then."""
     if keep is None and older_than is None:
         raise ValueError("say what to prune: --keep N and/or --older-than AGE")
     if keep is not None and keep < 0:
         raise ValueError("--keep must be 0 or more")
     now = now or dt.datetime.now(dt.UTC)
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
-    for item in items:
-        if pod is not None and item["spec"].get("podName") != pod:
+    groups: dict[tuple[str, str], list[_Listed]] = defaultdict(list)
+    for listed in map(_listed, items):
+        if pod is not None and listed.spec.pod_name != pod:
             continue
-        phase = (item.get("status") or {}).get("phase")
-        if phase not in ("Ready", "Failed"):
-            continue  # in progress: never pulled from under the operator
-        groups[(item["metadata"]["namespace"], item["spec"]["podName"])].append(item)
+        if listed.status.phase not in (Phase.Ready, Phase.Failed):
+            continue  # in progress (or no status yet): never pulled from under the operator
+        groups[(listed.namespace, listed.spec.pod_name)].append(listed)
     out: list[Pruned] = []
     for (namespace, pod_name), group in sorted(groups.items()):
-        group.sort(key=_created, reverse=True)
+        group.sort(key=lambda listed: listed.created, reverse=True)
         ready_seen = 0
-        for item in group:
-            status = item.get("status") or {}
-            if status.get("phase") == "Ready":
+        for listed in group:
+            if listed.status.phase is Phase.Ready:
                 ready_seen += 1
                 if keep is not None and ready_seen <= keep:
                     continue
-            age = now - _created(item)
+            age = now - listed.created
             if older_than is not None and age <= older_than:
                 continue
             reason = (
@@ -87,11 +107,11 @@ def plan(
             )
             out.append(Pruned(
                 namespace=namespace,
-                name=item["metadata"]["name"],
+                name=listed.name,
                 pod=pod_name,
-                created=_created(item),
-                archive=status.get("restorePath"),
-                deletes_archive=item["spec"].get("retainPolicy") == "Delete",
+                created=listed.created,
+                archive=listed.status.restore_path,
+                deletes_archive=listed.spec.retain_policy is RetainPolicy.Delete,
                 reason=reason,
             ))
     return out

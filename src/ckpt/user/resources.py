@@ -103,16 +103,31 @@ def checkpoint_status(resource: Mapping[str, Any]) -> CheckpointStatus:
     return read_status(CheckpointStatus, resource, "checkpoint")
 
 
+def checkpoint_spec(resource: Mapping[str, Any]) -> CheckpointSpec:
+    """A Checkpoint's spec, read with the apiserver's rules (the CRD is generated from this
+    same model, so only a resource of another ckpt version can fail)."""
+    try:
+        return CheckpointSpec.from_resource(resource.get("spec") or {})
+    except ValidationError as exc:
+        raise _unreadable(exc, resource, "spec", "checkpoint") from exc
+
+
 def read_status(model: type[S], resource: Mapping[str, Any], kind: str) -> S:
     try:
         return model.model_validate(resource.get("status") or {})
     except ValidationError as exc:
-        metadata = resource.get("metadata") or {}
-        where = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
-        raise UserError(
-            f"cannot read the status of {kind} {where} ({exc.error_count()} invalid fields, "
-            f"first: {exc.errors()[0]['loc']}); is the operator the same version as this ckpt?"
-        ) from exc
+        raise _unreadable(exc, resource, "status", kind) from exc
+
+
+def _unreadable(
+    exc: ValidationError, resource: Mapping[str, Any], part: str, kind: str
+) -> UserError:
+    metadata = resource.get("metadata") or {}
+    where = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    return UserError(
+        f"cannot read the {part} of {kind} {where} ({exc.error_count()} invalid fields, "
+        f"first: {exc.errors()[0]['loc']}); is the operator the same version as this ckpt?"
+    )
 
 
 def explain(exc: client.ApiException, doing: str) -> str:
