@@ -1,4 +1,5 @@
-"""Every endpoint, transition and error case of CHECKPOINTS_API.md, against a real server."""
+"""Every endpoint, transition and error case of the v2 checkpoints contract (README.md, "The
+checkpoints API"), against a real server."""
 
 from __future__ import annotations
 

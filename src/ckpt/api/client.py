@@ -1,4 +1,5 @@
-"""Client of the checkpoints API (CHECKPOINTS_API.md): async first, with a sync wrapper.
+"""Client of the checkpoints API (README.md, "The checkpoints API"): async first, with a sync
+wrapper.
 
 Schemas come from `ckpt.api.models`, so client and server cannot drift apart. Error answers
 become the typed errors of `ckpt.errors` (`NotFound`, `Conflict`, `Rejected`, `Unavailable`).
