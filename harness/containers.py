@@ -6,9 +6,9 @@ A container here is a runc bundle (a busybox-static rootfs with its applet links
 
 The default program is a counter: every 0.1 s it writes an increasing number to
 ``/state/counter`` inside the container's rootfs, which the host reads through the bundle.
-Its stdio is the container's own ``/dev/null``: a host file behind fd 1 makes CRIU fail the
-dump ("Can't lookup mount ... for fd", ARCHITECTURE.md field notes), so the shell replaces the
-stdio runc hands it before anything else.
+Its stdio is the container's own ``/dev/null``: CRIU can dump stdio that is a pipe or a file
+inside the container, but a host file behind fd 1 fails the dump ("Can't lookup mount ... for
+fd"), so the shell replaces the stdio runc hands it before anything else.
 
 An optional memory ballast of N MiB lives in a second shell process of the container: a shell
 variable filled with base64 text of random bytes, so the pages are really touched, private to
@@ -96,8 +96,9 @@ class Runc:
     def cgroups_mode(self) -> str:
         """The ``--manage-cgroups-mode`` for dumps that restore into another container.
 
-        The field notes call for ``ignore`` (runc >= 1.2). runc 1.1 (Debian 12 and 13) lacks
-        it; its default ``soft`` mode works because runc itself points CRIU at the new
+        ``ignore`` (runc >= 1.2): CRIU neither records nor recreates the dumped container's
+        cgroups, so the restore lands in the new container's. runc 1.1 (Debian 12 and 13)
+        lacks it; its default ``soft`` mode works because runc itself points CRIU at the new
         container's cgroups on restore.
         """
         return "ignore" if self.version() >= (1, 2, 0) else "soft"

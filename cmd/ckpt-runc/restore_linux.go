@@ -243,8 +243,9 @@ var runcVersionRE = regexp.MustCompile(`runc version (\d+)\.(\d+)`)
 
 // cgroupsMode is the --manage-cgroups-mode for restoring into the new Pod's cgroup:
 // `ignore` on runc >= 1.2, `soft` on runc 1.1, which has no `ignore` and whose soft mode
-// places the restored tasks in the cgroup of the new config.json (ARCHITECTURE.md field
-// notes). A runtime whose --version names no runc version gets soft, runc's default.
+// places the restored tasks in the cgroup of the new config.json (README.md here, the
+// manage_cgroups_mode setting). A runtime whose --version names no runc version gets soft,
+// runc's default.
 func cgroupsMode(cfg config, runtime string) string {
 	if cfg.CgroupsMode != "" {
 		return cfg.CgroupsMode
@@ -330,7 +331,7 @@ func writeRecord(cfg config, id string, r record) error {
 // runtimeCommand runs the next runtime with the wrapper's own stdio. For `runc restore`
 // that matters: runc hands its stdin/stdout/stderr (the shim's pipes of this container)
 // to CRIU as the replacements of the dumped stdio pipes, which is how `kubectl logs`
-// continues with the restored process's output (ARCHITECTURE.md, "Restore into a Pod").
+// continues with the restored process's output (README.md here, "Known limits").
 func runtimeCommand(runtime string, args []string) int {
 	cmd := exec.Command(runtime, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
