@@ -1,0 +1,530 @@
+"""Attacks from inside the cluster against ckpt as deployed (issue 13, findings 1, 5, 6, 10):
+real Pods run by the kubelet, the operator and agent pods of deploy/, the cluster's own RBAC.
+
+Each test names what ckpt did before, which its assertions fail on:
+* impostor agents: the operator took any pod with the agent label, in any namespace, for an
+  agent, preferred the first by name, and sent it its ServiceAccount token over plain HTTP;
+* the agent: it read and parsed a whole unauthenticated body before answering 401 (150 MB
+  took it from 70 to 531 MB of RSS), and obeyed any token of the operator's ServiceAccount,
+  which carried the apiserver's default audience;
+* RBAC: the operator listed and watched every pod in the cluster and wrote Events anywhere;
+* NetworkPolicy: shipped, but nothing showed it selects the pods it is meant for.
+
+The local cluster's bridge CNI does not enforce NetworkPolicy (no policy controller runs), so
+a tenant pod reaches the agent port here; the agent's own authentication is what these tests
+attack. The policies themselves are checked for what they select, not for enforcement.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import pytest
+
+from ckpt.operator.settings import OperatorSettings
+from harness.cluster import e2e
+from harness.cluster.deploy import NAMESPACE
+from harness.cluster.fixtures import ClusterUnderTest
+from harness.controlplane import Cluster
+
+# The module's first test may start the cluster and install ckpt from its images.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+CKPT_IMAGE = "ghcr.io/ckpt-dev/ckpt:0.1.0"
+AGENT_PORT = 8443
+OPERATOR = f"system:serviceaccount:{NAMESPACE}:ckpt-operator"
+AGENT = f"system:serviceaccount:{NAMESPACE}:ckpt-agent"
+API = f"system:serviceaccount:{NAMESPACE}:ckpt-api"
+MiB = 1024 * 1024
+TENANT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+AGENT_AUDIENCE_TOKEN = "/var/run/secrets/agent-audience/token"
+
+# An impostor agent: accepts on the agent port and logs every connection and how many bytes
+# it was sent (a TLS ClientHello, a request, a token: anything counts), one line each.
+LISTENER = f"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", {AGENT_PORT}))
+s.listen(16)
+print("listening", flush=True)
+while True:
+    c, addr = s.accept()
+    print("connection from", addr[0], flush=True)
+    c.settimeout(5)
+    n = 0
+    try:
+        while (d := c.recv(65536)):
+            n += len(d)
+    except OSError:
+        pass
+    print("received", n, "bytes", flush=True)
+    c.close()
+"""
+
+# Run by a tenant pod's python3 against an agent: `call` sends one small request with a
+# token (or none) and prints status and body; `flood` declares and streams SIZE bytes without
+# a token and stops as soon as the agent answers (it must answer before reading the body).
+ATTACKER = """
+import json, socket, ssl, sys, time
+mode, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE  # the attacker does not care who the agent is
+def connect():
+    return ctx.wrap_socket(socket.create_connection((ip, port), timeout=30))
+def status_of(answer):
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+if mode == "call":
+    method, path, token = sys.argv[4], sys.argv[5], sys.argv[6] if len(sys.argv) > 6 else ""
+    if token.startswith("@"):
+        token = open(token[1:]).read().strip()
+    body = b"{}" if method == "POST" else b""
+    head = [f"{method} {path} HTTP/1.1", f"Host: {ip}", "Connection: close",
+            "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    with connect() as s:
+        s.sendall(("\\r\\n".join(head) + "\\r\\n\\r\\n").encode() + body)
+        answer = b""
+        while (d := s.recv(65536)):
+            answer += d
+    head, _, rest = answer.partition(b"\\r\\n\\r\\n")
+    print(json.dumps({"status": status_of(answer), "body": rest.decode(errors="replace")}))
+elif mode == "flood":
+    size = int(sys.argv[4])
+    head = ["POST /v1/checkpoints HTTP/1.1", f"Host: {ip}", "Content-Type: application/json",
+            f"Content-Length: {size}", "", ""]
+    chunk = b'{"a":"' + b"x" * (1024 * 1024 - 8) + b'",'
+    s = connect()
+    s.sendall("\\r\\n".join(head).encode())
+    s.setblocking(False)
+    # Like a client that does not care for the answer: it goes on sending until the agent
+    # closes the connection (or 10 s after the answer, should the agent just stop reading).
+    sent, answer, closed, answered = 0, b"", False, None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not closed:
+        try:
+            d = s.recv(65536)
+            closed = not d
+            answer += d
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            pass
+        except (OSError, ssl.SSLError):
+            closed = True
+        if answered is None and b"\\r\\n\\r\\n" in answer:
+            answered = time.monotonic()
+        if answered is not None and (sent >= size or time.monotonic() - answered > 10):
+            break
+        if sent < size and not closed:
+            try:
+                sent += s.send(chunk[: min(len(chunk), size - sent)])
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                time.sleep(0.01)
+            except (OSError, ssl.SSLError):
+                closed = True
+        else:
+            time.sleep(0.01)
+    head, _, rest = answer.partition(b"\\r\\n\\r\\n")
+    length = [int(line.split(b":")[1]) for line in head.lower().split(b"\\r\\n")
+              if line.startswith(b"content-length:")]
+    s.setblocking(True)
+    s.settimeout(10)
+    try:
+        while length and len(rest) < length[0] and (d := s.recv(65536)):
+            rest += d
+    except (OSError, ssl.SSLError):
+        pass
+    answer = head + b"\\r\\n\\r\\n" + rest
+    print(json.dumps({"status": status_of(answer), "sent": sent, "closed": closed,
+                      "answer": answer[:2000].decode(errors="replace")}))
+"""
+
+# Run inside an agent pod (hostPID: /proc is the node's): the agent server's VmRSS in bytes.
+# The agent process is the `ckpt agent serve` that shares this container's mount namespace
+# (the other nodes' agents are visible through hostPID too).
+AGENT_RSS = """
+import os
+mine = os.readlink("/proc/self/ns/mnt")
+found = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+        if b"agent" in argv and b"serve" in argv and os.readlink(f"/proc/{pid}/ns/mnt") == mine:
+            rss = next(line for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
+            found.append(int(rss.split()[1]) * 1024)
+    except (OSError, StopIteration):
+        pass
+assert len(found) == 1, found
+print(found[0])
+"""
+
+
+@pytest.fixture(scope="module")
+def kube(ckpt_cluster: Cluster) -> Cluster:
+    return ckpt_cluster
+
+
+def _labels_of_agents(kube: Cluster) -> dict[str, str]:
+    """The pod template labels of the deployed CPU agent DaemonSet."""
+    daemonset = e2e.get(kube, NAMESPACE, "daemonset", "ckpt-agent")
+    assert daemonset, "ckpt-agent DaemonSet not deployed"
+    return dict(daemonset["spec"]["template"]["metadata"]["labels"])
+
+
+def _python_pod(kube: Cluster, namespace: str, name: str, script: str, *,
+                labels: dict[str, str] | None = None, node: str | None = None,
+                extra_spec: dict[str, Any] | None = None,
+                extra_container: dict[str, Any] | None = None,
+                owner: dict[str, Any] | None = None) -> None:
+    """A non-root pod of the ckpt image running `script` with python3 (Ready once started)."""
+    metadata: dict[str, Any] = {"name": name, "labels": labels or {}}
+    if owner:
+        metadata["ownerReferences"] = [owner]
+    spec: dict[str, Any] = {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "main", "image": CKPT_IMAGE, "imagePullPolicy": "Never",
+            "command": ["python3", "-u", "-c", script],
+            "ports": [{"name": "agent", "containerPort": AGENT_PORT}],
+            "securityContext": {"allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]}},
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                          "limits": {"memory": "256Mi"}},
+            **(extra_container or {}),
+        }],
+        "terminationGracePeriodSeconds": 0,
+        **(extra_spec or {}),
+    }
+    if node:
+        spec["nodeName"] = node
+    e2e.apply(kube, namespace, {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                                "spec": spec})
+
+
+def _ready(kube: Cluster, namespace: str, *names: str) -> None:
+    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "--timeout=120s",
+                 *(f"pod/{n}" for n in names))
+
+
+def _pod_ip(kube: Cluster, namespace: str, name: str) -> str:
+    pod = e2e.get(kube, namespace, "pod", name)
+    assert pod and pod["status"].get("podIP"), pod
+    return str(pod["status"]["podIP"])
+
+
+def _log(kube: Cluster, namespace: str, name: str) -> str:
+    return kube.kubectl("-n", namespace, "logs", name).stdout
+
+
+def _connections(log: str) -> list[str]:
+    return [line for line in log.splitlines() if not line.startswith("listening")]
+
+
+def test_impostor_agents_get_no_connection_while_checkpoints_on_their_node_go_ready(
+    kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str
+) -> None:
+    tenant = cluster_namespace
+    node = e2e.nodes(kube)[0]
+    labels = _labels_of_agents(kube)
+    # In the tenant's namespace: the agent DaemonSet's labels and port, on the target's node,
+    # Ready, and named to sort before the real agent. In ckpt-system: the same labels and the
+    # agent ServiceAccount, but controlled by a ConfigMap, not the DaemonSet (a controller
+    # owner also keeps the DaemonSet from adopting it; the ConfigMap keeps the garbage
+    # collector from removing it).
+    lookalike = f"aaa-lookalike-{secrets.token_hex(3)}"
+    kube.kubectl("-n", NAMESPACE, "create", "configmap", lookalike)
+    try:
+        owner = e2e.get(kube, NAMESPACE, "configmap", lookalike)
+        assert owner
+        _python_pod(kube, tenant, "aaa-agent", LISTENER, labels=labels, node=node)
+        _python_pod(kube, NAMESPACE, lookalike, LISTENER, labels=labels, node=node,
+                    extra_spec={"serviceAccountName": "ckpt-agent",
+                                "automountServiceAccountToken": False},
+                    owner={"apiVersion": "v1", "kind": "ConfigMap", "name": lookalike,
+                           "uid": owner["metadata"]["uid"], "controller": True})
+        e2e.counter_pod(kube, tenant, "victim", cluster_nodes.busybox_image, node)
+        _ready(kube, tenant, "aaa-agent")
+        _ready(kube, NAMESPACE, lookalike)
+        impostors = [(tenant, "aaa-agent"), (NAMESPACE, lookalike)]
+        assert all(_log(kube, ns, n).startswith("listening") for ns, n in impostors)
+
+        status = e2e.checkpoint_ready(kube, tenant, "victim-1", "victim")
+        assert status["agent"] == f"{NAMESPACE}/{e2e.agent_on(kube, node)}", status
+        seen = {name: _connections(_log(kube, ns, name)) for ns, name in impostors}
+        assert seen == {"aaa-agent": [], lookalike: []}
+
+        # The listeners do log what reaches them: the tenant's impostor probes both.
+        probe = ("import socket, sys\n"
+                 "for ip in sys.argv[1:]:\n"
+                 f"    socket.create_connection((ip, {AGENT_PORT}), timeout=10)"
+                 ".sendall(b'probe')\n")
+        kube.kubectl("-n", tenant, "exec", "aaa-agent", "--", "python3", "-c", probe,
+                     _pod_ip(kube, tenant, "aaa-agent"), _pod_ip(kube, NAMESPACE, lookalike))
+        e2e.wait_until(
+            lambda: all("received 5 bytes" in _log(kube, ns, n) for ns, n in impostors),
+            30, "the impostors' listeners did not log the probe",
+        )
+    finally:
+        kube.kubectl("-n", NAMESPACE, "delete", "pod", lookalike, "--ignore-not-found",
+                     "--grace-period=0", "--force", check=False)
+        kube.kubectl("-n", NAMESPACE, "delete", "configmap", lookalike, "--ignore-not-found",
+                     check=False)
+
+
+@pytest.fixture
+def attacker(kube: Cluster, cluster_namespace: str) -> str:
+    """A tenant pod (non-root, the ckpt image's python3) with its namespace's default
+    ServiceAccount token at the usual path, and a token of the same account for the agents'
+    audience (any pod may have the kubelet project one) at AGENT_AUDIENCE_TOKEN."""
+    _python_pod(
+        kube, cluster_namespace, "attacker", "import time; time.sleep(10**9)",
+        extra_spec={"volumes": [{"name": "agent-audience", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "ckpt-agent", "path": "token",
+                                     "expirationSeconds": 600}}]}}]},
+        extra_container={"volumeMounts": [{"name": "agent-audience", "readOnly": True,
+                                           "mountPath": AGENT_AUDIENCE_TOKEN.rsplit("/", 1)[0]}]},
+    )
+    _ready(kube, cluster_namespace, "attacker")
+    return "attacker"
+
+
+def _attack(kube: Cluster, namespace: str, *args: str) -> dict[str, Any]:
+    out = kube.kubectl("-n", namespace, "exec", "attacker", "--", "python3", "-c", ATTACKER,
+                       *args).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _agent_rss(kube: Cluster, agent: str) -> int:
+    return int(kube.kubectl("-n", NAMESPACE, "exec", agent, "-c", "agent", "--", "python3",
+                            "-c", AGENT_RSS).stdout.strip())
+
+
+def test_agent_refuses_every_token_but_the_operators_agent_token_and_unread_bodies(
+    kube: Cluster, cluster_namespace: str, attacker: str
+) -> None:
+    node = e2e.nodes(kube)[0]
+    agent = e2e.agent_on(kube, node)
+    ip = _pod_ip(kube, NAMESPACE, agent)
+    port = str(AGENT_PORT)
+    # The tenant reaches the agent port (no NetworkPolicy enforcement here): the answers
+    # below are the agent's own.
+    health = _attack(kube, cluster_namespace, "call", ip, port, "GET", "/healthz")
+    assert health["status"] == 200, health
+
+    # The operator's ServiceAccount token for the apiserver's default audience: before, the
+    # token every agent obeyed; now worthless to an agent.
+    operator_default = kube.kubectl("-n", NAMESPACE, "create", "token", "ckpt-operator",
+                                    "--duration=10m").stdout.strip()
+    cases = {
+        "no token": ("", 401),
+        "tenant's ServiceAccount token": ("@" + TENANT_TOKEN, 401),
+        "operator's default-audience token": (operator_default, 401),
+        # The right audience, the wrong identity: authenticated, then refused.
+        "tenant's token for the agent audience": ("@" + AGENT_AUDIENCE_TOKEN, 403),
+    }
+    answers = {}
+    for what, (token, _) in cases.items():
+        for method, path in (("POST", "/v1/checkpoints"), ("GET", "/metrics")):
+            answers[(what, path)] = _attack(kube, cluster_namespace, "call", ip, port,
+                                            method, path, token)
+    wrong = {key: answer for key, answer in answers.items()
+             if answer["status"] != cases[key[0]][1]}
+    assert wrong == {}
+    assert all('"code":"forbidden"' in a["body"] for (what, _), a in answers.items()
+               if cases[what][1] == 403)
+
+    # An unauthenticated 100 MB body: 401 before it is read, and the agent's memory flat.
+    before = _agent_rss(kube, agent)
+    flood = _attack(kube, cluster_namespace, "flood", ip, port, str(100 * MiB))
+    after = _agent_rss(kube, agent)
+    assert flood["status"] == 401, flood
+    assert '"code":"unauthenticated"' in flood["answer"]
+    assert flood["sent"] < 100 * MiB, flood  # it answered before the body was in
+    assert after - before < 20 * MiB, f"agent RSS grew by {(after - before) / MiB:.0f} MiB"
+    assert _attack(kube, cluster_namespace, "call", ip, port, "GET", "/healthz")["status"] == 200
+
+
+def _can_i(kube: Cluster, who: str, verb: str, resource: str, *flags: str) -> bool:
+    proc = kube.kubectl("auth", "can-i", verb, resource, *flags, check=False, impersonate=who)
+    assert proc.stdout.strip() in {"yes", "no"}, proc.stdout + proc.stderr
+    return proc.stdout.strip() == "yes"
+
+
+def test_rbac_of_the_deployed_service_accounts_on_the_cluster(
+    kube: Cluster, cluster_namespace: str
+) -> None:
+    """What each deployed ServiceAccount may do in this cluster, with every binding it has
+    here (not only deploy/'s), in a real tenant namespace; then the same with their tokens."""
+    tenant = cluster_namespace
+    tenant_sa = f"system:serviceaccount:{tenant}:default"
+    checkpoint_status = ("checkpoints.ckpt.dev", "--subresource=status", "-n", tenant)
+    expected: dict[str, list[tuple[bool, tuple[str, ...]]]] = {
+        OPERATOR: [
+            (True, ("get", "pods", "-n", tenant)),
+            (True, ("get", "pods", "-n", "kube-system")),
+            (True, ("watch", "pods", "-n", NAMESPACE)),
+            (True, ("patch", *checkpoint_status)),
+            (True, ("create", "pods", "-n", tenant)),
+            (True, ("create", "events", "-n", tenant)),
+            (True, ("get", "secrets", "-n", NAMESPACE)),
+            # Before: list and watch of every pod, Events patched anywhere.
+            (False, ("list", "pods", "-A")),
+            (False, ("watch", "pods", "-n", tenant)),
+            (False, ("list", "pods", "-n", "kube-system")),
+            (False, ("patch", "events", "-n", tenant)),
+            (False, ("list", "secrets", "-A")),
+            (False, ("get", "secrets", "-n", "kube-system")),
+            (False, ("get", "secrets", "-n", tenant)),
+            (False, ("create", "pods", "--subresource=exec", "-n", tenant)),
+            (False, ("delete", "pods", "-n", tenant)),
+            (False, ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE)),
+            (False, ("create", "tokenreviews.authentication.k8s.io")),
+            (False, ("create", "nodes", "--subresource=checkpoint")),
+        ],
+        AGENT: [
+            (True, ("create", "tokenreviews.authentication.k8s.io")),
+            (True, ("create", "nodes", "--subresource=checkpoint")),
+            (False, ("get", "pods", "-n", tenant)),
+            (False, ("get", "secrets", "-n", NAMESPACE)),  # ckpt-agent-tls comes as a volume
+            (False, ("get", "nodes")),
+            (False, ("get", "nodes", "--subresource=proxy")),
+            (False, ("create", "pods", "--subresource=exec", "-n", tenant)),
+            (False, ("get", "checkpoints.ckpt.dev", "-n", tenant)),
+            (False, ("create", "events", "-n", tenant)),
+        ],
+        API: [
+            (False, ("get", "secrets", "-n", NAMESPACE)),
+            (False, ("list", "pods", "-A")),
+            (False, ("list", "checkpoints.ckpt.dev", "-A")),
+            (False, ("create", "tokenreviews.authentication.k8s.io")),
+        ],
+        # A tenant's pods run as this: it cannot forge what `ckpt restore` and the operator
+        # read from a Checkpoint's status, nor reach ckpt's own secrets or pods.
+        tenant_sa: [
+            (False, ("patch", *checkpoint_status)),
+            (False, ("update", *checkpoint_status)),
+            (False, ("create", "checkpoints.ckpt.dev", "-n", tenant)),
+            (False, ("create", "storagelocations.ckpt.dev")),
+            (False, ("get", "secrets", "-n", NAMESPACE)),
+            (False, ("create", "pods", "--subresource=exec", "-n", NAMESPACE)),
+            (False, ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE)),
+            (False, ("create", "tokenreviews.authentication.k8s.io")),
+        ],
+    }
+    wrong = [f"{who} {' '.join(case)}: expected {'yes' if may else 'no'}"
+             for who, cases in expected.items() for may, case in cases
+             if _can_i(kube, who, *case) != may]
+    assert wrong == []
+
+    # Every binding in the cluster that names one of ckpt's ServiceAccounts (or a group they
+    # are in) is one deploy/ made: nothing else widens them here. Kubernetes' own defaults
+    # (label kubernetes.io/bootstrapping=rbac-defaults, e.g. every ServiceAccount may read the
+    # token issuer's discovery document) are left out.
+    groups = {"system:authenticated", "system:serviceaccounts",
+              f"system:serviceaccounts:{NAMESPACE}"}
+    bindings = json.loads(kube.kubectl("get", "clusterrolebindings,rolebindings", "-A",
+                                       "-o", "json").stdout)["items"]
+    ours = sorted(
+        (b["kind"], b["metadata"].get("namespace", ""), b["metadata"]["name"],
+         b["roleRef"]["name"])
+        for b in bindings for s in b.get("subjects") or []
+        if (b["metadata"].get("labels") or {}).get("kubernetes.io/bootstrapping")
+        != "rbac-defaults"
+        if (s["kind"] == "ServiceAccount" and s.get("namespace") == NAMESPACE
+            and s["name"].startswith("ckpt-")) or (s["kind"] == "Group" and s["name"] in groups)
+    )
+    assert ours == [
+        ("ClusterRoleBinding", "", "ckpt-agent", "ckpt-agent"),
+        ("ClusterRoleBinding", "", "ckpt-operator", "ckpt-operator"),
+        ("RoleBinding", NAMESPACE, "ckpt-operator-agents", "ckpt-operator-agents"),
+        ("RoleBinding", NAMESPACE, "ckpt-operator-storage", "ckpt-operator-storage"),
+    ]
+
+    # With the operator's own token (not impersonation): one pod elsewhere by name, yes; the
+    # pods of the cluster or of another namespace as a list, no.
+    from kubernetes import client
+
+    coredns = e2e.items(kube, "kube-system", "pods")[0]["metadata"]["name"]
+    token = kube.kubectl("-n", NAMESPACE, "create", "token", "ckpt-operator",
+                         "--duration=10m").stdout.strip()
+    with kube.api_client(token=token) as api:
+        core = client.CoreV1Api(api)
+        assert core.read_namespaced_pod(coredns, "kube-system").metadata.name == coredns
+        refused = []
+        for call in (core.list_pod_for_all_namespaces,
+                     lambda: core.list_namespaced_pod("kube-system"),
+                     lambda: core.list_namespaced_secret(NAMESPACE),
+                     lambda: core.read_namespaced_secret("ckpt-agent-tls", "kube-system")):
+            try:
+                call()
+            except client.ApiException as exc:
+                refused.append(exc.status)
+        assert refused == [403, 403, 403, 403]
+
+
+def _controller(pod: dict[str, Any]) -> tuple[str, str]:
+    owner = next((o for o in pod["metadata"].get("ownerReferences", []) if o.get("controller")),
+                 {"kind": "", "name": ""})
+    return owner["kind"], owner["name"]
+
+
+def _named_ports(pod: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for c in pod["spec"]["containers"]
+            for p in c.get("ports", []) if "name" in p}
+
+
+def test_network_policies_select_the_deployed_pods(kube: Cluster) -> None:
+    """The policies as applied, against the pods that run. Enforcement is not tested: the
+    local cluster's bridge CNI has no NetworkPolicy controller (a tenant pod reaches the
+    agent port, as the test above shows)."""
+    policies = {p["metadata"]["name"]: p["spec"]
+                for p in e2e.items(kube, NAMESPACE, "networkpolicy")}
+    assert set(policies) == {"ckpt-agent", "ckpt-operator"}
+    pods = [p for p in e2e.items(kube, NAMESPACE, "pods")
+            if p["metadata"].get("deletionTimestamp") is None]
+
+    def selected(spec: dict[str, Any]) -> list[dict[str, Any]]:
+        assert set(spec) == {"matchLabels"}, spec  # what the manifests use
+        return [p for p in pods
+                if spec["matchLabels"].items() <= (p["metadata"].get("labels") or {}).items()]
+
+    def names(found: list[dict[str, Any]]) -> set[str]:
+        return {p["metadata"]["name"] for p in found}
+
+    agents = [p for p in pods if _controller(p) in {("DaemonSet", "ckpt-agent"),
+                                                    ("DaemonSet", "ckpt-agent-gpu")}]
+    operators = [p for p in pods if _controller(p)[0] == "ReplicaSet"
+                 and _controller(p)[1].startswith("ckpt-operator-")]
+    assert len(agents) == len(e2e.nodes(kube)) and operators
+
+    # Agents: every agent pod and nothing else; ingress only from the operator's pods of
+    # this namespace (a podSelector without namespaceSelector), only to the agent port.
+    agent_policy = policies["ckpt-agent"]
+    assert names(selected(agent_policy["podSelector"])) == names(agents)
+    assert agent_policy["policyTypes"] == ["Ingress"]
+    [rule] = agent_policy["ingress"]
+    [peer] = rule["from"]
+    assert set(peer) == {"podSelector"}, peer
+    assert names(selected(peer["podSelector"])) == names(operators)
+    assert rule["ports"] == [{"protocol": "TCP", "port": "agent"}]
+    serving = {int(e["value"]) for p in agents for c in p["spec"]["containers"]
+               for e in c.get("env", []) if e["name"] == "CKPT_AGENT_PORT"}
+    assert {_named_ports(p).get("agent") for p in agents} == serving == {AGENT_PORT}
+
+    # The operator: its pods only; ingress from anywhere, to its metrics port only (not the
+    # kopf health port, which only the node's kubelet probes).
+    operator_policy = policies["ckpt-operator"]
+    assert names(selected(operator_policy["podSelector"])) == names(operators)
+    assert operator_policy["policyTypes"] == ["Ingress"]
+    assert operator_policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": "metrics"}]}]
+    assert all("metrics" in _named_ports(p) for p in operators)
+    # The port the operator serves metrics on: its setting, or the setting's default.
+    default = OperatorSettings.model_fields["metrics_port"].default
+    metrics = {int(next((e["value"] for e in c.get("env", [])
+                         if e["name"] == "CKPT_OPERATOR_METRICS_PORT"), default))
+               for p in operators for c in p["spec"]["containers"]}
+    assert metrics == {_named_ports(p)["metrics"] for p in operators}
