@@ -14,6 +14,7 @@ import re
 import secrets
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -387,3 +388,43 @@ def file_location(kube: Cluster) -> Iterator[str]:
         yield name
     finally:
         kube.kubectl("delete", "storagelocation", name, "--ignore-not-found", check=False)
+
+
+
+# -- watching a phase, the agents' staged restores --------------------------------------------
+
+STAGING_ROOT = "/var/lib/ckpt/restores"  # the agents' staging folder (deploy/base/agent.yaml)
+
+
+def watch_phase(kube: Cluster, namespace: str, kind: str, name: str, phases: set[str],
+                timeout: float = 300) -> str:
+    """Follows the resource with a watch (no polling gap: a phase that lasts a second is
+    seen) and returns the first phase in `phases` it shows."""
+    cmd = [kubectl_binary(), "--kubeconfig", str(kube.kubeconfig), "-n", namespace, "get",
+           kind, name, "--watch", "-o", 'jsonpath={.status.phase}{"\\n"}']
+    seen: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                seen.append(line.strip())
+                if seen[-1] in phases:
+                    return seen[-1]
+        finally:
+            timer.cancel()
+            proc.kill()
+    raise AssertionError(f"{kind} {name} never in {phases} (seen {seen})")
+
+
+def staged(kube: Cluster, node: str, restore_uid: str, entry: str = "") -> bool:
+    """Whether `node` holds the staged restore's folder (or `entry` in it, e.g. stage.json,
+    written last, once staging is complete)."""
+    path = f"{STAGING_ROOT}/{restore_uid}" + (f"/{entry}" if entry else "")
+    return on_node(kube, node, "test", "-e", path).returncode == 0
+
+
+def restored_pods(kube: Cluster, namespace: str, restore: str) -> list[dict[str, Any]]:
+    """The Pods a Restore created (its label ckpt.dev/restore-name)."""
+    return items(kube, namespace, "pods", "-l", f"ckpt.dev/restore-name={restore}")
