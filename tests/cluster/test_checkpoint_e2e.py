@@ -1,12 +1,14 @@
 """A Checkpoint of a real Pod through ckpt as deployed (operator and agent pods from deploy/),
 on the local cluster or any `--kubeconfig` cluster with ckpt installed: it goes Ready, the
 target keeps running, and the archive on the node is verified from inside the node's agent pod
-(checksum against the status, metadata, CRIU images and the captured writable layer)."""
+(checksum against the status, metadata, CRIU images and the captured writable layer). The
+Checkpoint names a `file` location: the local cluster's default location is S3."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -52,8 +54,14 @@ def kube(ckpt_cluster: Cluster) -> Cluster:
     return ckpt_cluster
 
 
+@pytest.fixture(scope="module")
+def node_local(kube: Cluster) -> Iterator[str]:
+    with e2e.file_location(kube) as name:
+        yield name
+
+
 def test_checkpoint_of_a_real_pod_goes_ready_with_a_verified_archive(
-    kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str
+    kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str, node_local: str
 ) -> None:
     namespace = cluster_namespace
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
@@ -67,7 +75,7 @@ def test_checkpoint_of_a_real_pod_goes_ready_with_a_verified_archive(
                  "--timeout=120s")
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
         "apiVersion": "ckpt.dev/v1alpha1", "kind": "Checkpoint",
-        "metadata": {"name": "cp"}, "spec": {"podName": "counter"},
+        "metadata": {"name": "cp"}, "spec": {"podName": "counter", "storage": node_local},
     }))
     deadline = time.monotonic() + 300
     status: dict[str, Any] = {}
@@ -85,6 +93,7 @@ def test_checkpoint_of_a_real_pod_goes_ready_with_a_verified_archive(
     assert pod["status"]["phase"] == "Running"
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
     assert status["checksum"].startswith("sha256:")
+    assert status["storageLocation"] == node_local
 
     path = str(status["restorePath"]).removeprefix("file://")
     verified = json.loads(kube.kubectl(
