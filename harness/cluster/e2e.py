@@ -335,7 +335,10 @@ def on_node(kube: Cluster, node: str, *command: str) -> subprocess.CompletedProc
 
 def archive_on_node(kube: Cluster, node: str, restore_path: str) -> bool:
     """Whether the node-local archive at `restore_path` (file://...) exists on `node`."""
-    assert restore_path.startswith("file://"), restore_path
+    assert restore_path.startswith("file://"), (
+        f"{restore_path} is not node-local: the local cluster's default StorageLocation is S3 "
+        "(local-s3); a Checkpoint whose archive should stay on its node names a file "
+        "location in spec.storage (file_location() gives one)")
     return on_node(kube, node, "test", "-f", restore_path.removeprefix("file://")).returncode == 0
 
 
