@@ -469,6 +469,22 @@ async def test_terminal_status_is_left_alone() -> None:
     assert world.api.calls == [] and world.agents.calls == [] and world.pod_reads == 0
 
 
+async def test_every_status_written_names_the_generation_it_acted_on() -> None:
+    world = World()
+    world.resource = dataclasses.replace(world.resource, generation=3)
+    status = await world.run()
+    assert status.phase is Phase.Ready and status.observed_generation == 3
+    assert len(world.report.saved) > 2
+    assert {saved.observed_generation for saved in world.report.saved} == {3}
+    # Blocked (no target pod) until the deadline: the waiting and the failure say it too.
+    blocked = World(timeout_seconds=10)
+    blocked.pods = [None]
+    blocked.resource = dataclasses.replace(blocked.resource, generation=2)
+    status = await blocked.run()
+    assert status.phase is Phase.Failed and len(blocked.report.saved) >= 2
+    assert {saved.observed_generation for saved in blocked.report.saved} == {2}
+
+
 def resumed_status(checkpoint_id: str) -> CheckpointStatus:
     return CheckpointStatus(
         phase=Phase.Checkpointing, checkpoint_id=checkpoint_id, agent=AGENT.ref, node_name=NODE,

@@ -305,6 +305,8 @@ async def test_restores_on_the_source_node_as_a_pod_under_the_ckpt_runtime() -> 
     assert phases[-1] is RestorePhase.Running
     staging_saves = [s for s in world.report.saved if s.phase is RestorePhase.Staging]
     assert all(s.pod_name is None for s in staging_saves)
+    # Each of them names the generation of the spec it acted on.
+    assert {s.observed_generation for s in world.report.saved} == {1}
 
 
 async def test_the_pod_comes_from_the_verified_archive_template() -> None:

@@ -54,10 +54,22 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     index.stop()
 
 
+def checkpoint_resource(body: kopf.Body) -> reconcile.Resource:
+    """What the Checkpoint flow needs of the resource, its spec read with the apiserver's rules."""
+    meta = body.meta
+    return reconcile.Resource(
+        namespace=meta.namespace or "",
+        name=meta.name or "",
+        uid=meta.uid or "",
+        created=dt.datetime.fromisoformat(str(meta.creation_timestamp).replace("Z", "+00:00")),
+        spec=CheckpointSpec.from_resource(body.spec),
+        generation=meta.get("generation"),
+    )
+
+
 @kopf.daemon(*CHECKPOINTS, when=_active, cancellation_timeout=5.0)
 async def checkpoint(
-    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
-    memo: kopf.Memo, **_: Any,
+    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any,
 ) -> None:
     clients: Clients = memo.clients
     index: AgentIndex = memo.agent_index
@@ -69,15 +81,10 @@ async def checkpoint(
         poll_interval=CONFIG.poll_interval,
         locations=locations.from_kube(clients.kube, CONFIG.agent_namespace),
     )
-    resource = reconcile.Resource(
-        namespace=meta.namespace or "",
-        name=meta.name or "",
-        uid=meta.uid or "",
-        created=dt.datetime.fromisoformat(str(meta.creation_timestamp).replace("Z", "+00:00")),
-        spec=CheckpointSpec.from_resource(spec),
-    )
     current = CheckpointStatus.model_validate(dict(status))
-    await reconcile.Checkpointer(deps, resource, current, KopfReporter(clients, body)).run()
+    await reconcile.Checkpointer(
+        deps, checkpoint_resource(body), current, KopfReporter(clients, body)
+    ).run()
 
 
 @kopf.timer(*CHECKPOINTS, when=_ready, interval=CONFIG.sync_interval, idle=CONFIG.sync_interval)
@@ -122,12 +129,13 @@ async def _release(
     interval=CONFIG.sync_interval, initial_delay=1.0, idle=None,
 )
 async def storage_location_available(
-    name: str, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any
+    name: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
     """Checks each StorageLocation periodically (Available condition, lastChecked)."""
     clients: Clients = memo.clients
     found = locations.from_kube(clients.kube, CONFIG.agent_namespace)
-    result = locations.merge_condition(dict(status), await locations.check(found, name, spec))
+    checked = await locations.check(found, name, spec, meta.get("generation"))
+    result = locations.merge_condition(dict(status), checked)
     await clients.kube.patch_storage_location_status(
         name, result.model_dump(mode="json", by_alias=True, exclude_none=True)
     )

@@ -175,9 +175,10 @@ class Locations:
 
 
 async def check(
-    locations: Locations, name: str, spec: Mapping[str, Any]
+    locations: Locations, name: str, spec: Mapping[str, Any], generation: int | None = None
 ) -> sl.StorageLocationStatus:
-    """One reachability check, as the location's new status."""
+    """One reachability check, as the location's new status; ``generation`` is the
+    metadata.generation of the spec checked (a changed spec is checked anew)."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     try:
         parsed = parse_spec(name, spec)
@@ -203,6 +204,7 @@ async def check(
         message=message,
         conditions=[condition],
         last_checked=now,
+        observed_generation=generation,
     )
 
 

@@ -84,6 +84,8 @@ class Resource:
     uid: str
     created: dt.datetime
     spec: CheckpointSpec
+    # metadata.generation: every status this flow writes says which spec it acted on.
+    generation: int | None = None
 
     @property
     def deadline(self) -> dt.datetime:
@@ -119,6 +121,7 @@ class Checkpointer:
     async def run(self) -> CheckpointStatus:
         if self.status.phase in TERMINAL:
             return self.status
+        self.status.observed_generation = self.res.generation
         remaining = (self.res.deadline - _utcnow()).total_seconds()
         try:
             async with asyncio.timeout(max(remaining, 0.0)):
