@@ -13,7 +13,7 @@ import pytest
 
 from ckpt.agent.models import JobState, StageJob, StageRequest, StageResult, StageTimings
 from ckpt.api.models import CheckpointStatus as ApiStatus
-from ckpt.errors import NotFound
+from ckpt.errors import NotFound, Unavailable
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.locations import LocationError
 from ckpt.operator.restore import (
@@ -525,6 +525,52 @@ async def test_agent_pod_replaced_while_staging() -> None:
     assert status.phase is RestorePhase.Running
     assert [name for name, _ in stager.posts] == ["agent-a2", "agent-a2"]
     assert "Retrying" in world.report.reasons
+    assert len(world.kube.creates) == 1
+
+
+class UnreachableAgent(Stager):
+    """Agents named in `dead` never answer (killed without a word): every call fails as an
+    unreachable agent does."""
+
+    def __init__(self, steps: int = 3) -> None:
+        super().__init__(steps)
+        self.dead: set[str] = set()
+        self.failed_calls = 0
+
+    def _check(self, agent: AgentPod) -> None:
+        if agent.name in self.dead:
+            self.failed_calls += 1
+            raise Unavailable(f"agent {agent.ref} unreachable: ConnectError()")
+
+    async def start_staging(self, agent: AgentPod, request: StageRequest) -> StageJob:
+        self._check(agent)
+        return await super().start_staging(agent, request)
+
+    async def staging_job(
+        self, agent: AgentPod, restore_id: str, *, wait: float = 0, phase: str | None = None
+    ) -> StageJob:
+        self._check(agent)
+        return await super().staging_job(agent, restore_id, wait=wait, phase=phase)
+
+
+async def test_agent_killed_while_staging_is_left_for_its_replacement() -> None:
+    # The agent pod dies mid-staging without answering the long poll; the DaemonSet's new pod
+    # (another name, another address) gets the same request, and only one Pod is created.
+    stager = UnreachableAgent(steps=3)
+    world = World(stager=stager)
+    task = asyncio.create_task(world.run())
+    await world.clock.reached(0.5)
+    stager.dead.add("agent-a")
+    # Still listed (terminating, not yet gone from the index): retried, no new staging.
+    await world.clock.reached(4)
+    assert [name for name, _ in stager.posts] == ["agent-a"]
+    assert stager.failed_calls >= 2
+    world.agents = [_agent("agent-a2", "node-1"), _agent("agent-b", "node-2")]
+    status = await task
+    assert status.phase is RestorePhase.Running
+    assert [name for name, _ in stager.posts] == ["agent-a", "agent-a2"]
+    assert status.agent == "ckpt-system/agent-a2"
+    assert {"AgentUnavailable", "Retrying"} <= set(world.report.reasons)
     assert len(world.kube.creates) == 1
 
 

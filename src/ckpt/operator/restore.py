@@ -92,6 +92,11 @@ class Waiting(Exception):
         self.message = message
 
 
+class _AgentGone(Exception):
+    """The agent pod a staging call went to stopped answering and is no longer listed
+    (deleted or replaced): the staging starts over on the node's current agent."""
+
+
 class PodExists(Exception):
     """A create found a Pod of that name already there (HTTP 409)."""
 
@@ -594,10 +599,18 @@ class Restorer:
         request = self._stage_request(facts)
         job: StageJob | None = None
         for attempt in range(1, STAGE_ATTEMPTS + 1):
-            started = await self._agent_call(
-                functools.partial(self.deps.stager.start_staging, agent, request)
-            )
-            job = await self._follow_stage(agent, started, request)
+            try:
+                started = await self._agent_call(
+                    functools.partial(self.deps.stager.start_staging, agent, request), agent
+                )
+                job = await self._follow_stage(agent, started, request)
+            except _AgentGone as gone:
+                # Deleted or replaced without answering (killed, evicted, its graceful stop
+                # outrun): calls to its address would go unanswered until the deadline.
+                job = StageJob(
+                    restore_id=self.res.uid, state=JobState.failed, error=str(gone),
+                    retryable=True,
+                )
             if not (job.state is JobState.failed and job.retryable):
                 break
             # The agent stopped under the job (a restart, a rollout): the same request on the
@@ -649,18 +662,23 @@ class Restorer:
                     functools.partial(
                         self.deps.stager.staging_job,
                         agent, self.res.uid, wait=LONG_POLL, phase=seen,
-                    )
+                    ),
+                    agent,
                 )
             except NotFound:
                 # The agent lost the job (a new agent pod without it): the POST starts it over.
                 job = await self._agent_call(
-                    lambda: self.deps.stager.start_staging(agent, request)
+                    functools.partial(self.deps.stager.start_staging, agent, request), agent
                 )
             if job.state is JobState.running and job.phase == seen:
                 await self._sleep(self.deps.poll_interval)
         return job
 
-    async def _agent_call(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _agent_call(
+        self, call: Callable[[], Awaitable[T]], agent: AgentPod | None = None
+    ) -> T:
+        """`call` until it answers. An unreachable `agent` is retried while it is still an
+        agent pod; once it is deleted or replaced, `_AgentGone`."""
         delay = 1.0
         while True:
             try:
@@ -670,6 +688,8 @@ class Restorer:
             except ServiceError as exc:
                 if not exc.retryable:
                     raise Refused("AgentRejected", str(exc)) from exc
+                if agent is not None and not self._agent_listed(agent):
+                    raise _AgentGone(f"agent {agent.ref} is gone ({exc})") from exc
                 message = f"retrying: {exc}"
                 if self.status.message != message:
                     self.status.message = message
@@ -677,6 +697,13 @@ class Restorer:
                     await self.report.save(self.status)
             await self._sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    def _agent_listed(self, agent: AgentPod) -> bool:
+        """Whether `agent` is still an agent pod (not deleted), ready or not."""
+        return any(
+            a.name == agent.name and a.namespace == agent.namespace
+            for a in self.deps.agent_pods()
+        )
 
     # -- the Pod ------------------------------------------------------------------------------
 
