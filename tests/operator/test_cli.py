@@ -89,11 +89,10 @@ def test_checkpoint_list_and_restore_from_memory_on_the_command_line(
     assert resource is not None
     assert resource["spec"] == {"checkpointName": "from-cli", "podName": "web-again"}
 
-    # Without --node the operator picks the source node; the new Pod runs under the ckpt class.
+    # Without --node the operator picks the source node.
     again = e2e.get(kube, namespace, "pod", "web-again")
     assert again is not None
     assert again["spec"]["nodeName"] == node
-    assert again["spec"]["runtimeClassName"] == "ckpt"
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/web-again",
                  "--timeout=60s")
     e2e.wait_ticks(kube, namespace, "web-again", at_least=3)
@@ -102,6 +101,7 @@ def test_checkpoint_list_and_restore_from_memory_on_the_command_line(
     # dumped (between the last tick before the checkpoint and the one when it was Ready).
     assert at_checkpoint <= ticks[0] <= at_ready + 1, (at_checkpoint, at_ready, ticks[:5])
     assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))
+    assert again["spec"]["runtimeClassName"] == "ckpt"
     (status,) = e2e.get(kube, namespace, "pod", "web-again")["status"]["containerStatuses"]
     assert status["restartCount"] == 0
     # The original was left running all along.

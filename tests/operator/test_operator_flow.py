@@ -10,6 +10,9 @@ their status and Events, and the checkpoints API's records (queried with the ope
 - Deleting a Checkpoint deprecates its API record and deletes the archive only when
   retainPolicy: Delete asks for it.
 
+The Checkpoints whose archive is looked at name a `file` StorageLocation (the archive stays in
+the node's agent folder, where the test reads it): the local cluster's default location is S3.
+
 Restoring from a Checkpoint is covered by test_cli.py (the `ckpt restore` verb) and
 tests/restore (Restore resources); faults in the middle of a dump by
 test_operator_resilience.py.
@@ -45,6 +48,13 @@ def namespace(kube: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def storage(kube: Cluster) -> Iterator[str]:
+    """A `file` StorageLocation: archives in the agent folder of the target's node."""
+    with e2e.file_location(kube) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
 def web(kube: Cluster, cluster_nodes: ClusterUnderTest, namespace: str) -> str:
     """A running counter Pod `web`; its node's name."""
     e2e.counter_pod(kube, namespace, "web", cluster_nodes.busybox_image)
@@ -54,10 +64,10 @@ def web(kube: Cluster, cluster_nodes: ClusterUnderTest, namespace: str) -> str:
 
 
 def test_checkpoint_goes_ready_with_one_ready_api_record(
-    kube: Cluster, namespace: str, web: str
+    kube: Cluster, namespace: str, web: str, storage: str
 ) -> None:
     e2e.wait_ticks(kube, namespace, "web")
-    status = e2e.checkpoint_ready(kube, namespace, "web-1", "web")
+    status = e2e.checkpoint_ready(kube, namespace, "web-1", "web", storage=storage)
     at_ready = e2e.ticks(kube, namespace, "web")[-1]
 
     assert status["nodeName"] == web
@@ -65,6 +75,7 @@ def test_checkpoint_goes_ready_with_one_ready_api_record(
     assert status["checksum"].startswith("sha256:")
     assert status["sizeBytes"] > 0 and status["size"]
     assert status["gpu"] == "none"
+    assert status["storageLocation"] == storage
     assert status["restorePath"].startswith("file://")
     assert e2e.archive_on_node(kube, web, status["restorePath"])
     assert set(status["timings"]) == {"freeze", "gpu", "dump", "store", "total"}
@@ -148,10 +159,10 @@ def test_pod_not_running_unknown_container_and_gpu_without_a_gpu_agent_are_named
 
 
 def test_deleting_deprecates_in_the_api_and_deletes_the_archive_only_when_asked(
-    kube: Cluster, namespace: str, web: str
+    kube: Cluster, namespace: str, web: str, storage: str
 ) -> None:
-    e2e.create_checkpoint(kube, namespace, "keep", "web")
-    e2e.create_checkpoint(kube, namespace, "drop", "web", retainPolicy="Delete")
+    e2e.create_checkpoint(kube, namespace, "keep", "web", storage=storage)
+    e2e.create_checkpoint(kube, namespace, "drop", "web", storage=storage, retainPolicy="Delete")
     kept = e2e.wait_phase(kube, namespace, "checkpoint", "keep", {"Ready", "Failed"})
     dropped = e2e.wait_phase(kube, namespace, "checkpoint", "drop", {"Ready", "Failed"})
     assert kept["phase"] == dropped["phase"] == "Ready", (kept, dropped)
