@@ -258,10 +258,13 @@ def test_impostor_agents_get_no_connection_while_checkpoints_on_their_node_go_re
         impostors = [(tenant, "aaa-agent"), (NAMESPACE, lookalike)]
         assert all(_log(kube, ns, n).startswith("listening") for ns, n in impostors)
 
-        status = e2e.checkpoint_ready(kube, tenant, "victim-1", "victim")
-        assert status["agent"] == f"{NAMESPACE}/{e2e.agent_on(kube, node)}", status
+        # Bounded: an operator that called an impostor would wait for it until the deadline.
+        e2e.create_checkpoint(kube, tenant, "victim-1", "victim", timeoutSeconds=120)
+        status = e2e.wait_phase(kube, tenant, "checkpoint", "victim-1", {"Ready", "Failed"})
         seen = {name: _connections(_log(kube, ns, name)) for ns, name in impostors}
         assert seen == {"aaa-agent": [], lookalike: []}
+        assert status["phase"] == "Ready", status
+        assert status["agent"] == f"{NAMESPACE}/{e2e.agent_on(kube, node)}", status
 
         # The listeners do log what reaches them: the tenant's impostor probes both.
         probe = ("import socket, sys\n"
