@@ -8,8 +8,8 @@ The target holds a 256 MiB memory ballast, so that its dump and upload take seco
 fault lands in the middle of them. ckpt's pods are deleted with a 1 s grace period: they are
 cut short, not left to finish their work.
 
-DISRUPTIVE for everything else on the cluster: run this module alone
-(`flock -x` on the shared cluster's lock, see the README's testing notes).
+Disruptive: it scales, deletes and replaces ckpt's own pods, which any other test running on
+the same cluster at the same time would see. Run it alone on a shared cluster.
 """
 
 from __future__ import annotations
