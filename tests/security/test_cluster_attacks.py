@@ -64,7 +64,8 @@ while True:
 """
 
 # Run by a tenant pod's python3 against an agent: `call` sends one small request with a
-# token (or none) and prints status and body; `flood` declares and streams SIZE bytes without
+# token (or none; "@FILE": the token in FILE) and a JSON body (default {}), and prints
+# status and body; `flood` declares and streams SIZE bytes without
 # a token and stops as soon as the agent answers (it must answer before reading the body).
 ATTACKER = """
 import json, socket, ssl, sys, time
@@ -80,7 +81,7 @@ if mode == "call":
     method, path, token = sys.argv[4], sys.argv[5], sys.argv[6] if len(sys.argv) > 6 else ""
     if token.startswith("@"):
         token = open(token[1:]).read().strip()
-    body = b"{}" if method == "POST" else b""
+    body = (sys.argv[7] if len(sys.argv) > 7 else "{}").encode() if method == "POST" else b""
     head = [f"{method} {path} HTTP/1.1", f"Host: {ip}", "Connection: close",
             "Content-Type: application/json", f"Content-Length: {len(body)}"]
     if token:
@@ -495,6 +496,50 @@ def test_rbac_of_the_deployed_service_accounts_on_the_cluster(
             except client.ApiException as exc:
                 refused.append(exc.status)
         assert refused == [403, 403, 403, 403]
+
+
+def test_agent_refuses_a_forged_container_id_even_with_the_operators_token(
+    kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str, attacker: str
+) -> None:
+    """With a stolen operator token for the agents' audience (the worst case), a request for
+    the attacker's own pod naming the container id of another namespace's pod on that node:
+    the agent checks containerd's own records of the container (its CRI annotations) and
+    refuses, telling nothing about the victim, which keeps running. Before: runc resolved the
+    id alone and dumped the victim."""
+    node = e2e.nodes(kube)[-1]
+    agent = e2e.agent_on(kube, node)
+    ip, port = _pod_ip(kube, NAMESPACE, agent), str(AGENT_PORT)
+    token = kube.kubectl("-n", NAMESPACE, "create", "token", "ckpt-operator",
+                         "--audience=ckpt-agent", "--duration=10m").stdout.strip()
+    me = e2e.get(kube, cluster_namespace, "pod", attacker)
+    assert me
+    with e2e.fresh_namespace(kube, "victims") as victims:
+        e2e.counter_pod(kube, victims, "db", cluster_nodes.busybox_image, node)
+        victim = e2e.get(kube, victims, "pod", "db")
+        assert victim
+        container_id = victim["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+        job_id = f"forged-{secrets.token_hex(4)}"
+        body = {"checkpoint_id": job_id, "namespace": cluster_namespace, "pod": attacker,
+                "pod_uid": me["metadata"]["uid"],
+                "containers": [{"name": "main", "container_id": container_id}]}
+        answer = _attack(kube, cluster_namespace, "call", ip, port, "POST", "/v1/checkpoints",
+                         token, json.dumps(body))
+        assert answer["status"] == 202, answer
+        job: dict[str, Any] = {}
+
+        def finished() -> bool:
+            job.update(json.loads(_attack(kube, cluster_namespace, "call", ip, port, "GET",
+                                          f"/v1/checkpoints/{job_id}", token)["body"]))
+            return job.get("state") != "running"
+
+        e2e.wait_until(finished, 60, f"agent job {job_id} still running")
+        assert job["state"] == "failed", job
+        assert (f"is not container 'main' of pod {cluster_namespace}/{attacker}"
+                in job["error"]), job
+        assert victims not in json.dumps(job) and victim["metadata"]["uid"] not in json.dumps(job)
+        last = e2e.wait_ticks(kube, victims, "db")
+        e2e.wait_until(lambda: e2e.ticks(kube, victims, "db")[-1] > last, 30,
+                       "the victim stopped counting")
 
 
 def _controller(pod: dict[str, Any]) -> tuple[str, str]:
