@@ -1,4 +1,7 @@
-"""A local node's generated configuration: the settings the field notes say a node needs."""
+"""A local node's generated configuration: what a kubelet + containerd node needs on a cgroup v1
+host without CAP_SYS_RESOURCE (containerd must not raise oom_score_adj, the kubelet must accept
+cgroup v1 with the cgroupfs driver and its own cgroup root), its own bridge and subnet, and the
+runtime handler `ckpt` that restores Pods through the ckpt-runc wrapper."""
 
 from __future__ import annotations
 
