@@ -4,9 +4,11 @@ deleted, the agent pod on the target's node deleted while it dumps. Each Checkpo
 (or, for the agent, Failed with a reason), always with exactly one record in the checkpoints
 API, and the target Pod keeps running, never restarted.
 
-The target holds a 256 MiB memory ballast, so that its dump and upload take seconds and each
-fault lands in the middle of them. ckpt's pods are deleted with a 1 s grace period: they are
-cut short, not left to finish their work.
+The target holds a 256 MiB memory ballast, so that its dump and the archive's write take
+seconds and each fault lands in the middle of them; the archives go to a `file` location (the
+node's agent folder), whose write takes longer here than the local cluster's default S3 one.
+ckpt's pods are deleted with a 1 s grace period: they are cut short, not left to finish their
+work.
 
 Disruptive: it scales, deletes and replaces ckpt's own pods, which any other test running on
 the same cluster at the same time would see. Run it alone on a shared cluster.
@@ -43,6 +45,12 @@ def kube(ckpt_cluster: Cluster) -> Cluster:
 @pytest.fixture(scope="module")
 def namespace(kube: Cluster) -> Iterator[str]:
     with e2e.fresh_namespace(kube, "faults") as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def storage(kube: Cluster) -> Iterator[str]:
+    with e2e.file_location(kube) as name:
         yield name
 
 
@@ -106,8 +114,10 @@ def _one_record(kube: Cluster, namespace: str, name: str, status: dict[str, Any]
     ], (records, status)
 
 
-def test_api_pod_gone_while_the_dump_runs(kube: Cluster, namespace: str, big: str) -> None:
-    e2e.create_checkpoint(kube, namespace, "api-outage", "big")
+def test_api_pod_gone_while_the_dump_runs(
+    kube: Cluster, namespace: str, big: str, storage: str
+) -> None:
+    e2e.create_checkpoint(kube, namespace, "api-outage", "big", storage=storage)
     e2e.wait_until(lambda: _status(kube, namespace, "api-outage").get("checkpointId"), 120,
                    "never registered", interval=0.2)
     kube.kubectl("-n", NAMESPACE, "scale", API, "--replicas=0")
@@ -129,8 +139,10 @@ def test_api_pod_gone_while_the_dump_runs(kube: Cluster, namespace: str, big: st
     _assert_target_running(kube, namespace)
 
 
-def test_operator_pod_deleted_in_the_middle(kube: Cluster, namespace: str, big: str) -> None:
-    e2e.create_checkpoint(kube, namespace, "across-restart", "big")
+def test_operator_pod_deleted_in_the_middle(
+    kube: Cluster, namespace: str, big: str, storage: str
+) -> None:
+    e2e.create_checkpoint(kube, namespace, "across-restart", "big", storage=storage)
     midway = _wait_message(kube, namespace, "across-restart", "agent: ")
     assert midway["checkpointId"]
     (old,) = _delete_pods(kube, "app.kubernetes.io/name=ckpt-operator")
@@ -149,9 +161,10 @@ def test_operator_pod_deleted_in_the_middle(kube: Cluster, namespace: str, big: 
 
 
 def test_agent_pod_deleted_in_the_middle_of_a_dump(
-    kube: Cluster, namespace: str, big: str
+    kube: Cluster, namespace: str, big: str, storage: str
 ) -> None:
-    e2e.create_checkpoint(kube, namespace, "agent-dies", "big", timeoutSeconds=120)
+    e2e.create_checkpoint(kube, namespace, "agent-dies", "big", storage=storage,
+                          timeoutSeconds=120)
     midway = _wait_message(kube, namespace, "agent-dies", MID_DUMP)
     (old,) = _delete_pods(kube, e2e.AGENT_SELECTOR, node=big)
     try:
