@@ -72,12 +72,12 @@ from urllib.parse import urlparse
 
 from kubernetes import client, watch
 
+from bench.simulated_stack import LocalStack
 from bench.stats import median, median_and_max, percentile
 from ckpt.operator.models import GROUP, PLURAL, VERSION
 from ckpt.operator.settings import OperatorSettings
 from harness.containers import BusyboxContainer, Runc
 from harness.controlplane import Cluster, LocalControlPlane
-from harness.stack import LocalStack
 from harness.tools import criu_binary
 
 T = TypeVar("T")

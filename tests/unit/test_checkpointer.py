@@ -407,6 +407,40 @@ async def test_retryable_dump_failures_start_the_job_over() -> None:
     assert len({r.model_dump_json() for r in world.agents.requests}) == 1
 
 
+async def test_an_agent_pod_deleted_mid_dump_hands_the_dump_to_its_replacement() -> None:
+    world = World(timeout_seconds=600)
+    replacement = dataclasses.replace(AGENT, name="agent-2", ip="10.0.0.10")
+
+    class Deleted(FakeAgents):
+        """The first pod's address stops answering mid-dump, and the pod leaves the index
+        after a few calls (the DaemonSet deleted it and started `replacement`)."""
+
+        unanswered = 0
+
+        async def checkpoint_job(self, agent: AgentPod, checkpoint_id: str, *,
+                                 wait: float = 0, phase: str | None = None) -> CheckpointJob:
+            if agent.name == AGENT.name and self.count("checkpoint_job") >= 1:
+                self.unanswered += 1
+                if self.unanswered == 3:
+                    world.agent_pods = [replacement]
+                raise Unavailable(f"agent {agent.ref} unreachable: ConnectError")
+            return await super().checkpoint_job(agent, checkpoint_id, wait=wait, phase=phase)
+
+    world.agents = Deleted()
+    world.agents.script = [running("dumping"), done()]
+    world.agents.jobs = {}
+    start = loop_time()
+    status = await world.run()
+
+    assert status.phase is Phase.Ready, status.message
+    assert status.agent == replacement.ref
+    starts = [kw["agent"] for name, kw in world.agents.calls if name == "start_checkpoint"]
+    assert starts == [AGENT.ref, replacement.ref]
+    assert "Retrying" in world.report.reasons()
+    # Handed over once the old pod left the index, not at the deadline.
+    assert loop_time() - start < 60
+
+
 async def test_dump_attempts_are_bounded() -> None:
     world = World()
     world.agents.script = [failed("agent restarted", retryable=True)]

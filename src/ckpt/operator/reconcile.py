@@ -69,6 +69,11 @@ class Failure(Exception):
         self.message = message
 
 
+class _AgentGone(Exception):
+    """The agent pod a call went to stopped answering and is no longer listed (deleted or
+    replaced): its job died with it, and the dump starts over on the node's current agent."""
+
+
 class Reporter(Protocol):
     """Where the flow writes what it does: the resource's status and its Events."""
 
@@ -254,19 +259,20 @@ class Checkpointer:
         )
 
     async def _dump(self, agent: AgentPod) -> CheckpointJob:
-        job = await self._follow_job(agent, await self._start_or_find_job(agent))
+        job = await self._attempt(agent)
         for attempt in range(2, DUMP_ATTEMPTS + 1):
             if not (job.state is JobState.failed and job.retryable):
                 break
-            # The agent stopped under the job (a restart, a rollout): its containers were
-            # thawed when it came back, and the same request starts the job over.
+            # The agent stopped under the job (a restart, a rollout, its pod deleted): its
+            # containers were thawed when it came back, and the same request starts the job
+            # over, on the node's current agent when the old pod is gone.
             self.report.event(
                 "Warning", "Retrying", f"agent {agent.ref}: {job.error}; attempt {attempt}"
             )
-            if self._target is None:
+            if self._target is None or not self._agent_listed(agent):
                 self.status.agent = None
                 agent = await self._accept()
-            job = await self._follow_job(agent, await self._start_or_find_job(agent))
+            job = await self._attempt(agent)
         if job.state is JobState.failed or job.result is None:
             raise Failure("DumpFailed", f"agent {agent.ref}: {job.error or 'no result'}")
         set_condition(
@@ -281,6 +287,24 @@ class Checkpointer:
         )
         return job
 
+    async def _attempt(self, agent: AgentPod) -> CheckpointJob:
+        """One dump on `agent`, followed to its end; an agent that vanished under it is a
+        failed, retryable attempt."""
+        try:
+            return await self._follow_job(agent, await self._start_or_find_job(agent))
+        except _AgentGone as gone:
+            return CheckpointJob(
+                checkpoint_id=str(self.status.checkpoint_id), state=JobState.failed,
+                error=str(gone), retryable=True,
+            )
+
+    def _agent_listed(self, agent: AgentPod) -> bool:
+        """Whether `agent` is still an agent pod (not deleted), ready or not."""
+        return any(
+            a.name == agent.name and a.namespace == agent.namespace
+            for a in self.deps.agent_pods()
+        )
+
     async def _follow_job(self, agent: AgentPod, job: CheckpointJob) -> CheckpointJob:
         """Follows the agent's job (long polls) until it succeeds or fails."""
         checkpoint_id = job.checkpoint_id
@@ -293,7 +317,7 @@ class Checkpointer:
                     agent, checkpoint_id, wait=LONG_POLL, phase=phase
                 )
 
-            job = await self._agent_call(poll)
+            job = await self._agent_call(poll, agent)
             if job.state is JobState.running and (job.phase, job.bytes_done) == seen:
                 # Nothing changed within the long poll (or an agent without long polls
                 # answered at once): don't spin.
@@ -307,7 +331,7 @@ class Checkpointer:
             checkpoint_id = str(self.status.checkpoint_id)
             try:
                 return await self._agent_call(
-                    lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id)
+                    lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id), agent
                 )
             except NotFound:
                 self.status.agent = None
@@ -315,7 +339,8 @@ class Checkpointer:
         # The POST is idempotent by checkpoint id: a job already there is answered as is.
         destination = await self._destination()
         return await self._agent_call(
-            lambda: self.deps.agents.start_checkpoint(agent, self._agent_request(destination))
+            lambda: self.deps.agents.start_checkpoint(agent, self._agent_request(destination)),
+            agent,
         )
 
     async def _follow(self, job: CheckpointJob) -> None:
@@ -454,12 +479,17 @@ class Checkpointer:
         self.status.message = before
         return answer
 
-    async def _agent_call(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _agent_call(
+        self, call: Callable[[], Awaitable[T]], agent: AgentPod | None = None
+    ) -> T:
         """Calls an agent until it answers; `NotFound` goes to the caller, other 4xx fail the
-        checkpoint, outages wait for the deadline."""
+        checkpoint, outages wait for the deadline, unless `agent` is no longer listed
+        (`_AgentGone`: calls to a deleted pod's address would go unanswered until then)."""
 
         async def transient(exc: Exception) -> None:
             metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
+            if agent is not None and not self._agent_listed(agent):
+                raise _AgentGone(f"agent {agent.ref} is gone ({exc})") from exc
             await self._transient("AgentUnavailable", str(exc))
 
         before = self.status.message

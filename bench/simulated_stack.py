@@ -1,4 +1,8 @@
-"""The whole of ckpt on one machine: what `make demo` runs and the operator tests run against.
+"""The whole of ckpt on one machine, with pods simulated: only the operator load benchmark
+(bench/operator_load.py) uses it. It creates up to a hundred Checkpoints at once, which needs
+as many running pods; a real kubelet on a 2-core machine cannot run that many, so here the
+pods are API objects whose status this module writes. Every test and `make demo` run on the
+real local cluster (harness/cluster) instead.
 
 On a Kubernetes API (the local control plane, or any cluster reachable by kubeconfig) it
 installs the CRD and the identities and RBAC exactly as `deploy/` renders them, then starts
