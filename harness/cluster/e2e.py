@@ -112,12 +112,13 @@ def nodes(kube: Cluster) -> list[str]:
 
 
 def counter_pod(kube: Cluster, namespace: str, name: str, image: str,
-                node: str | None = None, *, wait: bool = True) -> None:
-    """A busybox counter Pod (COUNTER), Ready when this returns (unless wait=False)."""
+                node: str | None = None, *, wait: bool = True, script: str = COUNTER) -> None:
+    """A busybox counter Pod (`script`, COUNTER by default) with one container `counter`,
+    Ready when this returns (unless wait=False)."""
     spec: dict[str, Any] = {
         "containers": [{
             "name": "counter", "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", COUNTER],
+            "command": ["sh", "-c", script],
         }],
     }
     if node:
@@ -352,18 +353,7 @@ def ballast_counter_pod(kube: Cluster, namespace: str, name: str, image: str, mi
         f"( b=$(head -c {raw} /dev/urandom | base64 -w 0); echo ${{#b}} > {BALLAST_FILE}; "
         f"while true; do sleep 3600; done ) & {COUNTER}"
     )
-    spec: dict[str, Any] = {"containers": [{
-        "name": "counter", "image": image, "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c", script],
-    }]}
-    if node:
-        spec["nodeName"] = node
-    apply(kube, namespace, {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "counter"}}, "spec": spec,
-    })
-    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}",
-                 "--timeout=120s")
+    counter_pod(kube, namespace, name, image, node, script=script)
     wait_until(
         lambda: kube.kubectl("-n", namespace, "exec", name, "--", "test", "-s", BALLAST_FILE,
                              check=False).returncode == 0,
@@ -431,3 +421,43 @@ def staged(kube: Cluster, node: str, restore_uid: str, entry: str = "") -> bool:
 def restored_pods(kube: Cluster, namespace: str, restore: str) -> list[dict[str, Any]]:
     """The Pods a Restore created (its label ckpt.dev/restore-name)."""
     return items(kube, namespace, "pods", "-l", f"ckpt.dev/restore-name={restore}")
+
+
+# Run by the agent image's Python inside the node's agent pod (which mounts the node's archive
+# folder at the same path): the archive's checksum checked, its metadata, its member names and
+# the names inside each writable layer ckpt captured (capture/<container>/rootfs-diff.tar; a
+# kubelet checkpoint's own rootfs-diff.tar is in the kubelet's format), as JSON on stdout.
+_ARCHIVE_REPORT = """
+import json, sys, tarfile, zstandard
+from ckpt.agent import archive
+path = sys.argv[1]
+with open(path, "rb") as f:
+    size = archive.verify_checksum(f, sys.argv[2])
+with open(path, "rb") as f:
+    meta = archive.read_metadata(f)
+names, diff = [], {}
+with open(path, "rb") as f:
+    plain = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    with tarfile.open(fileobj=plain, mode="r|") as tar:
+        for m in tar:
+            names.append(m.name)
+            if m.name.startswith("capture/") and m.name.endswith("/rootfs-diff.tar"):
+                inner = tarfile.open(fileobj=tar.extractfile(m), mode="r|")
+                diff[m.name] = [i.name for i in inner]
+print(json.dumps({"size": size, "meta": meta.model_dump(mode="json"), "names": names,
+                  "diff": diff}))
+"""
+
+
+def verified_archive(kube: Cluster, node: str, status: dict[str, Any]) -> dict[str, Any]:
+    """A Checkpoint's node-local archive checked inside `node`'s agent pod against its status
+    (checksum and size): {"meta": ckpt.json, "names": members, "diff": {member: names}}."""
+    restore_path = str(status["restorePath"])
+    assert restore_path.startswith("file://"), f"not a node-local archive: {restore_path}"
+    report = json.loads(kube.kubectl(
+        "-n", NAMESPACE, "exec", agent_on(kube, node), "-c", "agent", "--",
+        "python3", "-c", _ARCHIVE_REPORT, restore_path.removeprefix("file://"),
+        str(status["checksum"]).removeprefix("sha256:"),
+    ).stdout)
+    assert report["size"] == status["sizeBytes"], (report["size"], status["sizeBytes"])
+    return dict(report)

@@ -33,22 +33,6 @@ from harness.controlplane import Cluster
 # minutes on a cold 2-core machine, more than the suite's default per-test timeout.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-# Run by the agent image's Python (the agent mounts the node's archive folder at the same
-# path): the archive's checksum, metadata and member names, as JSON on stdout.
-VERIFY = """
-import json, sys, tarfile, zstandard
-from ckpt.agent import archive
-path = sys.argv[1]
-with open(path, "rb") as f:
-    size = archive.verify_checksum(f, sys.argv[2])
-with open(path, "rb") as f:
-    meta = archive.read_metadata(f)
-with open(path, "rb") as f:
-    plain = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-    with tarfile.open(fileobj=plain, mode="r|") as tar:
-        names = [m.name for m in tar]
-print(json.dumps({"size": size, "meta": meta.model_dump(mode="json"), "names": names}))
-"""
 # Where the kubelet leaves its checkpoint tars on a node (the agent mounts that folder).
 KUBELET_CHECKPOINTS = "/var/lib/kubelet/checkpoints"
 # The host's uptime (CLOCK_BOOTTIME, in centiseconds, not namespaced) every 50 ms, read
@@ -84,17 +68,6 @@ def kubelet_agents(kube: Cluster, cluster_nodes: ClusterUnderTest) -> Iterator[N
         yield
 
 
-def _verify(kube: Cluster, node: str, status: dict[str, object]) -> dict[str, object]:
-    assert str(status["restorePath"]).startswith("file://"), status
-    path = str(status["restorePath"]).removeprefix("file://")
-    verified = json.loads(kube.kubectl(
-        "-n", NAMESPACE, "exec", e2e.agent_on(kube, node), "-c", "agent", "--",
-        "python3", "-c", VERIFY, path, str(status["checksum"]).removeprefix("sha256:"),
-    ).stdout)
-    assert verified["size"] == status["sizeBytes"]
-    return dict(verified)
-
-
 def test_kubelet_backend_checkpoint_of_a_real_pod_and_its_restore(
     kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str,
     location: str, kubelet_agents: None,
@@ -111,7 +84,7 @@ def test_kubelet_backend_checkpoint_of_a_real_pod_and_its_restore(
     status = e2e.checkpoint_ready(kube, namespace, "cp", "counter", storage=location)
     assert (status["nodeName"], status["agent"]) == (node, f"{NAMESPACE}/{agent}")
 
-    verified = _verify(kube, node, status)
+    verified = e2e.verified_archive(kube, node, status)
     meta = verified["meta"]
     assert isinstance(meta, dict)
     # The agent's configuration chose the backend: the kubelet dumped the container, and
@@ -189,7 +162,7 @@ def test_two_containers_of_a_pod_are_frozen_as_one_cut(
     status = e2e.checkpoint_ready(kube, namespace, "cp", "pair", storage=location)
     time.sleep(1)
 
-    verified = _verify(kube, node, status)
+    verified = e2e.verified_archive(kube, node, status)
     meta = verified["meta"]
     assert isinstance(meta, dict)
     assert meta["runtime"] == "runc"

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from harness.cluster import e2e
-from harness.cluster.deploy import NAMESPACE
 from harness.cluster.fixtures import ClusterUnderTest
 from harness.controlplane import Cluster
 
@@ -25,28 +24,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 COUNTER = (
     "echo layer > /tmp/marker; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
 )
-# Run by the agent image's Python (the agent mounts the node's archive folder at the same
-# path): the archive's checksum, its metadata and member names, as JSON on stdout.
-VERIFY = """
-import json, sys, tarfile, zstandard
-from ckpt.agent import archive
-path = sys.argv[1]
-with open(path, "rb") as f:
-    size = archive.verify_checksum(f, sys.argv[2])
-with open(path, "rb") as f:
-    meta = archive.read_metadata(f)
-names, diff = [], {}
-with open(path, "rb") as f:
-    plain = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-    with tarfile.open(fileobj=plain, mode="r|") as tar:
-        for m in tar:
-            names.append(m.name)
-            if m.name.endswith("/rootfs-diff.tar"):
-                inner = tarfile.open(fileobj=tar.extractfile(m), mode="r|")
-                diff[m.name] = [i.name for i in inner]
-print(json.dumps({"size": size, "meta": meta.model_dump(mode="json"), "names": names,
-                  "diff": diff}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +72,7 @@ def test_checkpoint_of_a_real_pod_goes_ready_with_a_verified_archive(
     assert status["checksum"].startswith("sha256:")
     assert status["storageLocation"] == node_local
 
-    path = str(status["restorePath"]).removeprefix("file://")
-    verified = json.loads(kube.kubectl(
-        "-n", NAMESPACE, "exec", e2e.agent_on(kube, node), "-c", "agent", "--",
-        "python3", "-c", VERIFY, path, status["checksum"].removeprefix("sha256:"),
-    ).stdout)
-    assert verified["size"] == status["sizeBytes"]
+    verified = e2e.verified_archive(kube, node, status)
     meta = verified["meta"]
     assert (meta["namespace"], meta["pod"], meta["node"]) == (namespace, "counter", node)
     assert meta["checkpoint_id"] == status["checkpointId"]

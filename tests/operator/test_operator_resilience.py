@@ -176,12 +176,15 @@ def test_agent_pod_deleted_in_the_middle_of_a_dump(
     assert e2e.agent_on(kube, big) != old
 
     # The operator hands the dump to the replacement once the old pod is gone, well before
-    # the Checkpoint's 120 s deadline (it used to call the dead address until then).
+    # the Checkpoint's 120 s deadline (it used to call the dead address until then). A dump
+    # already storing its last bytes may still finish on the old pod within its 1 s grace.
     ended = e2e.wait_phase(kube, namespace, "checkpoint", "agent-dies", {"Ready", "Failed"},
                            timeout=240)
     assert ended["phase"] == "Ready", ended
     assert ended["checkpointId"] == midway["checkpointId"]
-    assert ended["agent"] == f"{NAMESPACE}/{e2e.agent_on(kube, big)}"
+    if ended["agent"] != f"{NAMESPACE}/{old}":
+        assert ended["agent"] == f"{NAMESPACE}/{e2e.agent_on(kube, big)}", ended
+        assert "Retrying" in e2e.event_reasons(kube, namespace, "Checkpoint", "agent-dies")
     _one_record(kube, namespace, "agent-dies", ended)
     # Left frozen by the killed dump, the target was thawed: it counts on.
     _assert_target_running(kube, namespace)
