@@ -88,7 +88,7 @@ def _assert_restored(kube: Cluster, namespace: str, pod_name: str, node: str,
                  "--timeout=60s")
     (container,) = pod["status"]["containerStatuses"]
     assert container["restartCount"] == 0
-    time.sleep(2)
+    e2e.wait_ticks(kube, namespace, pod_name, at_least=3)
     ticks = e2e.ticks(kube, namespace, pod_name)
     # Its output goes on from the checkpointed counter: never from 1 again, and in order.
     assert ticks, "the restored Pod printed nothing"
@@ -105,8 +105,7 @@ def test_counter_restored_as_a_pod_on_the_same_node(
     kube: Cluster, cluster_nodes: ClusterUnderTest, nodes: list[str], namespace: str
 ) -> None:
     _counter_pod(kube, cluster_nodes, namespace, "counter", nodes[0])
-    time.sleep(2)
-    at_checkpoint = e2e.ticks(kube, namespace, "counter")[-1]
+    at_checkpoint = e2e.wait_ticks(kube, namespace, "counter", at_least=5)
     _checkpoint(kube, namespace, "counter-1", "counter")
 
     e2e.create_restore(kube, namespace, "back", "counter-1", podName="counter-back",
@@ -126,8 +125,7 @@ def test_counter_restored_as_a_pod_on_the_other_node(
     shared_location: str,
 ) -> None:
     _counter_pod(kube, cluster_nodes, namespace, "counter", nodes[0])
-    time.sleep(2)
-    at_checkpoint = e2e.ticks(kube, namespace, "counter")[-1]
+    at_checkpoint = e2e.wait_ticks(kube, namespace, "counter", at_least=5)
     _checkpoint(kube, namespace, "counter-1", "counter",
                 storage=shared_location)
     e2e.create_restore(kube, namespace, "moved", "counter-1", podName="counter-moved",
@@ -191,5 +189,5 @@ def test_a_plain_pod_under_the_ckpt_class_runs_normally(
     })
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/plain",
                  "--timeout=120s")
-    time.sleep(1)
+    e2e.wait_ticks(kube, namespace, "plain", at_least=1)
     assert e2e.ticks(kube, namespace, "plain")[0] == 1
