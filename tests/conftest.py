@@ -32,6 +32,38 @@ def _existing_kubeconfig(config: pytest.Config) -> Path | None:
     return None
 
 
+_DESELECTED = pytest.StashKey[list[str]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against a --kubeconfig cluster, tests marked `local_cluster` are deselected (not
+    skipped): what they need exists only on the local cluster this harness starts."""
+    if _existing_kubeconfig(config) is None:
+        return
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("local_cluster")
+        stand_in = marker.kwargs.get("unless_env") if marker else None
+        if marker is None or (stand_in and os.environ.get(stand_in)):
+            kept.append(item)
+        else:
+            dropped.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        config.stash[_DESELECTED] = [item.nodeid for item in dropped]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    dropped = config.stash.get(_DESELECTED, [])
+    if dropped:
+        terminalreporter.write_line(
+            f"{len(dropped)} test(s) need the local cluster (`make cluster`), not the "
+            f"--kubeconfig one, and were deselected: {', '.join(dropped)}"
+        )
+
+
 @pytest.fixture(scope="session")
 def kube(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     """A real kube-apiserver (RBAC on, token auth, ServiceAccount tokens) for the whole session."""

@@ -10,14 +10,13 @@ import pytest
 from harness.cluster.deploy import NAMESPACE, deploy_ckpt
 from harness.cluster.fixtures import ClusterUnderTest
 
-pytestmark = pytest.mark.e2e
+# Only the local cluster is ours to stop (--kubeconfig deselects this module).
+pytestmark = [pytest.mark.e2e, pytest.mark.local_cluster]
 
 
 def test_down_leaves_nothing_behind(cluster_nodes: ClusterUnderTest) -> None:
     local = cluster_nodes.local
-    if local is None:
-        pytest.skip("--kubeconfig names a cluster this harness did not start; it is not ours "
-                    "to stop")
+    assert local is not None, "the local cluster only (marked local_cluster)"
     state = local.state()
     assert state is not None
     baseline = dict(state["baseline"])  # type: ignore[call-overload]

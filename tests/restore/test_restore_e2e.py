@@ -47,12 +47,8 @@ def shared_location(
         with shared_s3_location(kube, tmp_path_factory.mktemp("shared-s3")) as name:
             yield name
         return
-    named = os.environ.get("CKPT_TEST_SHARED_LOCATION")
-    if not named:
-        pytest.skip("cross-node restore on a --kubeconfig cluster needs a StorageLocation "
-                    "both nodes reach (CKPT_TEST_SHARED_LOCATION); node-local archives stay "
-                    "on their node")
-    yield named
+    # The test is marked local_cluster(unless_env=...): --kubeconfig runs it only with one.
+    yield os.environ["CKPT_TEST_SHARED_LOCATION"]
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +116,9 @@ def test_counter_restored_as_a_pod_on_the_same_node(
     kube.kubectl("-n", namespace, "delete", "restore", "back", "--timeout=60s")
 
 
+# Elsewhere than on the local cluster: only with a StorageLocation both nodes reach, named by
+# CKPT_TEST_SHARED_LOCATION (node-local archives stay on their node).
+@pytest.mark.local_cluster(unless_env="CKPT_TEST_SHARED_LOCATION")
 def test_counter_restored_as_a_pod_on_the_other_node(
     kube: Cluster, cluster_nodes: ClusterUnderTest, nodes: list[str], namespace: str,
     shared_location: str,

@@ -33,7 +33,8 @@ from harness.cluster.shared_s3 import PREFIX, s3_location
 from harness.controlplane import Cluster
 from harness.s3 import SeaweedS3
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+# Needs an S3 server its pods reach, started here: --kubeconfig deselects the module.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.local_cluster]
 
 CPU_AGENTS = f"{e2e.AGENT_SELECTOR},ckpt.dev/agent-kind=cpu"
 GPU_LABEL = "nvidia.com/gpu.present"
@@ -53,8 +54,7 @@ class Store:
 
 @pytest.fixture(scope="module")
 def kube(ckpt_cluster: Cluster, cluster_nodes: ClusterUnderTest) -> Cluster:
-    if cluster_nodes.local is None:
-        pytest.skip("needs an S3 server its pods reach, started here: the local cluster only")
+    assert cluster_nodes.local is not None, "the local cluster only (marked local_cluster)"
     return ckpt_cluster
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyrage
 import pytest
-from conftest import MakeDest
 from pydantic import SecretStr
 
 from ckpt.agent.criu import CriuInfo, criu_version
@@ -23,6 +23,11 @@ from ckpt.storage import crypto
 from harness.containers import BusyboxContainer, Runc, pid_alive
 from harness.fixtures import busybox_container, criu_bin, runc_cli
 from harness.s3 import SeaweedS3
+
+if TYPE_CHECKING:
+    # The fixture's type (tests/storage/conftest.py); only for annotations, so the test
+    # module never imports a module named `conftest`, which another folder has too.
+    from conftest import MakeDest
 
 pytestmark = pytest.mark.e2e
 __all__ = ["busybox_container", "criu_bin", "runc_cli"]

@@ -8,11 +8,10 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyrage
 import pytest
-from conftest import MakeDest
 from pydantic import SecretStr
 
 from ckpt.agent import archive
@@ -23,6 +22,11 @@ from ckpt.operator.retention import delete_through_location
 from ckpt.storage import crypto, objects
 from ckpt.storage.models import Destination
 from harness.s3 import SeaweedS3
+
+if TYPE_CHECKING:
+    # The fixture's type (tests/storage/conftest.py); only for annotations, so the test
+    # module never imports a module named `conftest`, which another folder has too.
+    from conftest import MakeDest
 
 pytestmark = pytest.mark.e2e
 
