@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -76,14 +77,20 @@ def summary(namespace: str, name: str, status: CheckpointStatus) -> Table:
         ("restore path", status.restore_path),
         ("api status", status.api_status),
     ]
-    if status.timings:
-        rows.append((
-            "timings (ms)",
-            "  ".join(f"{k} {v}" for k, v in status.timings.model_dump().items()),
-        ))
-    if status.phase == Phase.Failed:
-        rows.append(("reason", status.message))
-    for key, value in rows:
-        if value not in ("", None, " / "):
-            table.add_row(key, str(value))
+    for key, value in finished_rows(rows, status.timings, status.phase == Phase.Failed,
+                                    status.message):
+        table.add_row(key, value)
     return table
+
+
+def finished_rows(rows: list[tuple[str, object]], timings: BaseModel | None, failed: bool,
+                  message: str) -> list[tuple[str, str]]:
+    """A finished resource's summary lines: `rows`, its timings, the reason of a failure;
+    lines without a value left out."""
+    rows = list(rows)
+    if timings:
+        spent = "  ".join(f"{k} {v}" for k, v in timings.model_dump().items())
+        rows.append(("timings (ms)", spent))
+    if failed:
+        rows.append(("reason", message))
+    return [(k, str(v)) for k, v in rows if v not in ("", None, " / ")]

@@ -16,6 +16,7 @@ from ckpt.operator.restore_models import (
     RestoreSpec,
     RestoreStatus,
 )
+from ckpt.user.follow import finished_rows
 from ckpt.user.resources import UserError, explain, read_status
 
 # The Restore's phases in order, for the progress display.
@@ -76,11 +77,5 @@ def restore_rows(namespace: str, name: str, status: RestoreStatus) -> list[tuple
         ("node / agent", f"{status.node_name or ''} / {status.agent or ''}"),
         ("checkpoint id", status.checkpoint_id or ""),
     ]
-    if status.timings:
-        rows.append((
-            "timings (ms)",
-            "  ".join(f"{k} {v}" for k, v in status.timings.model_dump().items()),
-        ))
-    if status.phase == RestorePhase.Failed:
-        rows.append(("reason", status.message))
-    return [(k, str(v)) for k, v in rows if v not in ("", None, " / ")]
+    return finished_rows(rows, status.timings, status.phase == RestorePhase.Failed,
+                         status.message)
