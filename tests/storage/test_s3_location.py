@@ -1,5 +1,6 @@
 """Archives in a real S3 server (SeaweedFS): streaming multipart upload, encryption, faults,
-verification before anything is unpacked, and deletion through the location."""
+verification (nothing unpacked from a modified object is left), and deletion through the
+location."""
 
 from __future__ import annotations
 
@@ -180,7 +181,7 @@ def test_wrong_credentials_are_a_clear_error(
     assert status.phase == "Available", status.message
 
 
-def test_object_modified_after_upload_is_refused_before_anything_is_unpacked(
+def test_object_modified_after_upload_is_refused_and_nothing_unpacked_is_left(
     s3: SeaweedS3, bucket: str, make_dest: MakeDest, tmp_path: Path, scratch: Path
 ) -> None:
     dest = make_dest()
@@ -192,7 +193,7 @@ def test_object_modified_after_upload_is_refused_before_anything_is_unpacked(
     with pytest.raises(ChecksumMismatch) as info:
         fetch_and_extract(objects.open_location(dest), key, digest, folder, dest)
     assert hashlib.sha256(bytes(body)).hexdigest() not in str(info.value)
-    assert list(folder.iterdir()) == [], "something was staged or unpacked"
+    assert list(folder.iterdir()) == [], "something unpacked from it was left"
 
 
 def test_operator_deletes_through_the_location_without_any_agent(

@@ -69,10 +69,11 @@ def test_encrypted_archive_is_age_ciphertext_and_round_trips(tmp_path: Path) -> 
 
     scratch = archive.make_scratch(tmp_path / "work", "job")
     assert (scratch.stat().st_mode & 0o777) == 0o700
-    staged = scratch / "archive"
-    archive.stage_verified(io.BytesIO(stored), staged, digest)
-    with staged.open("rb") as f:
-        meta = archive.extract_archive(f, scratch / "root", identities=[ident])
+    verified = archive.extract_verified(
+        io.BytesIO(stored), scratch / "root", digest, identities=[ident]
+    )
+    meta = verified.metadata
+    assert verified.size == len(stored)
     assert meta.containers[0].name == "app" and meta.format == archive.FORMAT_VERSION
     restored = scratch / "root" / "containers" / "app" / "pages-1.img"
     assert restored.read_bytes() == (d.images_dir / "pages-1.img").read_bytes()  # type: ignore[operator]
@@ -110,27 +111,59 @@ def test_identity_secret_parsing_never_echoes_key_material() -> None:
     assert secret_looking not in str(info.value)
 
 
-# ---------------------------------------------------------------- verify, then unpack, capped
+# ------------------------------------------------------- unpack while hashing, capped
 
 
-def test_mismatch_stages_nothing_and_names_no_hash_or_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["zstd frame", "last byte", "appended"])
+def test_mismatch_leaves_nothing_and_names_no_hash_or_path(tmp_path: Path, where: str) -> None:
     stored, digest, _ = _write(_images(tmp_path))
     tampered = bytearray(stored)
-    tampered[-100] ^= 0xFF
+    if where == "zstd frame":
+        tampered[len(tampered) // 2] ^= 0xFF  # zstd's own checksum fails first
+    elif where == "last byte":
+        tampered[-1] ^= 0xFF
+    else:
+        tampered += b"\0" * 4096  # after the end of the tar and of the zstd frame
     scratch = archive.make_scratch(tmp_path / "work", "job")
     with pytest.raises(archive.ChecksumError) as info:
-        archive.stage_verified(io.BytesIO(bytes(tampered)), scratch / "archive", digest)
+        archive.extract_verified(io.BytesIO(bytes(tampered)), scratch / "root", digest)
     actual = hashlib.sha256(bytes(tampered)).hexdigest()
     assert actual not in str(info.value) and str(tmp_path) not in str(info.value)
-    assert list(scratch.iterdir()) == [], "a mismatching archive was left in the scratch"
+    assert list(scratch.iterdir()) == [], "files of a mismatching archive were left"
 
 
-def test_stage_refuses_a_source_larger_than_allowed(tmp_path: Path) -> None:
+def test_a_damaged_archive_with_its_recorded_checksum_is_a_bad_archive(tmp_path: Path) -> None:
+    stored, _, _ = _write(_images(tmp_path))
+    damaged = bytearray(stored)
+    damaged[len(damaged) // 2] ^= 0xFF
+    digest = hashlib.sha256(bytes(damaged)).hexdigest()  # recorded after the damage
+    dest = tmp_path / "root"
+    with pytest.raises(archive.ArchiveError, match="zstd") as info:
+        archive.extract_verified(io.BytesIO(bytes(damaged)), dest, digest)
+    assert not isinstance(info.value, archive.ChecksumError)
+    assert not dest.exists()
+
+
+def test_refuses_a_source_larger_than_allowed(tmp_path: Path) -> None:
     stored, digest, _ = _write(_images(tmp_path))
-    scratch = archive.make_scratch(tmp_path / "work", "job")
+    dest = tmp_path / "root"
+    limits = archive.ExtractLimits(max_bytes=1000)
     with pytest.raises(archive.LimitExceeded):
-        archive.stage_verified(io.BytesIO(stored), scratch / "archive", digest, max_bytes=1000)
-    assert list(scratch.iterdir()) == []
+        archive.extract_verified(io.BytesIO(stored), dest, digest, limits=limits)
+    assert not dest.exists()
+
+
+def test_the_unpacked_files_and_their_modes_survive_the_one_pass(tmp_path: Path) -> None:
+    d = _images(tmp_path)
+    assert d.images_dir is not None
+    (d.images_dir / "inventory.img").chmod(0o600)
+    stored, digest, _ = _write(d)
+    dest = tmp_path / "root"
+    archive.extract_verified(io.BytesIO(stored), dest, digest)
+    for src in d.images_dir.iterdir():
+        out = dest / "containers" / "app" / src.name
+        assert out.read_bytes() == src.read_bytes()
+        assert out.stat().st_mode & 0o7777 == src.stat().st_mode & 0o777
 
 
 def _bomb(tmp_path: Path, size: int) -> bytes:

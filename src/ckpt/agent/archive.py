@@ -6,11 +6,17 @@ when the location lists recipients, hashed and handed to the store writer; no se
 lands on disk. The checksum is the sha256 of the stored bytes (the ciphertext when encrypted),
 so a restore can verify what it fetched before it decrypts or unpacks anything.
 
-Reading (``stage_verified`` then ``extract_archive``): the stored bytes are copied into a
-private scratch file while hashed, and compared with the expected checksum; only a verified
-file is decrypted and unpacked, with caps on the bytes and members it may produce (a 6.5 KB
-zstd bomb once became 200 MB on disk before a late checksum verdict). Errors name neither the
-host paths nor the hash actually found, so an agent cannot be used as an oracle for host files.
+Reading (``extract_verified``): one pass hashes the stored bytes and unpacks them into a
+private folder the caller renames into place only after the checksum matched; on a mismatch
+or any error the folder is emptied, so nothing unverified is ever used. The bytes unpacked are
+the bytes hashed (one stream, no second read to race with a writer), and until the verdict they
+are treated as hostile: safe names only, no links or devices, no file opened through a link,
+caps on members and on bytes written (a 6.5 KB zstd bomb once became 200 MB on disk before a
+late checksum verdict; the caps stop it at the space the node can spare). An earlier design
+copied the archive into a scratch file first and unpacked it from there: the archive was
+written twice, and staging took 2.9x the time of a plain `tar -x` at 1 GiB. Errors name
+neither the host paths nor the hash actually found, so an agent cannot be used as an oracle
+for host files.
 
 Layout: ``ckpt.json`` (``ArchiveMetadata``, first member), then ``containers/<name>/...``.
 """
@@ -26,16 +32,17 @@ import queue
 import shutil
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Final, Literal, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Final, Literal, Protocol, cast, runtime_checkable
 
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ckpt.agent.runtimes.base import DumpedContainer
-from ckpt.storage import crypto
+from ckpt.storage import crypto, pipes
 
 FORMAT_VERSION: Final = 1
 METADATA_NAME = "ckpt.json"
@@ -372,13 +379,19 @@ def _compare(expected: str, actual: str) -> None:
 
 
 class _HashingReader(io.RawIOBase):
-    """Reads the source, hashing and counting; stops on cancellation."""
+    """Reads the source, hashing and counting; stops on cancellation and past `max_bytes`."""
 
-    def __init__(self, src: BinaryIO, cancel: threading.Event | None) -> None:
+    def __init__(
+        self, src: BinaryIO, cancel: threading.Event | None, max_bytes: int | None = None
+    ) -> None:
         self.src = src
         self.sha = hashlib.sha256()
         self.size = 0
         self.cancel = cancel
+        self.max_bytes = max_bytes
+        # Time spent waiting for the source and hashing: how a one-pass staging splits.
+        self.read_s = 0.0
+        self.hash_s = 0.0
 
     def readable(self) -> bool:
         return True
@@ -386,12 +399,25 @@ class _HashingReader(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled while reading the archive")
+        t0 = time.perf_counter()
         data = self.src.read(len(b))
+        t1 = time.perf_counter()
         n = len(data)
         memoryview(b)[:n] = data
         self.sha.update(data)
+        self.read_s += t1 - t0
+        self.hash_s += time.perf_counter() - t1
         self.size += n
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise LimitExceeded("the stored archive is larger than this node can stage")
         return n
+
+    def drain(self) -> None:
+        """Reads (and hashes) whatever follows the end of the tar: the checksum covers the
+        whole stored object, not only the part the tar reader needed."""
+        buf = bytearray(CHUNK)
+        while self.readinto(buf):
+            pass
 
 
 def verify_checksum(
@@ -399,9 +425,7 @@ def verify_checksum(
 ) -> int:
     """Hash the whole stored archive and compare; returns its size."""
     reader = _HashingReader(src, cancel)
-    buf = bytearray(CHUNK)
-    while reader.readinto(buf):
-        pass
+    reader.drain()
     _compare(expected_sha256, reader.sha.hexdigest())
     return reader.size
 
@@ -413,40 +437,6 @@ def make_scratch(parent: Path, name: str) -> Path:
     path.mkdir(mode=0o700)
     path.chmod(0o700)  # mkdir's mode is filtered by the umask
     return path
-
-
-def stage_verified(
-    src: BinaryIO,
-    dest: Path,
-    expected_sha256: str,
-    *,
-    max_bytes: int | None = None,
-    cancel: threading.Event | None = None,
-) -> int:
-    """Copy the stored archive into ``dest`` (a new 0600 file in a private folder) while
-    hashing it; returns its size. On a mismatch, an oversize source or any failure the file
-    is removed and nothing else was written."""
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    sha = hashlib.sha256()
-    size = 0
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as out:
-            while True:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled while fetching the archive")
-                chunk = src.read(CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise LimitExceeded("the stored archive is larger than this node can stage")
-                sha.update(chunk)
-                out.write(chunk)
-        _compare(expected_sha256, sha.hexdigest())
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
-    return size
 
 
 @runtime_checkable
@@ -476,14 +466,62 @@ def _plaintext(
     return buffered, lambda: None
 
 
+class _Forward(io.RawIOBase):
+    """A stream that seeks forward only, by reading: what tarfile's seekable mode needs.
+
+    tarfile's stream mode ("r|") copies every block through its own buffer several times
+    (6.3 s against 2.2 s of plain zstd decompression for 1 GiB of pages, measured); its
+    seekable mode reads headers straight from the file and only ever seeks forward while
+    members are read in order, so a forward-only stream is enough.
+    """
+
+    def __init__(self, src: Any) -> None:
+        self.src = src
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n: int = self.src.readinto(b)
+        self.pos += n
+        return n
+
+    def read(self, size: int = -1, /) -> bytes:
+        data: bytes = self.src.read(size)
+        self.pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.pos
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("seeks only forward from the start or current spot")
+        if offset < self.pos:
+            raise io.UnsupportedOperation(f"cannot seek back from {self.pos} to {offset}")
+        while self.pos < offset:
+            if not self.read(min(CHUNK, offset - self.pos)):
+                break
+        return self.pos
+
+
 @contextlib.contextmanager
 def _tar_stream(src: Any) -> Iterator[tarfile.TarFile]:
     stream: Any = src if hasattr(src, "peek") else io.BufferedReader(src, buffer_size=CHUNK)
     if stream.peek(4)[:4] == ZSTD_MAGIC:
         dctx = zstandard.ZstdDecompressor()
         stream = dctx.stream_reader(stream, read_size=CHUNK, read_across_frames=True)
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
-        yield tar
+    # Reading, hashing and decompressing in one thread, parsing and writing files in the
+    # caller's: both release the GIL for most of their time, so each gets a core.
+    ahead = pipes.ReadAhead(stream, CHUNK, name="archive-read")
+    try:
+        with tarfile.open(fileobj=_Forward(ahead), mode="r:") as tar:
+            yield tar
+    finally:
+        ahead.close()
 
 
 def _read_metadata_member(tar: tarfile.TarFile) -> ArchiveMetadata:
@@ -499,6 +537,60 @@ def _read_metadata_member(tar: tarfile.TarFile) -> ArchiveMetadata:
     return parse_metadata(f.read(METADATA_MAX_BYTES + 1))
 
 
+@dataclass(frozen=True)
+class Verified:
+    """What `extract_verified` unpacked: the metadata, the stored size, and how long its
+    reading thread waited for the source and spent hashing (the rest of the pass is
+    decompressing, decrypting and writing files, overlapping with both)."""
+
+    metadata: ArchiveMetadata
+    size: int
+    read_s: float
+    hash_s: float
+
+
+def extract_verified(
+    src: BinaryIO,
+    dest: Path,
+    expected_sha256: str,
+    *,
+    identities: Sequence[Any] = (),
+    limits: ExtractLimits | None = None,
+    cancel: threading.Event | None = None,
+) -> Verified:
+    """Unpack the stored archive ``src`` into ``dest`` (a new folder in a private one) while
+    hashing the stored bytes, then compare with ``expected_sha256``. On a mismatch, an
+    oversize source or any failure, ``dest`` is removed: callers act on nothing in it before
+    this returns."""
+    limits = limits or ExtractLimits()
+    dest.mkdir(mode=0o700)
+    # The stored bytes count against the same budget as what they unpack to.
+    hashing = _HashingReader(src, cancel, max_bytes=limits.max_bytes)
+    try:
+        try:
+            metadata = extract_archive(
+                cast(BinaryIO, hashing), dest, identities=identities, limits=limits,
+                cancel=cancel,
+            )
+        except ArchiveError as exc:
+            if isinstance(exc, Cancelled):
+                raise
+            # A tampered archive usually breaks zstd, age or tar before its end: if the
+            # stored bytes are not the recorded ones, that is the error to report.
+            try:
+                hashing.drain()
+            except ArchiveError:
+                raise exc from None
+            _compare(expected_sha256, hashing.sha.hexdigest())
+            raise
+        hashing.drain()
+        _compare(expected_sha256, hashing.sha.hexdigest())
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return Verified(metadata, hashing.size, hashing.read_s, hashing.hash_s)
+
+
 def extract_archive(
     src: BinaryIO,
     dest: Path,
@@ -507,24 +599,25 @@ def extract_archive(
     limits: ExtractLimits | None = None,
     cancel: threading.Event | None = None,
 ) -> ArchiveMetadata:
-    """Unpack a *verified* archive (see ``stage_verified``) into ``dest``: regular files and
-    folders under safe names only, within ``limits``. Decrypts age ciphertext with
-    ``identities``. On any failure everything unpacked is removed."""
+    """Unpack an archive into ``dest``: regular files and folders under safe names only,
+    within ``limits``. Decrypts age ciphertext with ``identities``. On any failure
+    everything unpacked is removed. Whether the bytes are the recorded ones is
+    ``extract_verified``'s question."""
     limits = limits or ExtractLimits()
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     budget = _Budget(limits)
+    buf = memoryview(bytearray(CHUNK))
     close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once decryption starts
     try:
         plain, close = _plaintext(src, identities)
         with _tar_stream(plain) as tar:
             metadata = _read_metadata_member(tar)
-            # next(), not iteration: iterating a stream-mode TarFile starts again at the
-            # first member, which was consumed already.
+            # next(), not iteration: iteration reads every header first.
             while (member := tar.next()) is not None:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled while unpacking the archive")
                 budget.member(member)
-                _extract_member(tar, member, dest, budget)
+                _extract_member(tar, member, dest, budget, buf)
     except (zstandard.ZstdError, tarfile.TarError) as exc:
         _empty(dest)
         kind = "zstd" if isinstance(exc, zstandard.ZstdError) else "tar"
@@ -565,28 +658,43 @@ class _Budget:
 
 
 def _extract_member(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget: _Budget
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    dest: Path,
+    budget: _Budget,
+    buf: memoryview,
 ) -> None:
     name = _safe_name(member.name)
     target = dest / name
     if member.isdir():
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
         return
-    if not member.isfile():
+    if not member.isfile() or member.issparse():
         raise ArchiveError(f"unsupported member type in {member.name!r}")
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    f = tar.extractfile(member)
-    assert f is not None
+    # Straight from the archive stream (at the member's data after its header): extractfile's
+    # buffered reader would copy every chunk once more.
+    stream = cast(_Forward, tar.fileobj)  # what _tar_stream opened the tar on
+    stream.seek(member.offset_data)
     # O_NOFOLLOW|O_EXCL: a member can neither write through a symlink nor replace a file.
     fd = os.open(
         target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
     )
-    with os.fdopen(fd, "wb") as out:
-        while chunk := f.read(CHUNK):
-            budget.wrote(len(chunk))
-            out.write(chunk)
-    # No setuid/setgid/sticky bits from an archive; the scratch folder above is 0700.
-    target.chmod(member.mode & 0o777)
+    try:
+        left = member.size
+        while left:
+            n = stream.readinto(buf[: min(left, len(buf))])
+            if not n:
+                raise ArchiveError(f"the archive ends inside {member.name!r}")
+            budget.wrote(n)
+            view = buf[:n]
+            while view:
+                view = view[os.write(fd, view):]
+            left -= n
+        # No setuid/setgid/sticky bits from an archive; the scratch folder above is 0700.
+        os.fchmod(fd, member.mode & 0o777)
+    finally:
+        os.close(fd)
 
 
 def read_metadata(src: BinaryIO, identities: Sequence[Any] = ()) -> ArchiveMetadata:

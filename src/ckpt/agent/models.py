@@ -139,9 +139,10 @@ class StageRequest(BaseModel):
 
 
 class StageTimings(BaseModel):
-    """Milliseconds: fetch (copy into the node's private scratch; the bytes are hashed as
-    they land), verify (the checksum comparison: 0 while it rides on the fetch), extract
-    (decrypt, unpack, lay out for the wrapper)."""
+    """Milliseconds. Staging reads, hashes and unpacks the archive in one pass, its stages
+    overlapping in two threads: fetch is the time that pass waited for the store, verify the
+    time it spent hashing, extract the rest of its wall time (decrypting, decompressing,
+    writing files) plus laying the files out for the wrapper; together about total."""
 
     fetch: int = 0
     verify: int = 0

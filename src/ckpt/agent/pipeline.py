@@ -541,27 +541,19 @@ def fetch_and_extract(
     dest: Destination,
     cancel: threading.Event | None = None,
 ) -> archive.ArchiveMetadata:
-    """Fetch ``key`` into ``scratch/archive`` while hashing it, compare with the expected
-    sha256, then decrypt (age, with the destination's identities) and unpack into
-    ``scratch/root`` within the free space of the scratch filesystem. ``scratch`` must be a
-    private folder (``archive.make_scratch``); on any failure it is left empty of archive
-    data. Raises PipelineError (ChecksumMismatch for a mismatch) with a message that names
-    no host path."""
-    staged = scratch / "archive"
-    root = scratch / "root"
+    """Fetch ``key``, hashing it while it is decrypted (age, with the destination's
+    identities) and unpacked into ``scratch/root`` within the free space of the scratch
+    filesystem, and compare with the expected sha256. ``scratch`` must be a private folder
+    (``archive.make_scratch``); on any failure it is left empty of archive data. Raises
+    PipelineError (ChecksumMismatch for a mismatch) with a message that names no host path."""
     try:
         limits = archive.ExtractLimits.for_folder(scratch)
-        with store.open_read(key) as src:
-            archive.stage_verified(
-                src, staged, expected_sha256, max_bytes=limits.max_bytes, cancel=cancel
-            )
         identities = crypto.parse_identities([i.get_secret_value() for i in dest.identities])
-        # Recomputed: the staged copy now takes part of the space.
-        limits = archive.ExtractLimits.for_folder(scratch)
-        with staged.open("rb") as f:
-            metadata = archive.extract_archive(
-                f, root, identities=identities, limits=limits, cancel=cancel
-            )
+        with store.open_read(key) as src:
+            return archive.extract_verified(
+                src, scratch / "root", expected_sha256, identities=identities, limits=limits,
+                cancel=cancel,
+            ).metadata
     except ObjectNotFound as exc:
         raise PipelineError(f"archive not found: {exc}") from exc
     except archive.ChecksumError as exc:
@@ -572,9 +564,6 @@ def fetch_and_extract(
         raise PipelineError(f"fetching the archive failed: {exc}") from exc
     except (archive.ArchiveError, crypto.CryptoError) as exc:
         raise PipelineError(f"bad archive: {exc}") from exc
-    finally:
-        staged.unlink(missing_ok=True)
-    return metadata
 
 
 def _recorded_bundle(entry: archive.ContainerEntry) -> Path | None:

@@ -102,42 +102,34 @@ def stage_archive(
             key = store.key_of(request.source)
         except StorageError as exc:
             raise StagingError("bad_source", str(exc)) from exc
-        fetched = partial / ".archive-file"
         extracted = partial / ".archive"
         progress("fetching")
         t = time.monotonic()
-        limits = archive.ExtractLimits.for_folder(partial)
         try:
+            identities = crypto.parse_identities([i.get_secret_value() for i in dest.identities])
             with store.open_read(key) as src:
-                size = archive.stage_verified(
-                    src, fetched, request.checksum.removeprefix("sha256:"),
-                    max_bytes=limits.max_bytes, cancel=cancel,
+                verified = archive.extract_verified(
+                    src, extracted, request.checksum.removeprefix("sha256:"),
+                    identities=identities, limits=archive.ExtractLimits.for_folder(partial),
+                    cancel=cancel,
                 )
         except ObjectNotFound as exc:
             raise StagingError("not_found", f"archive not found: {exc}") from exc
         except archive.ChecksumError as exc:
             raise StagingError("checksum_mismatch", str(exc)) from exc
-        except StorageError as exc:
-            raise StagingError("fetch_failed", f"fetching the archive failed: {exc}") from exc
-        except archive.ArchiveError as exc:
-            raise StagingError("bad_archive", f"bad archive: {exc}") from exc
-        timings.fetch = _ms(t)
-        _check(cancel)
-        progress("extracting")
-        t = time.monotonic()
-        try:
-            identities = crypto.parse_identities([i.get_secret_value() for i in dest.identities])
-            with fetched.open("rb") as f:
-                metadata = archive.extract_archive(
-                    f, extracted, identities=identities,
-                    limits=archive.ExtractLimits.for_folder(partial), cancel=cancel,
-                )
         except archive.Cancelled as exc:
             raise _Cancelled() from exc
+        except StorageError as exc:
+            raise StagingError("fetch_failed", f"fetching the archive failed: {exc}") from exc
         except (archive.ArchiveError, crypto.CryptoError) as exc:
             raise StagingError("bad_archive", f"bad archive: {exc}") from exc
-        finally:
-            fetched.unlink(missing_ok=True)
+        one_pass = time.monotonic() - t
+        metadata, size = verified.metadata, verified.size
+        timings.fetch = round(verified.read_s * 1000)
+        timings.verify = round(verified.hash_s * 1000)
+        _check(cancel)
+        progress("extracting")
+        t = time.monotonic() - max(0.0, one_pass - verified.read_s - verified.hash_s)
         containers = _lay_out(metadata, extracted, partial, cancel)
         gpu = bool(metadata.cuda_pids)
         emptydirs = _emptydirs(metadata, extracted, partial)

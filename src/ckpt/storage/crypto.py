@@ -17,44 +17,13 @@ from typing import Any
 
 import pyrage
 
+from ckpt.storage.pipes import Aborted, QueueReader, QueueSink
+
 AGE_MAGIC = b"age-encryption.org/v1\n"
-_QUEUE_CHUNKS = 8
 
 
 class CryptoError(Exception):
     """Encryption or decryption failed; the message names no key material."""
-
-
-class _Aborted(Exception):
-    """The producing side gave up; ends the pyrage call in the worker thread."""
-
-
-class _QueueReader(io.RawIOBase):
-    """The read end of an in-memory pipe: chunks put by one thread, read by another."""
-
-    def __init__(self) -> None:
-        self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(_QUEUE_CHUNKS)
-        self._buf = memoryview(b"")
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            if self._eof:
-                return 0
-            item = self.chunks.get()
-            if item is None:
-                self._eof = True
-                return 0
-            if isinstance(item, BaseException):
-                raise item
-            self._buf = memoryview(item)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
 
 
 class EncryptingWriter(io.RawIOBase):
@@ -69,7 +38,7 @@ class EncryptingWriter(io.RawIOBase):
         if not self._recipients:
             raise CryptoError("no recipients")
         self._out = out
-        self._pipe = _QueueReader()
+        self._pipe = QueueReader()
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="age-encrypt", daemon=True)
@@ -121,7 +90,7 @@ class EncryptingWriter(io.RawIOBase):
         if self._closed:
             return
         self._closed = True
-        self._put(_Aborted())
+        self._put(Aborted())
         self._thread.join()
 
     def close(self) -> None:
@@ -162,16 +131,16 @@ class DecryptingReader(io.RawIOBase):
             )
         self._src = src
         self._identities = list(identities)
-        self._pipe = _QueueReader()
+        self._pipe = QueueReader()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="age-decrypt", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        sink = _QueueSink(self._pipe, self._stop)
+        sink = QueueSink(self._pipe, self._stop)
         try:
             pyrage.decrypt_io(self._src, sink, self._identities)
-        except _Aborted:
+        except Aborted:
             return
         except BaseException as exc:
             sink.put(CryptoError(_decrypt_message(exc)))
@@ -187,38 +156,8 @@ class DecryptingReader(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._stop.set()
-            # Unblock a worker waiting on the full queue, then let it end.
-            while self._thread.is_alive():
-                try:
-                    self._pipe.chunks.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-            self._thread.join()
+            self._pipe.discard_until_stopped(self._thread)
         super().close()
-
-
-class _QueueSink(io.RawIOBase):
-    def __init__(self, pipe: _QueueReader, stop: threading.Event) -> None:
-        self._pipe = pipe
-        self._stop = stop
-
-    def writable(self) -> bool:
-        return True
-
-    def put(self, item: bytes | BaseException | None) -> None:
-        while not self._stop.is_set():
-            try:
-                self._pipe.chunks.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise _Aborted()
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        if chunk:
-            self.put(chunk)
-        return len(chunk)
 
 
 def _decrypt_message(exc: BaseException) -> str:
