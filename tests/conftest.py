@@ -35,9 +35,26 @@ def _existing_kubeconfig(config: pytest.Config) -> Path | None:
 _DESELECTED = pytest.StashKey[list[str]]()
 
 
+# Stops the local cluster: runs after every other test, so that a cluster this session
+# started need not be brought back (its start and deploy take more than a minute).
+CLUSTER_DOWN_TEST = "tests/cluster/test_cluster_down.py"
+
+
+# Before xdist's own hook, which reads the groups.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Against a --kubeconfig cluster, tests marked `local_cluster` are deselected (not
-    skipped): what they need exists only on the local cluster this harness starts."""
+    """test_cluster_down goes last. Under `pytest -n N --dist loadgroup` (`make test`), every
+    test that needs the cluster with real nodes runs in one worker, in order (they share
+    one cluster and some reconfigure or stop it), and the others by module (module fixtures
+    start their servers once). Against a --kubeconfig cluster, tests marked `local_cluster`
+    are deselected (not skipped): what they need exists only on the local cluster this
+    harness starts."""
+    items.sort(key=lambda item: item.nodeid.startswith(CLUSTER_DOWN_TEST))  # stable
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            uses_cluster = "cluster_nodes" in getattr(item, "fixturenames", ())
+            group = "cluster" if uses_cluster else item.nodeid.split("::", 1)[0]
+            item.add_marker(pytest.mark.xdist_group(group))
     if _existing_kubeconfig(config) is None:
         return
     kept, dropped = [], []

@@ -65,7 +65,7 @@ from harness.controlplane import (
     free_port,
     kubectl_binary,
 )
-from harness.s3 import weed_binary
+from harness.s3 import STOP_GRACE, weed_binary
 from harness.tools import REPO_ROOT, controlplane_binaries, criu_binary, run_tool
 
 DEFAULT_WORKDIR = REPO_ROOT / ".cache" / "cluster"
@@ -450,7 +450,7 @@ class LocalKubeCluster:
             node.stop({k.split("/", 1)[1]: r for k, r in records.items()
                        if k.startswith(f"{spec.name}/")})
         if OBJECT_STORE_PROCESS in records:
-            host.stop_process(records[OBJECT_STORE_PROCESS])
+            host.stop_process(records[OBJECT_STORE_PROCESS], grace=STOP_GRACE)
         if "kube-proxy" in records:
             host.stop_process(records["kube-proxy"])
             kube = dict(state.get("binaries", {})).get("kubernetes")  # type: ignore[call-overload]

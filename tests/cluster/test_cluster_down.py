@@ -44,7 +44,9 @@ def test_down_leaves_nothing_behind(cluster_nodes: ClusterUnderTest) -> None:
         assert local.leftovers(baseline) == []
         assert not local.running()
     finally:
-        # Later tests of the session use the cluster again: bring it back as it was.
-        cluster_nodes.kube = local.up(nodes=nodes)
-        if deployed:
-            deploy_ckpt(local)
+        # The session's last test (tests/conftest.py orders it so): a cluster the session
+        # started stays down; a developer's `make cluster` is brought back as it was.
+        if not cluster_nodes.started_here:
+            cluster_nodes.kube = local.up(nodes=nodes)
+            if deployed:
+                deploy_ckpt(local)

@@ -68,8 +68,10 @@ class RestoreSpec(_CamelModel):
 
 
 class RestoreTimings(BaseModel):
-    """Milliseconds: fetch the archive, verify its checksum, extract it (the agent's staging),
-    restore (Pod created until Running), and the total from the Restore's start."""
+    """Milliseconds. The agent's staging streams the archive once, hashing it as it unpacks:
+    fetch is the time it waited for the store, verify the time it spent hashing, extract the
+    rest (decrypting, decompressing, writing and laying out the files). Then restore (Pod
+    created until Running), and the total from the Restore's start."""
 
     fetch: int = 0
     verify: int = 0
