@@ -45,12 +45,12 @@ tools: deps
 		tools/$$tool/build.sh >/dev/null || exit 1; done
 	tools/images/build.sh >/dev/null
 
-# Two workers: the tests of the local cluster in one (in order: they share one cluster, and
-# the last one stops it), every other module in the other; most of the cluster tests' time
-# is spent waiting on pods, which the other worker fills.
+# Two workers (pytest-xdist; tests/conftest.py schedules): the tests of the local cluster in
+# one, in order (they share one cluster, and the last one stops it), every other module in
+# the other; most of the cluster tests' time is spent waiting on pods.
 test: setup tools
 	cd cmd/ckpt-runc && go test ./...
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2
 
 # Everything but the tests marked e2e: no root, runc, CRIU, cluster or PostgreSQL.
 test-fast: setup

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,26 +36,46 @@ def _existing_kubeconfig(config: pytest.Config) -> Path | None:
 _DESELECTED = pytest.StashKey[list[str]]()
 
 
-# Stops the local cluster: runs after every other test, so that a cluster this session
-# started need not be brought back (its start and deploy take more than a minute).
-CLUSTER_DOWN_TEST = "tests/cluster/test_cluster_down.py"
+# The modules whose tests use the local cluster with nodes (the `cluster_nodes` fixture).
+# Under `pytest -n N` (`make test`) they form one unit of work, run by one worker in order:
+# they share one cluster, some reconfigure ckpt on it, and the last one stops it.
+# pytest_collection_modifyitems refuses a cluster test in a module missing here.
+CLUSTER_MODULES = frozenset({
+    "tests/cluster/test_backends_e2e.py",
+    "tests/cluster/test_checkpoint_e2e.py",
+    "tests/cluster/test_cluster_e2e.py",
+    "tests/operator/test_cli.py",
+    "tests/operator/test_operator_flow.py",
+    "tests/operator/test_operator_resilience.py",
+    "tests/restore/test_restore_e2e.py",
+    "tests/restore/test_restore_faults.py",
+    "tests/restore/test_restore_pod_shapes.py",
+    "tests/security/test_cluster_attacks.py",
+    "tests/storage/test_cluster_storage.py",
+    # Stops the cluster: the last test, so that a cluster this session started need not be
+    # brought back (its start and deploy take more than a minute).
+    "tests/cluster/test_cluster_down.py",
+})
+CLUSTER_DOWN_MODULE = "tests/cluster/test_cluster_down.py"
 
 
-# Before xdist's own hook, which reads the groups.
-@pytest.hookimpl(tryfirst=True)
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """test_cluster_down goes last. Under `pytest -n N --dist loadgroup` (`make test`), every
-    test that needs the cluster with real nodes runs in one worker, in order (they share
-    one cluster and some reconfigure or stop it), and the others by module (module fixtures
-    start their servers once). Against a --kubeconfig cluster, tests marked `local_cluster`
-    are deselected (not skipped): what they need exists only on the local cluster this
-    harness starts."""
-    items.sort(key=lambda item: item.nodeid.startswith(CLUSTER_DOWN_TEST))  # stable
-    if config.pluginmanager.hasplugin("xdist"):
-        for item in items:
-            uses_cluster = "cluster_nodes" in getattr(item, "fixturenames", ())
-            group = "cluster" if uses_cluster else item.nodeid.split("::", 1)[0]
-            item.add_marker(pytest.mark.xdist_group(group))
+    """The cluster's tests first (the longest unit of work starts at once), test_cluster_down
+    last. Against a --kubeconfig cluster, tests marked `local_cluster` are deselected (not
+    skipped): what they need exists only on the local cluster this harness starts."""
+    for item in items:
+        if ("cluster_nodes" in getattr(item, "fixturenames", ())
+                and _module(item.nodeid) not in CLUSTER_MODULES):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses the local cluster: add its module to CLUSTER_MODULES in "
+                "tests/conftest.py, so that `pytest -n` runs it in the cluster's worker"
+            )
+    items.sort(key=lambda item: (_module(item.nodeid) not in CLUSTER_MODULES,
+                                 _module(item.nodeid) == CLUSTER_DOWN_MODULE))  # stable
     if _existing_kubeconfig(config) is None:
         return
     kept, dropped = [], []
@@ -79,6 +100,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
             f"{len(dropped)} test(s) need the local cluster (`make cluster`), not the "
             f"--kubeconfig one, and were deselected: {', '.join(dropped)}"
         )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `pytest -n N`: every module is a unit of work for one worker (module fixtures
+    start their servers once), and the cluster's modules are one unit together, in
+    collection order (the order above: it starts first, and test_cluster_down ends it)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndTheCluster(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return "local-cluster" if module in CLUSTER_MODULES else module
+
+    # Units in collection order, not largest first.
+    config.option.loadscopereorder = False
+    return ModulesAndTheCluster(config, log)
 
 
 @pytest.fixture(scope="session")
