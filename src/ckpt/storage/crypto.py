@@ -17,7 +17,7 @@ from typing import Any
 
 import pyrage
 
-from ckpt.storage.pipes import Aborted, QueueReader, QueueSink
+from ckpt.storage.pipes import Aborted, QueueReader, QueueSink, ThreadedReader
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 
@@ -116,7 +116,7 @@ def parse_identities(texts: Sequence[str]) -> list[Any]:
     return identities
 
 
-class DecryptingReader(io.RawIOBase):
+class DecryptingReader(ThreadedReader):
     """Plaintext read from an age ciphertext source, decrypted in a worker thread.
 
     Fails with CryptoError on a wrong or missing identity (before any plaintext comes out)
@@ -131,33 +131,13 @@ class DecryptingReader(io.RawIOBase):
             )
         self._src = src
         self._identities = list(identities)
-        self._pipe = QueueReader()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="age-decrypt", daemon=True)
-        self._thread.start()
+        super().__init__("age-decrypt")
 
-    def _run(self) -> None:
-        sink = QueueSink(self._pipe, self._stop)
-        try:
-            pyrage.decrypt_io(self._src, sink, self._identities)
-        except Aborted:
-            return
-        except BaseException as exc:
-            sink.put(CryptoError(_decrypt_message(exc)))
-            return
-        sink.put(None)
+    def produce(self, sink: QueueSink) -> None:
+        pyrage.decrypt_io(self._src, sink, self._identities)
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        return self._pipe.readinto(b)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._stop.set()
-            self._pipe.discard_until_stopped(self._thread)
-        super().close()
+    def failure(self, exc: BaseException) -> BaseException:
+        return CryptoError(_decrypt_message(exc))
 
 
 def _decrypt_message(exc: BaseException) -> str:

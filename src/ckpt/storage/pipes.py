@@ -84,33 +84,34 @@ class QueueSink(io.RawIOBase):
         return len(chunk)
 
 
-class ReadAhead(io.RawIOBase):
-    """Reads `src` in a thread of its own, `chunk` bytes at a time, a few chunks ahead of the
-    reader. `close` stops the thread (always call it: the source is not safe to touch until
-    it returns)."""
+class ThreadedReader(io.RawIOBase):
+    """The read end of a pipe whose producer, `produce`, runs in a thread of its own. A
+    failure of the producer is raised in the reading thread (as `failure` maps it). `close`
+    stops the thread (always call it: the producer's source is not safe to touch until it
+    returns)."""
 
-    def __init__(self, src: Any, chunk: int, name: str = "read-ahead") -> None:
-        self._src = src
-        self._chunk = chunk
+    def __init__(self, name: str) -> None:
         self._pipe = QueueReader()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    def produce(self, sink: QueueSink) -> None:
+        raise NotImplementedError
+
+    def failure(self, exc: BaseException) -> BaseException:
+        return exc
+
     def _run(self) -> None:
         sink = QueueSink(self._pipe, self._stop)
         try:
-            while data := self._src.read(self._chunk):
-                sink.put(data)
-        except Aborted:
-            return
-        except BaseException as exc:  # raised in the reading thread by readinto
             try:
-                sink.put(exc)
+                self.produce(sink)
             except Aborted:
+                raise
+            except BaseException as exc:  # raised in the reading thread by readinto
+                sink.put(self.failure(exc))
                 return
-            return
-        try:
             sink.put(None)
         except Aborted:
             return
@@ -126,3 +127,17 @@ class ReadAhead(io.RawIOBase):
             self._stop.set()
             self._pipe.discard_until_stopped(self._thread)
         super().close()
+
+
+class ReadAhead(ThreadedReader):
+    """Reads `src` in a thread of its own, `chunk` bytes at a time, a few chunks ahead of the
+    reader."""
+
+    def __init__(self, src: Any, chunk: int, name: str = "read-ahead") -> None:
+        self._src = src
+        self._chunk = chunk
+        super().__init__(name)
+
+    def produce(self, sink: QueueSink) -> None:
+        while data := self._src.read(self._chunk):
+            sink.put(data)
