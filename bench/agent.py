@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from ckpt.agent.settings import AgentSettings
 from harness.containers import BusyboxContainer, Runc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+NAMESPACE, POD, CONTAINER = "bench", "ballast", "app"
+POD_UID = str(uuid.uuid4())
 
 
 @dataclass
@@ -125,8 +128,8 @@ async def _pipeline(
     mib: int, rep: int,
 ) -> tuple:
     request = CheckpointRequest(
-        checkpoint_id=f"bench-{mib}-{rep}", namespace="bench", pod="ballast",
-        containers=[ContainerTarget(name="app", container_id=container.id)],
+        checkpoint_id=f"bench-{mib}-{rep}", namespace=NAMESPACE, pod=POD, pod_uid=POD_UID,
+        containers=[ContainerTarget(name=CONTAINER, container_id=container.id)],
     )
     t0 = time.perf_counter()
     result = await pipeline.run_checkpoint(request, ctx, lambda phase, n: None)
@@ -167,6 +170,8 @@ async def run(sizes: list[int], reps: int, workdir: Path) -> list[Row]:
     for mib in sizes:
         row = Row(mib)
         with BusyboxContainer.launch(workdir / "bundles", runc, ballast_mib=mib) as container:
+            # The agent dumps only a container whose runtime records name the requested pod.
+            container.record_pod(NAMESPACE, POD, POD_UID, CONTAINER)
             for rep in range(reps):
                 # Alternate the order so neither side always runs on a warmer page cache.
                 if rep % 2 == 0:
