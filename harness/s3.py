@@ -30,6 +30,7 @@ from harness.tools import run_tool
 # waits only this long.
 STOP_GRACE = 2.0
 
+
 class S3Error(RuntimeError):
     """The S3 server did not start; the message holds the tail of its log."""
 

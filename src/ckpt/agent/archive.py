@@ -4,11 +4,11 @@ Writing streams: files are read from the images folders (or copied member by mem
 tar the kubelet wrote) into a tar stream, compressed by multi-threaded zstd, encrypted with age
 when the location lists recipients, hashed and handed to the store writer; no second full copy
 lands on disk. The checksum is the sha256 of the stored bytes (the ciphertext when encrypted),
-so a restore can verify what it fetched before it decrypts or unpacks anything.
+so a restore verifies exactly the bytes it fetched, encrypted or not.
 
 Reading (``extract_verified``): one pass hashes the stored bytes and unpacks them into a
 private folder the caller renames into place only after the checksum matched; on a mismatch
-or any error the folder is emptied, so nothing unverified is ever used. The bytes unpacked are
+or any error the folder is removed, so nothing unverified is ever used. The bytes unpacked are
 the bytes hashed (one stream, no second read to race with a writer), and until the verdict they
 are treated as hostile: safe names only, no links or devices, no file opened through a link,
 caps on members and on bytes written (a 6.5 KB zstd bomb once became 200 MB on disk before a
@@ -612,7 +612,7 @@ def extract_archive(
         plain, close = _plaintext(src, identities)
         with _tar_stream(plain) as tar:
             metadata = _read_metadata_member(tar)
-            # next(), not iteration: iteration reads every header first.
+            # next(), not iteration: iteration would yield the metadata member again.
             while (member := tar.next()) is not None:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled while unpacking the archive")
