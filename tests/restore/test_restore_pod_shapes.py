@@ -39,6 +39,7 @@ def _two_container_pod(name: str, image: str, node: str, seed: str) -> dict[str,
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {
             "nodeName": node,
+            "terminationGracePeriodSeconds": e2e.QUICK_STOP,
             "volumes": [{"name": "data", "emptyDir": {}}],
             "containers": [
                 {"name": "counter", "image": image, "imagePullPolicy": "IfNotPresent",
