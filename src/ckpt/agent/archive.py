@@ -509,11 +509,15 @@ class _Forward(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def _tar_stream(src: Any) -> Iterator[tarfile.TarFile]:
+def _tar_stream(src: Any, *, read_ahead: bool) -> Iterator[tarfile.TarFile]:
     stream: Any = src if hasattr(src, "peek") else io.BufferedReader(src, buffer_size=CHUNK)
     if stream.peek(4)[:4] == ZSTD_MAGIC:
         dctx = zstandard.ZstdDecompressor()
         stream = dctx.stream_reader(stream, read_size=CHUNK, read_across_frames=True)
+    if not read_ahead:
+        with tarfile.open(fileobj=_Forward(stream), mode="r:") as tar:
+            yield tar
+        return
     # Reading, hashing and decompressing in one thread, parsing and writing files in the
     # caller's: both release the GIL for most of their time, so each gets a core.
     ahead = pipes.ReadAhead(stream, CHUNK, name="archive-read")
@@ -610,7 +614,7 @@ def extract_archive(
     close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once decryption starts
     try:
         plain, close = _plaintext(src, identities)
-        with _tar_stream(plain) as tar:
+        with _tar_stream(plain, read_ahead=True) as tar:
             metadata = _read_metadata_member(tar)
             # next(), not iteration: iteration would yield the metadata member again.
             while (member := tar.next()) is not None:
@@ -702,7 +706,8 @@ def read_metadata(src: BinaryIO, identities: Sequence[Any] = ()) -> ArchiveMetad
     close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once decryption starts
     try:
         plain, close = _plaintext(src, identities)
-        with _tar_stream(plain) as tar:
+        # Only the first member: reading ahead would fetch megabytes nobody reads.
+        with _tar_stream(plain, read_ahead=False) as tar:
             return _read_metadata_member(tar)
     except crypto.CryptoError as exc:
         raise ArchiveError(str(exc)) from exc

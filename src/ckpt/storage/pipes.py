@@ -7,6 +7,7 @@ on separate cores. A short queue of chunks between two stages bounds the memory 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 import threading
@@ -105,16 +106,13 @@ class ThreadedReader(io.RawIOBase):
     def _run(self) -> None:
         sink = QueueSink(self._pipe, self._stop)
         try:
-            try:
-                self.produce(sink)
-            except Aborted:
-                raise
-            except BaseException as exc:  # raised in the reading thread by readinto
-                sink.put(self.failure(exc))
-                return
+            self.produce(sink)
             sink.put(None)
         except Aborted:
             return
+        except BaseException as exc:  # raised in the reading thread by readinto
+            with contextlib.suppress(Aborted):
+                sink.put(self.failure(exc))
 
     def readable(self) -> bool:
         return True
