@@ -428,6 +428,18 @@ class LocalKubeCluster:
             loaded.append(spec.name)
         return loaded
 
+    def on_node(self, name: str, *argv: str) -> str:
+        """Runs `argv` inside node `name` (its mount namespace, its ctr and crictl on PATH);
+        returns its stdout."""
+        state = self.state()
+        if not state or not self.running():
+            raise ClusterError("no running local cluster: run `make cluster`")
+        records = {r.name: r for r in self._records(state)}
+        for spec in _node_specs(state["nodes"]):  # type: ignore[arg-type]
+            if spec.name == name:
+                return self._node(spec).enter(records[f"{name}/namespace"], *argv).stdout
+        raise ClusterError(f"no node {name!r} in the local cluster")
+
     # --- down -------------------------------------------------------------------------------
 
     def down(self, log: Callable[[str], None] = lambda message: None) -> None:

@@ -48,6 +48,8 @@ NODE_PATHS = (
 )
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CKPT_RUNC = "/usr/local/bin/ckpt-runc"
+# The label containerd's CRI plugin reads as "pinned" (ListImages reports pinned=true).
+PINNED_LABEL = "io.cri-containerd.pinned=pinned"
 
 
 class NodeError(RuntimeError):
@@ -227,9 +229,15 @@ class LocalNode:
         return proc
 
     def import_image(self, holder: ProcessRecord, archive: Path) -> str:
-        """`ctr -n k8s.io images import` of an OCI archive; returns ctr's output."""
+        """`ctr -n k8s.io images import` of an OCI archive, pinned; returns ctr's output.
+
+        An imported image cannot be pulled again (there is no registry), so it carries the CRI
+        plugin's pinned label: the kubelet's image garbage collection, including the one its
+        eviction manager runs under disk pressure, skips pinned images. Unpinned, a CI run whose
+        disk ran low lost the ckpt images and every ckpt pod ended in ImagePullBackOff."""
         return self.enter(holder, "ctr", "-n", "k8s.io", "images", "import",
-                          "--all-platforms", str(archive.resolve())).stdout
+                          "--all-platforms", "--label", PINNED_LABEL,
+                          str(archive.resolve())).stdout
 
     def stop(self, records: dict[str, ProcessRecord]) -> None:
         """Stops the node and removes everything it made on the host (any step may be gone)."""
@@ -378,8 +386,11 @@ def kubelet_config(spec: NodeSpec, creds: NodeCredentials) -> dict[str, object]:
         # Images are imported, never pulled: the kubelet must not garbage-collect them.
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%",
-                         "imagefs.available": "2%"},
+        # Absolute floors, not percentages: the nodes share the host's disk with everything
+        # else on it, so evicting pods frees little, and 2% of a large shared disk (5 GB of
+        # 252 GB) evicted every ckpt pod of a CI run while gigabytes were still free.
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "512Mi",
+                         "imagefs.available": "512Mi"},
         "staticPodPath": "",
         "registerNode": True,
     }

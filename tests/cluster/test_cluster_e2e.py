@@ -88,6 +88,21 @@ def test_every_node_is_ready(cluster_nodes: ClusterUnderTest) -> None:
             assert addresses["InternalIP"].startswith("198.18.")
 
 
+@pytest.mark.local_cluster
+def test_imported_images_are_pinned_against_garbage_collection(
+    cluster_nodes: ClusterUnderTest,
+) -> None:
+    # Nothing here can be pulled again: an image the kubelet collected under disk pressure
+    # leaves its pods in ImagePullBackOff for good.
+    assert cluster_nodes.local is not None
+    for info in cluster_nodes.local.nodes():
+        listed = json.loads(cluster_nodes.local.on_node(info.name, "crictl", "images", "-o",
+                                                        "json"))["images"]
+        by_tag = {tag: image for image in listed for tag in image.get("repoTags") or []}
+        busybox = cluster_nodes.busybox_image
+        assert by_tag[busybox].get("pinned") is True, (info.name, by_tag[busybox])
+
+
 def test_dns_and_a_service_across_nodes(cluster_nodes: ClusterUnderTest, namespace: str) -> None:
     names = _node_names(cluster_nodes)
     server_node, client_node = names[0], names[-1]
