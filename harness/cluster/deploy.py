@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.cluster.cluster import ClusterError, LocalKubeCluster
 from harness.cluster.object_store import S3_LOCATION, storage_manifests
@@ -162,14 +163,60 @@ def wait_pods_ready(cluster: LocalKubeCluster, namespace: str, timeout: float) -
     waiting: list[str] = ["(no pods yet)"]
     while time.monotonic() < deadline:
         pods = json.loads(kube.kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)
-        waiting = [
-            pod["metadata"]["name"]
-            for pod in pods["items"]
-            if not any(c["type"] == "Ready" and c["status"] == "True"
-                       for c in pod["status"].get("conditions", []))
-        ]
+        waiting = [pod["metadata"]["name"] for pod in pods["items"] if not _pod_ready(pod)]
         if pods["items"] and not waiting:
             return
         time.sleep(2)
+    pods = json.loads(kube.kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)
+    nodes = json.loads(kube.kubectl("get", "nodes", "-o", "json").stdout)
     described = kube.kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False).stdout
-    raise ClusterError(f"pods not Ready after {timeout:.0f}s: {waiting}\n{described}")
+    raise ClusterError(f"pods not Ready after {timeout:.0f}s: {waiting}\n"
+                       + "\n".join(not_ready_reasons(pods["items"], nodes["items"]))
+                       + f"\n{described}")
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in pod["status"].get("conditions", []))
+
+
+def not_ready_reasons(pods: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> list[str]:
+    """Why pods are not Ready, a line each, from what the kubelet recorded (an eviction's
+    message, a container's waiting or termination reason), then any node under pressure with
+    what to do about it: `kubectl get pods` shows "Evicted" or "ImagePullBackOff", never that
+    the disk ran low."""
+    lines = []
+    for pod in pods:
+        if _pod_ready(pod):
+            continue
+        status = pod.get("status", {})
+        why = [f"{status['reason']}: {status.get('message', '').strip()}"] if status.get(
+            "reason") else []
+        for container in status.get("containerStatuses", []) + status.get(
+                "initContainerStatuses", []):
+            for state in ("waiting", "terminated"):
+                detail = container.get("state", {}).get(state)
+                if detail and detail.get("reason") not in (None, "Completed"):
+                    message = (detail.get("message") or "").strip().splitlines()
+                    why.append(f"{container['name']} {state} {detail['reason']}"
+                               + (f": {message[-1]}" if message else ""))
+        if why:
+            lines.append(f"  {pod['metadata']['name']}: " + "; ".join(why))
+    for node in nodes:
+        for condition in node.get("status", {}).get("conditions", []):
+            if condition["type"].endswith("Pressure") and condition["status"] == "True":
+                hint = _PRESSURE_HINTS.get(condition["type"], "")
+                lines.append(f"  node {node['metadata']['name']}: {condition['type']}"
+                             f" ({condition.get('message', '')}){hint}")
+    return lines
+
+
+# The local nodes share this machine's disk and memory with everything else on it.
+_PRESSURE_HINTS = {
+    "DiskPressure": (
+        "; the local nodes' disk is this machine's: free some (`df -h .cache`; old image "
+        "builds go with `buildah --root .cache/images/storage --runroot .cache/images/run "
+        "--storage-driver vfs rmi --prune`)"
+    ),
+    "MemoryPressure": "; free memory on this machine, then retry",
+}
