@@ -155,8 +155,11 @@ class LocalKubeCluster:
         shutil.rmtree(self.logs, ignore_errors=True)
         self.logs.mkdir(parents=True)
         started = time.monotonic()
-        binaries = self._build(log)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        warning = host.low_disk_warning(self.workdir)
+        if warning:
+            log(f"warning: {warning}")
+        binaries = self._build(log)
         specs = [NodeSpec(i, (labels or {}).get(i, {})) for i in range(1, nodes + 1)]
         state: dict[str, object] = {
             "complete": False,
