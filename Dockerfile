@@ -52,8 +52,12 @@ RUN --mount=type=secret,id=ca,required=false \
 FROM ${GO_IMAGE} AS wrapper
 WORKDIR /src
 COPY cmd/ckpt-runc ./
+# ckpt-cuda-restore, the wrapper's GPU hook (same module), asks the node's GPU agent to resume
+# the CUDA state of a restored container.
 RUN CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=readonly \
-    go build -trimpath -ldflags='-s -w' -o /out/ckpt-runc .
+    go build -trimpath -ldflags='-s -w' -o /out/ckpt-runc . \
+    && CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=readonly \
+    go build -trimpath -ldflags='-s -w' -o /out/ckpt-cuda-restore ./cudarestore
 
 # ---------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -133,7 +137,7 @@ RUN pip install --no-cache-dir --no-deps /tmp/dist/ckpt-*.whl \
     && pip check \
     && ckpt --help >/dev/null
 # The agent installs this on its node as containerd's BinaryName for the `ckpt` runtime.
-COPY --from=wrapper /out/ckpt-runc /usr/local/bin/ckpt-runc
+COPY --from=wrapper /out/ckpt-runc /out/ckpt-cuda-restore /usr/local/bin/
 # No USER: the agent runs as root (the image's default) on purpose; CRIU and runc need it,
 # and the DaemonSet runs it privileged.
 EXPOSE 8443

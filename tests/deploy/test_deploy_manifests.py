@@ -72,6 +72,8 @@ AGENT_HOST_PATHS = {
     "/var/lib/ckpt": "DirectoryOrCreate",
     "/etc/containerd/conf.d": "DirectoryOrCreate",
 }
+# The GPU agent's only: the socket where the wrapper's GPU hook asks for a CUDA restore.
+GPU_AGENT_HOST_PATHS = {"/var/lib/ckpt/run": "DirectoryOrCreate"}
 INSTALL_ONLY_VOLUMES = {"ckpt-host", "containerd-conf-d"}
 
 
@@ -306,7 +308,8 @@ def test_agent_mounts_only_the_host_paths_it_needs(find: Find, kind: str) -> Non
     pod = agent_daemonsets(find)[kind]["spec"]["template"]["spec"]
     (agent,) = pod["containers"]
     host_paths = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
-    assert {hp["path"]: hp["type"] for hp in host_paths.values()} == AGENT_HOST_PATHS
+    expected = AGENT_HOST_PATHS | (GPU_AGENT_HOST_PATHS if kind == "gpu" else {})
+    assert {hp["path"]: hp["type"] for hp in host_paths.values()} == expected
     mounts = {m["name"]: m for m in agent["volumeMounts"]}
     for name, host_path in host_paths.items():
         if name in INSTALL_ONLY_VOLUMES:
@@ -347,6 +350,26 @@ def test_agent_settings_accept_the_manifest_and_point_into_host_paths(
     mounted = [m["mountPath"] for m in agent["volumeMounts"]]
     for path in (settings.store, settings.state_dir, settings.work_dir, settings.runc_root):
         assert any(str(path).startswith(m) for m in mounted), f"{path} is not on a mounted volume"
+
+
+def test_gpu_agent_installs_the_gpu_hook_and_serves_its_socket(find: Find) -> None:
+    daemonsets = agent_daemonsets(find)
+    gpu = daemonsets["gpu"]["spec"]["template"]["spec"]
+    (install,) = gpu["initContainers"]
+    script = install["args"][0]
+    assert 'cp /usr/local/bin/ckpt-cuda-restore "$bin/.ckpt-cuda-restore.new"' in script
+    assert 'mv -f "$bin/.ckpt-cuda-restore.new" "$bin/ckpt-cuda-restore"' in script
+    (agent,) = gpu["containers"]
+    socket = env_of(agent)["CKPT_AGENT_GPU_RESTORE_SOCKET"]["value"]
+    # Where the hook looks by default: <its folder>/../run/gpu-restore.sock.
+    assert socket == "/var/lib/ckpt/run/gpu-restore.sock"
+    mounts = {m["mountPath"] for m in agent["volumeMounts"]}
+    assert "/var/lib/ckpt/run" in mounts
+    # A CPU agent never gets GPU restores (the operator sends them to GPU agents only).
+    (cpu_agent,) = daemonsets["cpu"]["spec"]["template"]["spec"]["containers"]
+    assert "CKPT_AGENT_GPU_RESTORE_SOCKET" not in env_of(cpu_agent)
+    assert "ckpt-cuda-restore" not in daemonsets["cpu"]["spec"]["template"]["spec"][
+        "initContainers"][0]["args"][0]
 
 
 def test_gpu_agent_runs_only_on_gpu_nodes_with_the_nvidia_runtime(find: Find) -> None:
@@ -452,6 +475,7 @@ AGENT_WRITABLE = {
     "/var/lib/ckpt/agent",  # job records and CRIU's scratch
     "/var/lib/kubelet/checkpoints",  # the kubelet backend removes the tars it archived
     "/var/lib/ckpt/restores",  # staged restores
+    "/var/lib/ckpt/run",  # the GPU hook's socket (GPU agent only)
 }
 
 

@@ -78,7 +78,9 @@ def test_wrapper_is_built_static_offline_and_lands_in_the_agent_image() -> None:
     build = " ".join(run_lines("wrapper"))
     for part in ("CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOPROXY=off", "go build", "-trimpath"):
         assert part in build
-    assert "COPY --from=wrapper /out/ckpt-runc /usr/local/bin/ckpt-runc" in stages()["agent"]
+    assert "-o /out/ckpt-cuda-restore ./cudarestore" in build
+    assert ("COPY --from=wrapper /out/ckpt-runc /out/ckpt-cuda-restore /usr/local/bin/"
+            in stages()["agent"])
 
 
 def test_downloads_may_trust_a_ca_given_only_as_a_build_secret() -> None:

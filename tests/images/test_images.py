@@ -174,15 +174,16 @@ def test_agent_image_has_criu_4_runc_iptables_and_the_wrapper(
     run_in(agent_rootfs, agent_image, "ckpt", "agent", "--help")
 
 
-def test_wrapper_is_a_static_executable(agent_rootfs: Path) -> None:
-    wrapper = agent_rootfs / "usr/local/bin/ckpt-runc"
-    assert wrapper.is_file()
-    assert wrapper.stat().st_mode & 0o111 == 0o111
-    headers = list(program_headers(wrapper.read_bytes()))
+@pytest.mark.parametrize("name", ["ckpt-runc", "ckpt-cuda-restore"])
+def test_wrapper_and_its_gpu_hook_are_static_executables(agent_rootfs: Path, name: str) -> None:
+    binary = agent_rootfs / "usr/local/bin" / name
+    assert binary.is_file()
+    assert binary.stat().st_mode & 0o111 == 0o111
+    headers = list(program_headers(binary.read_bytes()))
     assert headers, "no program headers"
     # A dynamically linked ELF names its loader in a PT_INTERP header; nodes may lack it.
     pt_interp = 3
-    assert pt_interp not in headers, "ckpt-runc is dynamically linked"
+    assert pt_interp not in headers, f"{name} is dynamically linked"
 
 
 def program_headers(elf: bytes) -> Iterator[int]:

@@ -23,6 +23,7 @@ from ckpt.agent.auth import Authenticator, AuthFirst, TokenReviewer, api_client
 from ckpt.agent.context import build_context, thaw_interrupted
 from ckpt.agent.errors import AgentError, ErrorBody
 from ckpt.agent.gpu import GpuError
+from ckpt.agent.gpu_restore import GpuRestoreServer
 from ckpt.agent.jobs import CANCELLED, JobManager
 from ckpt.agent.metrics import AgentMetrics
 from ckpt.agent.models import (
@@ -38,6 +39,7 @@ from ckpt.agent.models import (
     StageRequest,
 )
 from ckpt.agent.platform import platform_string
+from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.settings import AgentSettings
 from ckpt.agent.staging import Stagings
 from ckpt.agent.store import store_for_location
@@ -324,6 +326,18 @@ def create_app(
         app.state.stagings = Stagings(
             settings.restores_dir, jobs.slots, archive_root=ctx.store.root
         )
+        gpu_restores = None
+        if settings.gpu_restore_socket is not None:
+            # The wrapper restores through runc under containerd's state root: the runc
+            # backend's records are what the request is checked against.
+            runc = ctx.runtimes.get("runc")
+            if not isinstance(runc, RuncRuntime):
+                raise RuntimeError("CKPT_AGENT_GPU_RESTORE_SOCKET needs the runc backend")
+            gpu_restores = GpuRestoreServer(
+                settings.gpu_restore_socket, restores_dir=settings.restores_dir,
+                runc_state=runc.state, gpu=ctx.gpu,
+            )
+            await gpu_restores.start()
         log.info(
             "node agent for %s: runtimes %s, CRIU %s, GPU %s",
             settings.node_name, ", ".join(sorted(ctx.runtimes)), ctx.criu.version,
@@ -332,6 +346,8 @@ def create_app(
         try:
             yield
         finally:
+            if gpu_restores is not None:
+                await gpu_restores.stop()
             await app.state.stagings.shutdown()
             await jobs.shutdown()
             kube.close()

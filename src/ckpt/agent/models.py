@@ -120,6 +120,13 @@ class AgentInfo(BaseModel):
     platform: str
 
 
+# The Pod annotation naming a restored Pod's staged restore (the Restore's uid), set by the
+# operator. containerd copies `ckpt.dev/*` pod annotations into each container's config.json
+# (the runtime handler's `pod_annotations` allowlist), where the ckpt-runc wrapper and the
+# agent's GPU restore read it.
+RESTORE_ANNOTATION = "ckpt.dev/restore"
+
+
 class StageRequest(BaseModel):
     """Stage a checkpoint for a Restore: fetch, verify, extract into the per-restore folder
     the ckpt-runc wrapper reads. Keyed by ``restore_id`` (the Restore's uid)."""

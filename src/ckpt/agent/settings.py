@@ -75,6 +75,12 @@ class AgentSettings(BaseSettings):
         description="Staged restores (one 0700 folder per Restore) that the ckpt-runc wrapper "
         "reads; the same host path in the agent and on the node.",
     )
+    gpu_restore_socket: Path | None = Field(
+        default=None,
+        description="Unix socket where the ckpt-runc wrapper's GPU hook (ckpt-cuda-restore) "
+        "asks this agent to restore the CUDA state of a container restored as a Pod; unset: "
+        "not served (CPU-only agents). Its folder is made root-only.",
+    )
     state_dir: Path = Field(
         default=Path("/var/lib/ckpt/jobs"),
         description="One JSON record per job, so results survive an agent restart.",

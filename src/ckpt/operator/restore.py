@@ -30,14 +30,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from ckpt.agent.models import JobState, StageJob, StageRequest
+from ckpt.agent.models import RESTORE_ANNOTATION, JobState, StageJob, StageRequest
 from ckpt.api.models import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, ServiceError
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import set_condition
 from ckpt.operator.locations import LocationError
 from ckpt.operator.restore_models import (
-    RESTORE_ANNOTATION,
     RESTORE_NAME_LABEL,
     RESTORED_FROM_LABEL,
     RUNTIME_CLASS,

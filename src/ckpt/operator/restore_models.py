@@ -19,10 +19,6 @@ from ckpt.operator.models import DNS_SUBDOMAIN, Condition, _CamelModel
 
 RESTORE_PLURAL = "restores"
 RESTORE_KIND = "Restore"
-# The Pod annotation naming the staged restore (the Restore's uid). containerd copies
-# `ckpt.dev/*` pod annotations into each container's config.json (the runtime handler's
-# `pod_annotations` allowlist), which is where the ckpt-runc wrapper reads it.
-RESTORE_ANNOTATION = "ckpt.dev/restore"
 # Labels on the restored Pod, so `kubectl get pods -l ckpt.dev/restored-from=NAME` finds it.
 RESTORED_FROM_LABEL = "ckpt.dev/restored-from"
 RESTORE_NAME_LABEL = "ckpt.dev/restore-name"

@@ -166,7 +166,7 @@ class RuncRuntime(Runtime):
         if state is None:
             raise ContainerNotFound(f"no container {ref.container_id} on this node")
         bundle = Path(str(state["bundle"]))
-        check_pod_ownership(ref, _annotations(bundle))
+        check_pod_ownership(ref, annotations_of(bundle))
         status = state.get("status")
         if status not in ("running", "paused"):
             raise ContainerNotRunning(f"container {ref.container_id} is {status}")
@@ -266,7 +266,7 @@ class RuncRuntime(Runtime):
         )
 
 
-def _annotations(bundle: Path) -> dict[str, str]:
+def annotations_of(bundle: Path) -> dict[str, str]:
     """The annotations of the OCI config the CRI runtime wrote into the container's bundle
     (root-owned, outside the container's filesystem)."""
     try:
