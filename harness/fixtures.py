@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.containers import BusyboxContainer, Runc
-from harness.tools import criu_binary
+from harness.tools import REPO_ROOT, criu_binary
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,20 @@ def busybox_container(runc_cli: Runc, tmp_path: Path) -> Iterator[BusyboxContain
     """A running counter container (``.id``, ``.pid``, ``.counter()``), deleted afterwards."""
     with BusyboxContainer.launch(tmp_path / "bundles", runc_cli) as c:
         yield c
+
+
+def build_wrapper_module(package: str, out: Path) -> Path:
+    """`package` of the cmd/ckpt-runc module (`.`: the wrapper, `./cudarestore`: its GPU hook)
+    built static into `out`, the way the Dockerfile builds it."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail(f"the Go toolchain is needed to build {package} of cmd/ckpt-runc")
+    proc = subprocess.run(
+        [go, "build", "-p", "2", "-trimpath", "-o", str(out), package],
+        cwd=REPO_ROOT / "cmd" / "ckpt-runc",
+        env={**os.environ, "CGO_ENABLED": "0"},
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"go build of {package} in cmd/ckpt-runc failed:\n{proc.stderr}")
+    return out

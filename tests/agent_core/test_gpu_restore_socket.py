@@ -27,7 +27,7 @@ from agent_core_support import FakeCuda
 from ckpt.agent.gpu import GpuDriver, ProcessState
 from ckpt.agent.gpu_restore import GpuRestoreServer
 from ckpt.agent.staging import RESTORE_JSON
-from harness.tools import REPO_ROOT
+from harness.fixtures import build_wrapper_module
 
 RESTORE_ID = "5b0c6f7e-1d2a-4c3b-9e8f-7a6b5c4d3e2f"
 CONTAINER_ID = "a" * 64
@@ -293,18 +293,8 @@ async def test_a_driver_failure_is_reported_with_the_cuda_error(
 @pytest.fixture(scope="module")
 def hook_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ckpt-cuda-restore built from cmd/ckpt-runc/cudarestore as the Dockerfile builds it."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail("the Go toolchain is needed to build cmd/ckpt-runc/cudarestore")
-    out = tmp_path_factory.mktemp("hook") / "ckpt-cuda-restore"
-    proc = subprocess.run(
-        [go, "build", "-p", "2", "-trimpath", "-o", str(out), "./cudarestore"],
-        cwd=REPO_ROOT / "cmd" / "ckpt-runc", env={**os.environ, "CGO_ENABLED": "0"},
-        capture_output=True, text=True, timeout=600, check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"go build of cmd/ckpt-runc/cudarestore failed:\n{proc.stderr}")
-    return out
+    return build_wrapper_module("./cudarestore",
+                                tmp_path_factory.mktemp("hook") / "ckpt-cuda-restore")
 
 
 async def _hook(hook_bin: Path, node: Node, pid: int, container: str = "trainer") -> tuple[
