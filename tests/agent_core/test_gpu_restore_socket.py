@@ -193,11 +193,7 @@ async def test_a_peer_that_is_not_root_is_refused_even_if_it_can_reach_the_socke
     ({"container": "other"}, f"staged restore {RESTORE_ID} has no container 'other'"),
     ({"restoreId": "9d1e2f3a-0000-4000-8000-000000000000"},
      "no staged restore 9d1e2f3a-0000-4000-8000-000000000000 on this node"),
-    ({"restoreId": "../restores/" + RESTORE_ID},
-     f"restore id '../restores/{RESTORE_ID}' is not a plain name"),
     ({"containerId": "b" * 64}, f"no container {'b' * 64} on this node"),
-    ({"containerId": "../" + CONTAINER_ID},
-     f"container id '../{CONTAINER_ID}' is not a plain name"),
 ])
 async def test_a_request_naming_anything_not_staged_here_is_refused(
     node: Node, cuda: FakeCuda, server: GpuRestoreServer, changes: dict[str, object],
@@ -254,6 +250,11 @@ async def test_a_stopped_container_is_refused(
      "bad request: pid: Input should be greater than 0"),
     (b'{"restoreId": "x", "container": "c", "containerId": "i", "pid": 1, "uid": 0}\n',
      "bad request: uid: Extra inputs are not permitted"),
+    # A path out of the restores folder, and an id runc would take for an option.
+    (b'{"restoreId": "../restores/x", "container": "c", "containerId": "i", "pid": 1}\n',
+     "bad request: restoreId: String should match pattern"),
+    (b'{"restoreId": "x", "container": "c", "containerId": "--root=/tmp", "pid": 1}\n',
+     "bad request: containerId: String should match pattern"),
     (b'{"restoreId": "x"}', "bad request: one JSON line expected"),
 ])
 async def test_malformed_requests_get_a_precise_error(
