@@ -36,6 +36,9 @@ def _existing_kubeconfig(config: pytest.Config) -> Path | None:
 _DESELECTED = pytest.StashKey[list[str]]()
 
 
+# Stops the cluster: the last test, so that a cluster this session started need not be
+# brought back (its start and deploy take more than a minute).
+CLUSTER_DOWN_MODULE = "tests/cluster/test_cluster_down.py"
 # The modules whose tests use the local cluster with nodes (the `cluster_nodes` fixture).
 # Under `pytest -n N` (`make test`) they form one unit of work, run by one worker in order:
 # they share one cluster, some reconfigure ckpt on it, and the last one stops it.
@@ -52,11 +55,8 @@ CLUSTER_MODULES = frozenset({
     "tests/restore/test_restore_pod_shapes.py",
     "tests/security/test_cluster_attacks.py",
     "tests/storage/test_cluster_storage.py",
-    # Stops the cluster: the last test, so that a cluster this session started need not be
-    # brought back (its start and deploy take more than a minute).
-    "tests/cluster/test_cluster_down.py",
+    CLUSTER_DOWN_MODULE,
 })
-CLUSTER_DOWN_MODULE = "tests/cluster/test_cluster_down.py"
 
 
 def _module(nodeid: str) -> str:

@@ -420,28 +420,28 @@ class LocalKubeCluster:
 
     def load_image(self, archive: Path) -> list[str]:
         """Imports an OCI archive into every running node; returns the nodes it went to."""
-        state = self.state()
-        if not state or not self.running():
-            raise ClusterError("no running local cluster: run `make cluster`")
-        records = {r.name: r for r in self._records(state)}
         loaded = []
-        for spec in _node_specs(state["nodes"]):  # type: ignore[arg-type]
-            node = self._node(spec)
-            node.import_image(records[f"{spec.name}/namespace"], archive)
-            loaded.append(spec.name)
+        for node, holder in self._running_nodes():
+            node.import_image(holder, archive)
+            loaded.append(node.spec.name)
         return loaded
 
     def on_node(self, name: str, *argv: str) -> str:
         """Runs `argv` inside node `name` (its mount namespace, its ctr and crictl on PATH);
         returns its stdout."""
+        for node, holder in self._running_nodes():
+            if node.spec.name == name:
+                return node.enter(holder, *argv).stdout
+        raise ClusterError(f"no node {name!r} in the local cluster")
+
+    def _running_nodes(self) -> list[tuple[LocalNode, ProcessRecord]]:
+        """Each node with the process holding its namespaces, or ClusterError if none runs."""
         state = self.state()
         if not state or not self.running():
             raise ClusterError("no running local cluster: run `make cluster`")
         records = {r.name: r for r in self._records(state)}
-        for spec in _node_specs(state["nodes"]):  # type: ignore[arg-type]
-            if spec.name == name:
-                return self._node(spec).enter(records[f"{name}/namespace"], *argv).stdout
-        raise ClusterError(f"no node {name!r} in the local cluster")
+        return [(self._node(spec), records[f"{spec.name}/namespace"])
+                for spec in _node_specs(state["nodes"])]  # type: ignore[arg-type]
 
     # --- down -------------------------------------------------------------------------------
 

@@ -161,13 +161,13 @@ def wait_pods_ready(cluster: LocalKubeCluster, namespace: str, timeout: float) -
     kube = cluster.cluster()
     deadline = time.monotonic() + timeout
     waiting: list[str] = ["(no pods yet)"]
+    pods: dict[str, Any] = {"items": []}
     while time.monotonic() < deadline:
         pods = json.loads(kube.kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)
         waiting = [pod["metadata"]["name"] for pod in pods["items"] if not _pod_ready(pod)]
         if pods["items"] and not waiting:
             return
         time.sleep(2)
-    pods = json.loads(kube.kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)
     nodes = json.loads(kube.kubectl("get", "nodes", "-o", "json").stdout)
     described = kube.kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False).stdout
     raise ClusterError(f"pods not Ready after {timeout:.0f}s: {waiting}\n"

@@ -31,14 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ckpt.agent.gpu import GpuDriver, GpuError
 from ckpt.agent.models import RESTORE_ANNOTATION
 from ckpt.agent.runtimes.base import process_tree
-from ckpt.agent.runtimes.runc import annotations_of
+from ckpt.agent.runtimes.runc import CONTAINERD_POD_ANNOTATIONS, annotations_of
 from ckpt.agent.staging import RESTORE_JSON
 
 log = logging.getLogger(__name__)
 
-_CRI_NAMESPACE = "io.kubernetes.cri.sandbox-namespace"
-_CRI_POD = "io.kubernetes.cri.sandbox-name"
-_CRI_CONTAINER = "io.kubernetes.cri.container-name"
+# The wrapper restores only under containerd's CRI plugin, whose records these are.
+_CRI_NAMESPACE, _CRI_POD, _, _CRI_CONTAINER, _ = CONTAINERD_POD_ANNOTATIONS
 # One request line; anything longer is not a request.
 MAX_LINE = 4096
 READ_TIMEOUT_S = 10.0
@@ -88,7 +87,6 @@ def _staged_gpu_container(restores_dir: Path, req: GpuRestoreRequest) -> dict[st
 
 async def verified_pids(
     req: GpuRestoreRequest, *, restores_dir: Path, runc_state: RuncState,
-    tree: Callable[[int], list[int]] = process_tree,
 ) -> list[int]:
     """The host pids of the restored container, once everything the request claims is
     checked against this node's own records; Refused otherwise."""
@@ -113,7 +111,7 @@ async def verified_pids(
             f"container {req.container_id} is not container {req.container!r} of the Pod "
             f"of restore {req.restore_id}"
         )
-    return tree(req.pid)
+    return process_tree(req.pid)
 
 
 async def handle(
@@ -158,13 +156,11 @@ class GpuRestoreServer:
 
     def __init__(
         self, path: Path, *, restores_dir: Path, runc_state: RuncState, gpu: GpuDriver,
-        allowed_uid: int = 0,
     ) -> None:
         self.path = path
         self._restores_dir = restores_dir
         self._runc_state = runc_state
         self._gpu = gpu
-        self._allowed_uid = allowed_uid
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -189,7 +185,7 @@ class GpuRestoreServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             uid = peer_uid(writer)
-            if uid != self._allowed_uid:
+            if uid != 0:
                 log.warning("GPU restore socket: refused a peer with uid %s", uid)
                 reply = GpuRestoreReply(error="only root on this node may ask for a GPU restore")
             else:

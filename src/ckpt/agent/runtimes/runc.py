@@ -30,10 +30,13 @@ CRIO_ROOT = Path("/run/runc")
 # to: (namespace, pod name, pod uid, container name, container type). containerd's CRI
 # plugin writes the first set, CRI-O the second. The kubelet names a pod's containers by
 # these; a request's container id is believed only if they match the request's pod.
+CONTAINERD_POD_ANNOTATIONS = (
+    "io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name",
+    "io.kubernetes.cri.sandbox-uid", "io.kubernetes.cri.container-name",
+    "io.kubernetes.cri.container-type",
+)
 _POD_ANNOTATIONS = (
-    ("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name",
-     "io.kubernetes.cri.sandbox-uid", "io.kubernetes.cri.container-name",
-     "io.kubernetes.cri.container-type"),
+    CONTAINERD_POD_ANNOTATIONS,
     ("io.kubernetes.pod.namespace", "io.kubernetes.pod.name",
      "io.kubernetes.pod.uid", "io.kubernetes.container.name",
      "io.kubernetes.cri-o.ContainerType"),
