@@ -5,8 +5,8 @@
 #   docker build --target agent    -t ghcr.io/ckpt-dev/ckpt-agent:0.1.0 .  # node agent
 # api and operator are the same image (Python slim, non-root) with a different default
 # command; deploy/ runs both from ghcr.io/ckpt-dev/ckpt and sets the command itself. The agent
-# is its own image: it needs CRIU >= 4 (Debian 13's package; Debian 12's CRIU 3.17 fails on
-# recent kernels), runc and iptables, and it runs as root; it also carries the static
+# is its own image: it needs CRIU >= 4.2 (Debian forky's package on a Debian 13 base; older
+# CRIUs fail on current kernels), runc and iptables, and it runs as root; it also carries the static
 # ckpt-runc wrapper (cmd/ckpt-runc), which it installs on its node for containerd.
 #
 # The base images are build arguments: Docker users build this file unchanged with the public
@@ -113,14 +113,26 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Unpinned on purpose: Debian stable only ships security and bug fixes, and exact versions
 # vanish from the archive when they are superseded, which would break every later build.
 # iptables: CRIU locks the container's network with iptables-restore during the dump.
+# CRIU comes from CRIU_SUITE (Debian forky: 4.2.1), everything else from the base's own suite:
+# Linux 6.16 restricted SO_PASSCRED/SO_PASSSEC to unix, netlink and bluetooth sockets and
+# CRIU 4.1 (trixie's) asks them of every socket, so it cannot dump any process holding a TCP
+# socket on current kernels ("sockets: Can't get 1:16 opt: Operation not supported"); 4.2
+# fixed it. The pin keeps every other package on the base's suite unless criu needs a newer one.
+ARG DEBIAN_MIRROR=http://deb.debian.org/debian
+ARG CRIU_SUITE=forky
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN echo "deb ${DEBIAN_MIRROR} ${CRIU_SUITE} main" >/etc/apt/sources.list.d/criu.list \
+    && printf 'Package: *\nPin: release n=%s\nPin-Priority: 100\n' "${CRIU_SUITE}" \
+       >/etc/apt/preferences.d/criu \
+    && apt-get update \
     && apt-get install -y --no-install-recommends \
-       ca-certificates criu iptables python3 python3-venv runc \
+       ca-certificates iptables python3 python3-venv runc \
+    && apt-get install -y --no-install-recommends -t "${CRIU_SUITE}" criu \
     && rm -rf /var/lib/apt/lists/*
-# Fail the build, not the first checkpoint, if the distribution ever ships an older CRIU.
+# Fail the build, not the first checkpoint, if the suite ever ships a CRIU older than 4.2.
 RUN criu --version \
-    && criu --version | awk '/^Version:/ { split($2, v, "."); ok = (v[1] >= 4) } END { exit !ok }' \
+    && criu --version | awk '/^Version:/ { split($2, v, "."); \
+         ok = (v[1] > 4 || (v[1] == 4 && v[2] >= 2)) } END { exit !ok }' \
     && runc --version
 # Debian's python3 is "externally managed" (PEP 668): ckpt gets its own virtual environment.
 # Dependencies, then the wheel, as in the runtime stage (and for the same reasons).

@@ -29,7 +29,7 @@ def run_tool(script: str, *args: str, timeout: float = 1800) -> str:
 
 
 def criu_binary() -> str:
-    """CRIU >= 4: the system's if it passes `criu check`, else Debian 13's, privately."""
+    """CRIU >= 4.2: the system's if it passes `criu check`, else Debian forky's, privately."""
     return run_tool("criu/install.sh")
 
 

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Provide CRIU >= 4.0 for the tests and the demo, plus runc, iptables and busybox-static.
+# Provide CRIU >= 4.2 for the tests and the demo, plus runc, iptables and busybox-static.
 #
 # * runc, iptables (CRIU locks the container's network with iptables-restore, see the field
 #   notes) and busybox-static come from the system's Debian release (installed only if missing).
-# * CRIU: the system's `criu` if it is >= 4.0 and `criu check` passes. Otherwise Debian 13's
-#   criu package and every shared library it needs (glibc included) are fetched with
+# * CRIU: the system's `criu` if it is >= 4.2 and `criu check` passes. Otherwise Debian forky's
+#   criu package (4.2.1) and every shared library it needs (glibc included) are fetched with
 #   `apt-get download` through a PRIVATE apt configuration (sources list, state and cache under
 #   .cache/criu/apt), so the system's apt setup is left untouched, extracted with
 #   `dpkg-deb -x` into .cache/criu/<version>/, and run through their own dynamic loader by the
-#   generated wrapper .cache/criu/bin/criu. Debian 12's CRIU 3.17 fails on recent kernels.
+#   generated wrapper .cache/criu/bin/criu. Why 4.2: Linux 6.16 restricted SO_PASSCRED and
+#   SO_PASSSEC to unix, netlink and bluetooth sockets, and CRIU 4.1 (Debian 13's) asks them of
+#   every socket, so it fails to dump any process with a TCP socket ("sockets: Can't get 1:16
+#   opt: Operation not supported"); 4.2 asks only where they exist. Debian 12's 3.17 fails sooner.
 #
 # Idempotent and cached: a second run only checks the wrapper. Prints the path of the criu to
 # use on its last line of stdout; everything else goes to stderr.
 #
-# Environment: CKPT_CRIU_SUITE (default trixie), CKPT_CRIU_MIRROR (default: the Debian mirror
-# the system's apt sources use), CKPT_CRIU_FORCE_DOWNLOAD=1 (ignore a system criu >= 4).
+# Environment: CKPT_CRIU_SUITE (default forky), CKPT_CRIU_MIRROR (default: the Debian mirror
+# the system's apt sources use), CKPT_CRIU_FORCE_DOWNLOAD=1 (ignore a system criu >= 4.2).
 set -euo pipefail
 
 say() { echo "criu-install: $*" >&2; }
@@ -27,7 +30,7 @@ repo_root() {
 
 ROOT=$(repo_root)
 CACHE="$ROOT/.cache/criu"
-SUITE=${CKPT_CRIU_SUITE:-trixie}
+SUITE=${CKPT_CRIU_SUITE:-forky}
 ARCH=$(dpkg --print-architecture)
 
 # ---------------------------------------------------------------- system packages (Debian 12)
@@ -52,8 +55,11 @@ criu_version_of() { # $1: a criu command; prints e.g. 4.1.1, or nothing
     "$1" --version 2>/dev/null | sed -n 's/^Version: *\([0-9][0-9.]*\).*/\1/p' | head -1
 }
 
-at_least_4() { # $1: version string
-    [[ -n "$1" ]] && [[ "${1%%.*}" -ge 4 ]]
+supported() { # $1: version string; 4.2 or newer
+    local major minor rest
+    [[ -n "$1" ]] || return 1
+    IFS=. read -r major minor rest <<<"$1"
+    ((major > 4 || (major == 4 && ${minor:-0} >= 2)))
 }
 
 system_criu_usable() {
@@ -61,7 +67,7 @@ system_criu_usable() {
     local c v
     c=$(command -v criu 2>/dev/null) || return 1
     v=$(criu_version_of "$c")
-    at_least_4 "$v" || { say "system criu ${v:-?} at $c is older than 4.0"; return 1; }
+    supported "$v" || { say "system criu ${v:-?} at $c is older than 4.2"; return 1; }
     "$c" check >/dev/null 2>&1 || { say "system criu $v fails 'criu check'"; return 1; }
     echo "$c"
 }
@@ -189,7 +195,7 @@ main() {
         return
     fi
     local wrapper="$CACHE/bin/criu"
-    if [[ -x "$wrapper" ]] && at_least_4 "$(criu_version_of "$wrapper")"; then
+    if [[ -x "$wrapper" ]] && supported "$(criu_version_of "$wrapper")"; then
         echo "$wrapper"
         return
     fi
@@ -200,7 +206,8 @@ main() {
     write_wrapper "$version"
     local v
     v=$(criu_version_of "$wrapper")
-    at_least_4 "$v" || { say "the extracted criu does not run: $("$wrapper" --version 2>&1 | head -3)"; exit 1; }
+    [[ -n "$v" ]] || { say "the extracted criu does not run: $("$wrapper" --version 2>&1 | head -3)"; exit 1; }
+    supported "$v" || { say "$SUITE's criu $v is older than 4.2: set CKPT_CRIU_SUITE to a newer suite"; exit 1; }
     if ! "$wrapper" check >&2; then
         say "warning: 'criu check' reports missing features (see above); basic dumps may still work"
     fi

@@ -5,7 +5,7 @@
 #    tag that hashes their recipe), standing in for the public images the Dockerfile names by
 #    default (python:3.11-slim-bookworm, debian:trixie-slim, golang:1.24-bookworm):
 #      python  bookworm minbase + python3, python3-venv, python3-pip (Debian 12's python is 3.11)
-#      agent   trixie minbase (Debian 13: its criu package is 4.x)
+#      agent   trixie minbase (Debian 13; the Dockerfile takes criu 4.2 from forky)
 #      go      trixie minbase + golang-go (Go 1.24)
 # 2. `buildah bud` of the targets api (published as ghcr.io/ckpt-dev/ckpt, which deploy/ runs
 #    for the API and the operator with their own commands) and agent
@@ -155,6 +155,7 @@ target() {
     --build-arg "PYTHON_IMAGE=$python_base" \
     --build-arg "AGENT_BASE_IMAGE=$agent_base" \
     --build-arg "GO_IMAGE=$go_base" \
+    --build-arg "DEBIAN_MIRROR=$mirror" \
     "${secret[@]}" \
     --target "$1" --tag "$2" \
     --file "$context/Dockerfile" "$context" >&2

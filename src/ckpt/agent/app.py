@@ -225,6 +225,7 @@ async def info(agent: AgentDep) -> AgentInfo:
         node=agent.settings.node_name,
         runtimes=sorted(agent.ctx.runtimes),
         criu_version=agent.ctx.criu.version,
+        criu_features=agent.ctx.criu.features,
         gpus=models,
         driver_version=driver,
         cuda_checkpoint=gpu.available(),
@@ -295,6 +296,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context_factory(settings)
         metrics = AgentMetrics()
+        metrics.describe_criu(ctx.criu.version, ctx.criu.features)
 
         async def checkpoint(
             req: CheckpointRequest, progress: pipeline.ProgressFn
@@ -339,8 +341,10 @@ def create_app(
             )
             await gpu_restores.start()
         log.info(
-            "node agent for %s: runtimes %s, CRIU %s, GPU %s",
+            "node agent for %s: runtimes %s, CRIU %s (%s), GPU %s",
             settings.node_name, ", ".join(sorted(ctx.runtimes)), ctx.criu.version,
+            ", ".join(f"{name} {'yes' if ok else 'no'}"
+                      for name, ok in ctx.criu.features.items()) or "kernel not probed",
             "available" if ctx.gpu.available() else "unavailable",
         )
         try:

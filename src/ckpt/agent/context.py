@@ -7,10 +7,11 @@ import logging
 import shutil
 import ssl
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ckpt.agent import cgroups, proc
-from ckpt.agent.criu import find_criu
+from ckpt.agent.criu import find_criu, kernel_features
 from ckpt.agent.gpu import GpuDriver
 from ckpt.agent.models import CheckpointRequest
 from ckpt.agent.pipeline import PipelineContext
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def build_context(settings: AgentSettings) -> PipelineContext:
-    """Everything a job needs; fails at start-up (not at the first job) without a CRIU >= 4."""
-    criu = find_criu(settings.criu_binary)
+    """Everything a job needs; fails at start-up (not at the first job) without a CRIU >= 4.2."""
+    found = find_criu(settings.criu_binary)
+    criu = replace(found, features=kernel_features(found.path))
     runc = RuncRuntime(
         settings.runc_root,
         runc=settings.runc_binary,

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -59,6 +60,17 @@ class AgentMetrics:
             ["kind", "state"],
             registry=self.registry,
         )
+
+    def describe_criu(self, version: str, features: dict[str, bool]) -> None:
+        """The node's CRIU and its kernel's features, as info-style gauges (always 1 / 0 or 1),
+        so that a fleet's dashboards show which nodes can restore lazily or dump sockets."""
+        Gauge("ckpt_agent_criu_info", "The CRIU this agent runs (value 1).", ["version"],
+              registry=self.registry).labels(version).set(1)
+        feature = Gauge("ckpt_agent_criu_kernel_feature",
+                        "1 where `criu check --feature NAME` passed on this node's kernel.",
+                        ["feature"], registry=self.registry)
+        for name, supported in features.items():
+            feature.labels(name).set(1 if supported else 0)
 
     def track_jobs(self, counts: JobCounts) -> None:
         self.registry.register(_JobsByState(counts))

@@ -114,6 +114,9 @@ class AgentInfo(BaseModel):
     node: str
     runtimes: list[str]
     criu_version: str
+    # What `criu check --feature` said of this node's kernel at start-up (uffd: lazy restore;
+    # mem_dirty_track: incremental dumps).
+    criu_features: dict[str, bool] = {}
     gpus: list[str]
     driver_version: str | None
     cuda_checkpoint: bool  # the driver exposes cuCheckpointProcess*

@@ -45,7 +45,7 @@ class AgentSettings(BaseSettings):
     runc_binary: str = Field(default="runc", description="runc executable.")
     criu_binary: str | None = Field(
         default=None,
-        description="CRIU >= 4 executable; unset: $CKPT_CRIU, PATH, then tools/criu's wrapper.",
+        description="CRIU >= 4.2 executable; unset: $CKPT_CRIU, PATH, then tools/criu's wrapper.",
     )
     kubelet_url: str = Field(
         default="https://127.0.0.1:10250",

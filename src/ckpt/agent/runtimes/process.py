@@ -16,9 +16,8 @@ from ckpt.agent.runtimes.base import (
     ResolvedContainer,
     RestoredContainer,
     Runtime,
-    RuntimeError_,
 )
-from ckpt.agent.runtimes.runc import criu_log_tail
+from ckpt.agent.runtimes.runc import failed
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +72,8 @@ class ProcessRuntime(Runtime):
             argv.append("--leave-running")
         out = await proc.run(argv, limit_s=self.timeout_s, finish_on_cancel=True)
         if out.returncode != 0:
-            # CRIU's log names host paths: the agent's log only (see runc._failed).
-            log.error("criu dump of %s failed: %s\n%s", container.pid, out.describe(),
-                      criu_log_tail(logs / "dump.log"))
-            raise RuntimeError_(
-                f"criu dump of process {container.pid} failed (exit {out.returncode}); "
-                "the node agent's log has CRIU's messages"
-            )
+            raise failed("criu dump", str(container.pid), out, logs / "dump.log",
+                         (work_dir,), subject="process")
         return DumpedContainer(container=container, images_dir=images)
 
     async def restore(
@@ -101,12 +95,8 @@ class ProcessRuntime(Runtime):
         ]
         out = await proc.run(argv, limit_s=self.timeout_s)
         if out.returncode != 0:
-            log.error("criu restore failed: %s\n%s", out.describe(),
-                      criu_log_tail(logs / "restore.log"))
-            raise RuntimeError_(
-                f"criu restore failed (exit {out.returncode}); "
-                "the node agent's log has CRIU's messages"
-            )
+            raise failed("criu restore", container_id, out, logs / "restore.log",
+                         (work_dir, images_dir), subject="process tree")
         pid = int(pidfile.read_text().strip())
         return RestoredContainer(container_id=str(pid), pid=pid)
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ckpt.agent import proc
+from ckpt.agent.criu import failure_reason
 from ckpt.agent.runtimes.base import (
     ContainerNotFound,
     ContainerNotRunning,
@@ -82,16 +83,33 @@ def check_pod_ownership(ref: ContainerRef, annotations: Mapping[str, str]) -> No
         )
 
 
-def _failed(action: str, container_id: str, out: proc.Completed, log_file: Path) -> RuntimeError_:
-    """A short error for the job (and so for the Checkpoint's status and Events, which the
-    namespace can read); runc's output and CRIU's log name host paths, so they go to the
-    agent's log only."""
+def failed(
+    action: str, container_id: str, out: proc.Completed, log_file: Path,
+    host_paths: tuple[Path, ...] = (), *, subject: str = "container",
+) -> RuntimeError_:
+    """A short error for the job, and so for the Checkpoint's condition and Event, which the
+    namespace can read: CRIU's own first error line (the cause a user can act on, such as an
+    external unix socket or a device) with the node's paths hidden; runc's whole output and
+    CRIU's log tail go to the agent's log only."""
     log.error("%s of %s failed: %s\n%s", action, container_id, out.describe(),
               criu_log_tail(log_file))
-    return RuntimeError_(
-        f"{action} of container {container_id} failed (exit {out.returncode}); "
-        "the node agent's log has CRIU's messages"
-    )
+    return RuntimeError_(failure_message(action, f"{subject} {container_id}", out.returncode,
+                                         log_file, host_paths))
+
+
+def failure_message(
+    action: str, what: str, returncode: int, log_file: Path, host_paths: tuple[Path, ...] = (),
+) -> str:
+    """``checkpoint of container X failed (exit 1): CRIU: <its first error>``."""
+    try:
+        text = log_file.read_text(errors="replace")
+    except OSError:
+        text = ""
+    reason = failure_reason(text, host_paths=(str(log_file.parent), *map(str, host_paths)))
+    head = f"{action} of {what} failed (exit {returncode})"
+    if reason is None:
+        return f"{head}; the node agent's log has CRIU's messages"
+    return f"{head}: CRIU: {reason}"
 
 
 def criu_log_tail(log: Path, lines: int = 15) -> str:
@@ -230,7 +248,8 @@ class RuncRuntime(Runtime):
             # The usual causes: a host file behind the container's stdio (CRIU: "Can't lookup
             # mount ... for fd") and a missing iptables-restore (CRIU locks the container's
             # network with it); CRIU's log says which.
-            raise _failed("checkpoint", container.ref.container_id, out, logs / "dump.log")
+            raise failed("checkpoint", container.ref.container_id, out, logs / "dump.log",
+                          (work_dir, self.root))
         return DumpedContainer(container=container, images_dir=images)
 
     async def restore(
@@ -260,7 +279,8 @@ class RuncRuntime(Runtime):
             limit_s=self.timeout_s,
         )
         if out.returncode != 0:
-            raise _failed("restore", container_id, out, logs / "restore.log")
+            raise failed("restore", container_id, out, logs / "restore.log",
+                          (work_dir, images_dir, bundle, self.root))
         state = await self.state(container_id)
         if state is None or not state.get("pid"):
             raise RuntimeError_(f"restore of {container_id}: the container is not there")
