@@ -20,6 +20,7 @@ Archive members (next to the CRIU images, described under `capture` in ckpt.json
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import os
@@ -83,10 +84,10 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _is_opaque(path: Path) -> bool:
+def _is_opaque(dir_fd: int) -> bool:
     for name in OPAQUE_XATTRS:
         try:
-            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+            if os.getxattr(dir_fd, name) == b"y":
                 return True
         except OSError as exc:
             if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
@@ -94,60 +95,179 @@ def _is_opaque(path: Path) -> bool:
     return False
 
 
+class CaptureTooLarge(OSError):
+    """The captured files exceed the agent's cap for one checkpoint."""
+
+
 @dataclass
 class DiffStats:
     files: int = 0
     deleted: int = 0
+    bytes: int = 0
     skipped: list[str] = field(default_factory=list)
 
 
-def write_layer_diff(upper: Path, tar_path: Path, deleted_path: Path) -> DiffStats:
+# Every component is opened relative to its parent's descriptor, with O_NOFOLLOW, and the
+# opened descriptor (never the path) gives the type, the size and the content. A capture runs as
+# root on the node while a container of the same pod that is not frozen (a native sidecar, a
+# container left out of the Checkpoint) may swap any file or folder of a shared emptyDir, or
+# of its own layer, for a symlink in a tight loop: anything resolved by path between a check
+# and an open would follow that link to the agent's key, /proc/1/root or another tenant's
+# files. O_NOFOLLOW refuses a symlink at the last component and every earlier component is a
+# descriptor already held, so no link is ever followed, whatever the timing. O_NONBLOCK: a
+# file swapped for a fifo must not hang the capture.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+MAX_DEPTH = 256
+
+
+class _Walk:
+    """One tree written into a tar by descriptors (see above), with a byte budget."""
+
+    def __init__(self, tar: tarfile.TarFile, stats: DiffStats, budget: CaptureBudget,
+                 *, layer: bool) -> None:
+        self.tar = tar
+        self.stats = stats
+        self.budget = budget
+        self.layer = layer  # an overlay upperdir: whiteouts and opaque folders mean deletions
+        self.deleted: list[str] = []
+        self.links: dict[tuple[int, int], str] = {}
+
+    def tree(self, root: Path) -> None:
+        fd = os.open(root, _DIR_FLAGS)
+        try:
+            self._folder(fd, "", 0)
+        finally:
+            os.close(fd)
+
+    def _folder(self, dir_fd: int, prefix: str, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            # One descriptor and one Python frame per level: a tree built to exhaust either
+            # fails its own checkpoint, clearly, and nothing else.
+            raise OSError(errno.ELOOP, f"folders nested deeper than {MAX_DEPTH} at {prefix!r}")
+        with os.scandir(dir_fd) as listing:
+            names = sorted(entry.name for entry in listing)
+        for name in names:
+            rel = f"{prefix}{name}"
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since the listing (only a running container does that)
+            if self.layer and _is_whiteout(st):
+                self.deleted.append(rel)
+            elif stat.S_ISDIR(st.st_mode):
+                self._subfolder(dir_fd, name, rel, depth + 1)
+            elif stat.S_ISREG(st.st_mode):
+                self._file(dir_fd, name, rel)
+            elif stat.S_ISLNK(st.st_mode):
+                self._symlink(dir_fd, name, rel, st)
+            else:
+                # Sockets, fifos and device nodes are recreated by their programs.
+                self.stats.skipped.append(rel)
+
+    def _subfolder(self, dir_fd: int, name: str, rel: str, depth: int) -> None:
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            self._changed(rel, exc)
+            return
+        try:
+            if self.layer and _is_opaque(fd):
+                self.deleted.append(rel)
+            self._add(rel, os.fstat(fd), tarfile.DIRTYPE)
+            self._folder(fd, f"{rel}/", depth)
+        finally:
+            os.close(fd)
+
+    def _file(self, dir_fd: int, name: str, rel: str) -> None:
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            self._changed(rel, exc)
+            return
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                self._changed(rel, None)
+                return
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in self.links:
+                self._add(rel, st, tarfile.LNKTYPE, linkname=self.links[key])
+                return
+            self.links[key] = rel
+            self.budget.take(st.st_size, rel)
+            self._add(rel, st, tarfile.REGTYPE, content=f)
+            self.stats.bytes += st.st_size
+
+    def _symlink(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> None:
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except OSError as exc:  # EINVAL: no longer a link
+            self._changed(rel, exc)
+            return
+        # The target is content: resolved inside the restored container, never here.
+        self._add(rel, st, tarfile.SYMTYPE, linkname=target)
+
+    def _add(self, rel: str, st: os.stat_result, kind: bytes, *, linkname: str = "",
+             content: io.BufferedReader | None = None) -> None:
+        info = tarfile.TarInfo(rel)
+        info.type = kind
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.mtime = int(st.st_mtime)
+        info.linkname = linkname
+        info.size = st.st_size if content is not None else 0
+        # tarfile reads exactly `size` bytes and fails if the file shrank under it.
+        self.tar.addfile(info, content)
+        self.stats.files += 1
+
+    def _changed(self, rel: str, exc: OSError | None) -> None:
+        # Changed type between the listing and the open (a swap, or a normal rename by a
+        # running container): left out, and said, never followed.
+        log.info("capture: %s changed while it was read (%s); left out", rel,
+                 exc.strerror if exc is not None else "no longer a regular file")
+        self.stats.skipped.append(rel)
+
+
+@dataclass
+class CaptureBudget:
+    """Bytes of file content one checkpoint may still capture (None: no cap)."""
+
+    left: int | None
+
+    def take(self, size: int, rel: str) -> None:
+        if self.left is None:
+            return
+        self.left -= size
+        if self.left < 0:
+            raise CaptureTooLarge(
+                errno.EFBIG,
+                f"the pod's writable files exceed the capture limit at {rel!r}; raise the "
+                "agent's CKPT_AGENT_CAPTURE_MAX_BYTES or keep large data on a persistent volume",
+            )
+
+
+def write_layer_diff(
+    upper: Path, tar_path: Path, deleted_path: Path, *, budget: CaptureBudget | None = None
+) -> DiffStats:
     """Writes an upperdir as a tar of changes plus the NUL-separated deleted paths."""
     stats = DiffStats()
-    deleted: list[str] = []
     with tarfile.open(tar_path, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(upper):
-            dirnames.sort()
-            base = Path(dirpath)
-            for name in sorted(dirnames) + sorted(filenames):
-                path = base / name
-                rel = path.relative_to(upper).as_posix()
-                st = path.lstat()
-                if _is_whiteout(st):
-                    deleted.append(rel)
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    if _is_opaque(path):
-                        deleted.append(rel)
-                elif not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                    # Sockets, fifos and device nodes are recreated by their programs.
-                    stats.skipped.append(rel)
-                    continue
-                tar.add(str(path), arcname=rel, recursive=False)
-                stats.files += 1
-    deleted_path.write_bytes(b"".join(p.encode() + b"\0" for p in deleted))
-    stats.deleted = len(deleted)
+        walk = _Walk(tar, stats, budget or CaptureBudget(None), layer=True)
+        walk.tree(upper)
+    deleted_path.write_bytes(b"".join(p.encode() + b"\0" for p in walk.deleted))
+    stats.deleted = len(walk.deleted)
     if stats.skipped:
-        log.info("layer diff of %s: skipped special files %s", upper, stats.skipped[:20])
+        log.info("layer diff of %s: skipped %s", upper, stats.skipped[:20])
     return stats
 
 
-def tar_tree(root: Path, tar_path: Path) -> int:
+def tar_tree(root: Path, tar_path: Path, *, budget: CaptureBudget | None = None) -> int:
     """Writes a folder's contents (an emptyDir) as a tar; returns the number of entries."""
-    count = 0
+    stats = DiffStats()
     with tarfile.open(tar_path, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            base = Path(dirpath)
-            for name in sorted(dirnames) + sorted(filenames):
-                path = base / name
-                st = path.lstat()
-                if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
-                        or stat.S_ISLNK(st.st_mode)):
-                    continue
-                tar.add(str(path), arcname=path.relative_to(root).as_posix(), recursive=False)
-                count += 1
-    return count
+        _Walk(tar, stats, budget or CaptureBudget(None), layer=False).tree(root)
+    return stats.files
 
 
 def diff_member_ok(member: tarfile.TarInfo) -> bool:
@@ -199,7 +319,8 @@ def runtime_root(pid: int | None, host_root: Path, proc: Path = Path("/proc")) -
 
 
 def capture_container(
-    name: str, pid: int | None, dest: Path, *, host_root: Path, proc: Path = Path("/proc")
+    name: str, pid: int | None, dest: Path, *, host_root: Path, proc: Path = Path("/proc"),
+    budget: CaptureBudget | None = None,
 ) -> dict[str, Any]:
     """Captures one container's writable layer into `dest`; returns its ckpt.json facts."""
     if pid is None:
@@ -217,7 +338,7 @@ def capture_container(
             errno.ENOENT, f"container {name}: its overlay upperdir is not reachable", str(layer)
         )
     dest.mkdir(parents=True, exist_ok=True)
-    stats = write_layer_diff(layer, dest / "rootfs-diff.tar", dest / "deleted")
+    stats = write_layer_diff(layer, dest / "rootfs-diff.tar", dest / "deleted", budget=budget)
     return {
         "rootfsDiff": f"capture/{name}/rootfs-diff.tar",
         "deleted": f"capture/{name}/deleted",
@@ -245,7 +366,8 @@ def emptydir_sources(bundle: Path | None) -> dict[str, Path]:
 
 
 def capture_emptydirs(
-    sources: Iterable[tuple[str, Path]], dest: Path, *, host_root: Path
+    sources: Iterable[tuple[str, Path]], dest: Path, *, host_root: Path,
+    budget: CaptureBudget | None = None,
 ) -> dict[str, str]:
     """Tars each emptyDir once (containers may share one); returns volume -> member name."""
     members: dict[str, str] = {}
@@ -253,7 +375,7 @@ def capture_emptydirs(
         if volume in members:
             continue
         dest.mkdir(parents=True, exist_ok=True)
-        tar_tree(host_path(host_root, source), dest / f"{volume}.tar")
+        tar_tree(host_path(host_root, source), dest / f"{volume}.tar", budget=budget)
         members[volume] = f"capture/volumes/{volume}.tar"
     return members
 
@@ -292,10 +414,13 @@ def capture_pod(
     *,
     host_root: Path,
     proc: Path = Path("/proc"),
+    max_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Captures the pod's template, layers and emptyDirs into `dest` (blocking); returns the
     `capture` section of ckpt.json. Call it while the containers are frozen, before the dump:
-    a dump without --leave-running ends them, and their layers go with them."""
+    a dump without --leave-running ends them, and their layers go with them. `max_bytes` caps
+    the file content of the whole pod (CaptureTooLarge beyond it)."""
+    budget = CaptureBudget(max_bytes)
     dest.mkdir(parents=True, exist_ok=True)
     section: dict[str, Any] = {"format": CAPTURE_FORMAT, "containers": {}, "emptyDirs": {}}
     sources: list[tuple[str, Path]] = []
@@ -303,7 +428,7 @@ def capture_pod(
     for c in containers:
         root = runtime_root(c.pid, host_root, proc)
         section["containers"][c.name] = capture_container(
-            c.name, c.pid, dest / "capture" / c.name, host_root=root, proc=proc
+            c.name, c.pid, dest / "capture" / c.name, host_root=root, proc=proc, budget=budget
         )
         found = sorted(emptydir_sources(c.bundle).items())
         if found and c.pid is not None:
@@ -311,7 +436,7 @@ def capture_pod(
             volumes_root = root
         sources.extend(found)
     section["emptyDirs"] = capture_emptydirs(
-        sources, dest / "capture" / "volumes", host_root=volumes_root
+        sources, dest / "capture" / "volumes", host_root=volumes_root, budget=budget
     )
     if template is not None:
         write_pod_template(template, dest)

@@ -68,6 +68,7 @@ def build_context(settings: AgentSettings) -> PipelineContext:
         gpu=GpuDriver.load(),
         zstd_level=settings.zstd_level,
         zstd_threads=settings.zstd_threads,
+        capture_max_bytes=settings.capture_max_bytes,
     )
 
 

@@ -92,6 +92,8 @@ class PipelineContext:
     gpu_lock_timeout_ms: int = 10_000
     zstd_level: int = 1
     zstd_threads: int = -1
+    #: Bytes of writable-layer and emptyDir files one checkpoint may capture (None: no cap).
+    capture_max_bytes: int | None = None
     container_locks: ContainerLocks = field(default_factory=lambda: ContainerLocks())
     #: The host's root as this process reaches it: container layers (overlay upperdirs) and
     #: emptyDirs are host paths. With hostPID, /proc/1/root is the host's mount namespace.
@@ -359,7 +361,7 @@ async def _capture(
     try:
         return await asyncio.to_thread(
             capture.capture_pod, request.pod_template, containers, job_dir / "capture",
-            host_root=ctx.host_root,
+            host_root=ctx.host_root, max_bytes=ctx.capture_max_bytes,
         )
     except OSError as exc:
         raise PipelineError(f"capturing the containers' filesystems failed: {exc}") from exc

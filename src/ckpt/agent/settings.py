@@ -89,6 +89,12 @@ class AgentSettings(BaseSettings):
     # far more time for little size on CRIU's page images.
     zstd_level: int = Field(default=1, ge=-7, le=22, description="zstd compression level.")
     zstd_threads: int = Field(default=-1, description="zstd threads (-1: one per core).")
+    # Captured files are copied to the work dir before they stream into the archive; without a
+    # cap one pod's emptyDir could fill the node's disk.
+    capture_max_bytes: int = Field(
+        default=8 << 30, ge=0,
+        description="Bytes of writable-layer and emptyDir files one checkpoint may capture.",
+    )
 
     # CRIU freezes and dumps are memory- and IO-heavy; more than a couple at once on one
     # node slows every workload on it.

@@ -237,7 +237,7 @@ def _lay_out(
         diff = out / "rootfs-diff"
         diff.mkdir()
         if facts.get("rootfsDiff"):
-            _untar(extracted / _safe_relative(facts["rootfsDiff"]), diff)
+            untar_captured(extracted / _safe_relative(facts["rootfsDiff"]), diff)
         deleted = out / "deleted"
         if facts.get("deleted"):
             source = extracted / _safe_relative(facts["deleted"])
@@ -276,21 +276,34 @@ def _emptydirs(metadata: archive.ArchiveMetadata, extracted: Path, partial: Path
             raise StagingError("bad_archive", f"bad volume name {volume!r}")
         out = partial / "volumes" / volume
         out.mkdir(parents=True)
-        _untar(extracted / _safe_relative(member), out)
+        untar_captured(extracted / _safe_relative(member), out)
     return sorted(volumes)
 
 
-def _untar(tar_path: Path, dest: Path) -> None:
-    """Unpacks a captured tree with its modes, numeric owners, symlinks and mtimes."""
+def untar_captured(tar_path: Path, dest: Path) -> None:
+    """Unpacks a captured tree with its modes, numeric owners, symlinks and mtimes.
+
+    The folder is the agent's own (nothing else writes there), so checks by path hold. A
+    symlink member is content, kept as a link for the new container, whatever its target
+    (absolute links such as /etc/alternatives are normal). What is refused: a member whose
+    folder is reached through a link extracted earlier, a hard link whose target is (the
+    target must be a file of this tree, never a node file reached through a link), and a name
+    that is already there as anything but a folder: tarfile writes a regular file with open(),
+    which would follow a symlink member of the same name out of the tree.
+    """
     root = dest.resolve()
+
+    def inside(path: Path) -> bool:
+        return path.parent.resolve().is_relative_to(root)
 
     def keep(member: tarfile.TarInfo, _: str) -> tarfile.TarInfo:
         if not diff_member_ok(member):
             raise StagingError("bad_archive", f"unsafe member {member.name!r} in {tar_path.name}")
-        parent = (root / member.name).parent.resolve()
-        # A member under a symlink extracted earlier would land outside the folder.
-        if not parent.is_relative_to(root):
+        target = root / member.name
+        if not inside(target) or (member.islnk() and not inside(root / member.linkname)):
             raise StagingError("bad_archive", f"member {member.name!r} escapes through a link")
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            raise StagingError("bad_archive", f"member {member.name!r} is in the archive twice")
         return member
 
     try:
