@@ -38,7 +38,7 @@ from ckpt.operator.conditions import (
 from ckpt.operator.locations import LocationError, Locations
 from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
 from ckpt.operator.podtemplate import pod_template
-from ckpt.operator.target import Blocked, Target, resolve_target
+from ckpt.operator.target import Blocked, NotCheckpointable, Target, resolve_target
 from ckpt.retry import Backoff, retry
 from ckpt.storage.models import Destination
 
@@ -172,7 +172,11 @@ class Checkpointer:
             await self._blocked(exc)
 
         backoff = Backoff(first=self.deps.poll_interval, cap=BLOCKED_CAP)
-        target, agent = await retry(resolve, backoff, retry_on=Blocked, on_retry=blocked)
+        try:
+            target, agent = await retry(resolve, backoff, retry_on=Blocked, on_retry=blocked)
+        except NotCheckpointable as exc:
+            set_condition(self.status, ACCEPTED, False, exc.reason, exc.message)
+            raise Failure(exc.reason, exc.message) from exc
         if target is not None:
             await self._accepted(target, agent)
         return agent

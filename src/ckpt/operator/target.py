@@ -21,6 +21,28 @@ class Blocked(Exception):
         self.message = message
 
 
+class NotCheckpointable(Exception):
+    """The pod uses something a checkpoint cannot carry; waiting changes nothing."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+# What the pod spec shows that CRIU cannot dump or that cannot come back in a new Pod:
+# the node's own namespaces are shared with every other process of the node (CRIU dumps a
+# process tree with its namespaces; the node's are not the pod's to take, and a restored Pod
+# on another node could not have them).
+_HOST_NAMESPACES = {
+    "hostNetwork": "it shares the node's network namespace (hostNetwork)",
+    "hostPID": "it shares the node's process namespace (hostPID)",
+    "hostIPC": "it shares the node's IPC namespace (hostIPC)",
+}
+# Resources the kubelet hands out that are not devices.
+_NOT_DEVICES = ("cpu", "memory", "ephemeral-storage", "hugepages-")
+
+
 @dataclass(frozen=True)
 class Target:
     namespace: str
@@ -46,6 +68,7 @@ def resolve_target(spec: CheckpointSpec, namespace: str, pod: Mapping[str, Any] 
 
     declared = [c["name"] for c in pod_spec.get("containers", [])]
     wanted = list(spec.containers) or declared
+    refuse_unsupported(where, pod_spec, wanted)
     unknown = [name for name in wanted if name not in declared]
     if unknown:
         raise Blocked(
@@ -70,6 +93,30 @@ def resolve_target(spec: CheckpointSpec, namespace: str, pod: Mapping[str, Any] 
         containers=tuple(targets),
         needs_gpu=needs_gpu(spec.gpu, pod_spec, wanted),
     )
+
+
+def refuse_unsupported(where: str, pod_spec: Mapping[str, Any], containers: list[str]) -> None:
+    """`NotCheckpointable` for what the spec shows ckpt cannot carry: the node's namespaces,
+    and devices other than the GPU path (a device plugin's resource: its state lives in a
+    device and a driver CRIU does not know; `gpu: none` says to leave the GPU out)."""
+    for field_name, why in _HOST_NAMESPACES.items():
+        if pod_spec.get(field_name):
+            raise NotCheckpointable("HostNamespace", f"pod {where} cannot be checkpointed: {why}")
+    for container in pod_spec.get("containers", []):
+        if container["name"] not in containers:
+            continue
+        resources = container.get("resources") or {}
+        names = {*(resources.get("limits") or {}), *(resources.get("requests") or {})}
+        for name in sorted(names):
+            # The GPU goes through the CUDA path, or is left out on purpose with `gpu: none`.
+            if name.startswith(_NOT_DEVICES) or name == GPU_RESOURCE:
+                continue
+            raise NotCheckpointable(
+                "DeviceNotSupported",
+                f"container {container['name']} of pod {where} uses the device resource "
+                f"{name}: only {GPU_RESOURCE} (through the CUDA checkpoint API) can be "
+                "checkpointed",
+            )
 
 
 def needs_gpu(mode: GpuMode, pod_spec: Mapping[str, Any], containers: list[str]) -> bool:
