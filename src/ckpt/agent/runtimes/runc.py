@@ -237,6 +237,11 @@ class RuncRuntime(Runtime):
             # Logs apart from the images, so they stay out of the archive.
             "--work-path", str(logs),
             "--manage-cgroups-mode", await self.cgroups_mode(),
+            # Established TCP connections are dumped (without this flag CRIU refuses any
+            # process holding one, i.e. nearly every server); the wrapper restores them
+            # closed (CRIU tcp-close), since the restored Pod has a new IP and the peers
+            # could never reach the old one: the application sees a reset and reconnects.
+            "--tcp-established",
             *self.extra_dump_args,
         ]
         if leave_running:
