@@ -66,10 +66,11 @@ def _archive(tmp: Path, *, gpu: bool = False) -> tuple[str, str, Path]:
         {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/kubelet/hosts"},
     ]}))
     upper = _upperdir(tmp)
-    mountinfo = tmp / "proc" / "4242" / "mountinfo"
+    # The runtime's mount table (no parent known: PID 1's), with the overlay at the rootfs.
+    mountinfo = tmp / "proc" / "1" / "mountinfo"
     mountinfo.parent.mkdir(parents=True)
     mountinfo.write_text(
-        "1 0 0:50 / / rw,relatime master:1 - overlay overlay "
+        f"1 0 0:50 / {bundle}/rootfs rw,relatime master:1 - overlay overlay "
         f"rw,lowerdir=/l1:/l2,upperdir={upper},workdir={tmp}/work\n"
         "2 1 0:51 / /proc rw - proc proc rw\n"
     )
@@ -82,7 +83,7 @@ def _archive(tmp: Path, *, gpu: bool = False) -> tuple[str, str, Path]:
     })
     section = capture.capture_pod(
         template, [capture.CapturedContainer("app", 4242, bundle)], tmp / "capture",
-        host_root=Path("/"), proc=tmp / "proc",
+        host_root=Path("/"), proc=tmp / "proc", snapshot_roots=(tmp,),
     )
     ref = ContainerRef(name="app", container_id="c1", namespace="demo", pod="counter")
     dumped = [DumpedContainer(container=ResolvedContainer(ref=ref, pid=4242), images_dir=images)]

@@ -1,4 +1,4 @@
-"""Finding a container's writable layer in its init's mountinfo."""
+"""Finding a container's writable layer in a mount table: the overlay at a mount point."""
 
 from __future__ import annotations
 
@@ -37,3 +37,17 @@ def test_a_folder_of_the_hosts_overlay_is_not_the_containers_layer() -> None:
 
 def test_no_overlay_root() -> None:
     assert upperdir_from_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n") is None
+
+
+def test_the_overlay_at_the_bundles_rootfs_and_the_topmost_one() -> None:
+    rootfs = "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c1/rootfs"
+    text = (
+        f"1 0 0:50 / {rootfs} rw - overlay overlay rw,lowerdir=/l,upperdir={SNAP}/1/fs,"
+        "workdir=/w\n"
+        f"2 0 0:51 / /other rw - overlay overlay rw,lowerdir=/l,upperdir={SNAP}/2/fs,"
+        "workdir=/w\n"
+        f"3 1 0:52 / {rootfs} rw - overlay overlay rw,lowerdir=/l,upperdir={SNAP}/3/fs,"
+        "workdir=/w\n"
+    )
+    assert upperdir_from_mountinfo(text, rootfs) == Path(f"{SNAP}/3/fs")
+    assert upperdir_from_mountinfo(text) is None

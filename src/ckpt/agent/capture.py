@@ -3,7 +3,9 @@
 - The Pod as a template (built by the operator, `ckpt.operator.podtemplate`), written into
   the archive as `pod.json`, so the Pod is created from what the checksum covers.
 - Each container's writable layer (`capture_container`): the overlayfs upperdir of its rootfs,
-  found in the container init's `/proc/<pid>/mountinfo`. Regular files, folders, symlinks and
+  found in the mount table of the container's runtime (the shim that mounted the bundle's
+  rootfs), never in what the container's own processes report, and accepted only under the
+  runtime's snapshot folders (`SNAPSHOT_ROOTS`). Regular files, folders, symlinks and
   hard links go into a tar (modes, numeric owners, mtimes); whiteouts (character devices 0:0)
   and opaque folders become the `deleted` list (NUL-separated relative paths, removed before
   the diff is copied; an opaque folder is listed and then re-created from the diff). Without
@@ -56,22 +58,42 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-def upperdir_from_mountinfo(mountinfo: str) -> Path | None:
-    """The upperdir of the overlay mounted at `/` in a mountinfo text, or None."""
+def upperdir_from_mountinfo(mountinfo: str, mount_point: str = "/") -> Path | None:
+    """The upperdir of the whole overlay mounted at `mount_point` in a mountinfo text, or None.
+
+    The last such mount wins: it is the one on top, the one a process sees there."""
+    found: Path | None = None
     for line in mountinfo.splitlines():
         left, sep, right = line.partition(" - ")
         fields = left.split()
-        # Mount point `/`, and the whole overlay (root `/`): a bind mount of a folder of some
-        # overlay (a plain-folder rootfs on an overlay host) is not the container's own layer.
-        if not sep or len(fields) < 5 or _unescape(fields[4]) != "/" or fields[3] != "/":
+        # The whole overlay (root `/`): a bind mount of a folder of some overlay (a
+        # plain-folder rootfs on an overlay host) is not the container's own layer.
+        if (not sep or len(fields) < 5 or _unescape(fields[4]) != mount_point
+                or fields[3] != "/"):
             continue
         parts = right.split()
         if len(parts) < 3 or parts[0] != "overlay":
             continue
         for option in _split_options(parts[2]):
             if option.startswith("upperdir="):
-                return Path(_unescape(option.removeprefix("upperdir=")))
-    return None
+                found = Path(_unescape(option.removeprefix("upperdir=")))
+    return found
+
+
+# Where the runtimes keep writable layers (containerd's overlayfs snapshotter, CRI-O's
+# containers/storage). An upperdir elsewhere is not a layer the runtime made for this
+# container: refused, never captured.
+SNAPSHOT_ROOTS = (
+    Path("/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"),
+    Path("/var/lib/containers/storage/overlay"),
+)
+
+
+def rootfs_of(bundle: Path, config: Mapping[str, Any]) -> str:
+    """The bundle's rootfs as the runtime mounted it (config.json's root.path, relative to the
+    bundle unless absolute)."""
+    root = str((config.get("root") or {}).get("path") or "rootfs")
+    return os.path.normpath(root if root.startswith("/") else str(bundle / root))
 
 
 def _split_options(text: str) -> list[str]:
@@ -303,33 +325,51 @@ def runtime_root(pid: int | None, host_root: Path, proc: Path = Path("/proc")) -
     distributions) mounts /var/lib/containerd there only, and through /proc/1/root the
     upperdir is missing and the layer would be captured empty. `host_root` when the parent
     cannot be read."""
-    if pid is None:
-        return host_root
+    parent = _parent(pid, proc) if pid is not None else None
+    return proc / str(parent) / "root" if parent is not None else host_root
+
+
+def _parent(pid: int, proc: Path) -> int | None:
+    """The parent of `pid` when it is neither init nor the kernel, else None."""
     try:
         status = (proc / str(pid) / "status").read_text()
     except OSError:
-        return host_root
+        return None
     for line in status.splitlines():
         if line.startswith("PPid:"):
             ppid = line.split(":", 1)[1].strip()
-            if ppid.isdigit() and int(ppid) > 1:
-                return proc / ppid / "root"
-            break
-    return host_root
+            return int(ppid) if ppid.isdigit() and int(ppid) > 1 else None
+    return None
 
 
 def capture_container(
     name: str, pid: int | None, dest: Path, *, host_root: Path, proc: Path = Path("/proc"),
+    bundle: Path | None = None, snapshot_roots: tuple[Path, ...] = SNAPSHOT_ROOTS,
     budget: CaptureBudget | None = None,
 ) -> dict[str, Any]:
-    """Captures one container's writable layer into `dest`; returns its ckpt.json facts."""
-    if pid is None:
-        # The kubelet backend does not expose the init pid: nothing to read the layer from.
-        return {"rootfsDiff": None, "deleted": None, "note": "runtime exposes no pid"}
-    mountinfo = (proc / str(pid) / "mountinfo").read_text()
-    upper = upperdir_from_mountinfo(mountinfo)
+    """Captures one container's writable layer into `dest`; returns its ckpt.json facts.
+
+    The layer is the upperdir of the overlay the runtime mounted at the bundle's rootfs, read
+    from the runtime's mount table (`runtime_mountinfo`). The container's own mountinfo would
+    do on an honest container, but a process that can make mount or user namespaces there can
+    make it name any folder of the node; the runtime's table is out of its reach."""
+    if pid is None or bundle is None:
+        # The kubelet backend does not expose the init pid; the process backend has no
+        # bundle: nothing to read the layer from.
+        return {"rootfsDiff": None, "deleted": None, "note": "runtime exposes no rootfs"}
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(errno.ENOENT, f"container {name}: no readable OCI config",
+                                str(bundle)) from exc
+    upper = upperdir_from_mountinfo(runtime_mountinfo(pid, proc), rootfs_of(bundle, config))
     if upper is None:
         return {"rootfsDiff": None, "deleted": None, "note": "rootfs is not an overlay mount"}
+    if not any(upper.is_relative_to(r) and ".." not in upper.parts for r in snapshot_roots):
+        raise PermissionError(
+            errno.EPERM, f"container {name}: its writable layer is not under the runtime's "
+            "snapshot folders", str(upper),
+        )
     layer = host_path(host_root, upper)
     if not layer.is_dir():
         # Walking a missing folder yields nothing: the archive would silently hold an empty
@@ -346,6 +386,14 @@ def capture_container(
         "deletedPaths": stats.deleted,
         "skipped": stats.skipped[:100],
     }
+
+
+def runtime_mountinfo(pid: int, proc: Path = Path("/proc")) -> str:
+    """The mount table of the container's runtime: that of its init's parent (the shim that
+    mounted the rootfs; a process cannot choose its parent), else PID 1's. Paths in it are
+    as the runtime sees them, like the bundle's."""
+    parent = _parent(pid, proc)
+    return (proc / str(parent or 1) / "mountinfo").read_text()
 
 
 def emptydir_sources(bundle: Path | None) -> dict[str, Path]:
@@ -415,6 +463,7 @@ def capture_pod(
     host_root: Path,
     proc: Path = Path("/proc"),
     max_bytes: int | None = None,
+    snapshot_roots: tuple[Path, ...] = SNAPSHOT_ROOTS,
 ) -> dict[str, Any]:
     """Captures the pod's template, layers and emptyDirs into `dest` (blocking); returns the
     `capture` section of ckpt.json. Call it while the containers are frozen, before the dump:
@@ -428,7 +477,8 @@ def capture_pod(
     for c in containers:
         root = runtime_root(c.pid, host_root, proc)
         section["containers"][c.name] = capture_container(
-            c.name, c.pid, dest / "capture" / c.name, host_root=root, proc=proc, budget=budget
+            c.name, c.pid, dest / "capture" / c.name, host_root=root, proc=proc,
+            bundle=c.bundle, snapshot_roots=snapshot_roots, budget=budget,
         )
         found = sorted(emptydir_sources(c.bundle).items())
         if found and c.pid is not None:
