@@ -44,6 +44,7 @@ CLUSTER_DOWN_MODULE = "tests/cluster/test_cluster_down.py"
 # they share one cluster, some reconfigure ckpt on it, and the last one stops it.
 # pytest_collection_modifyitems refuses a cluster test in a module missing here.
 CLUSTER_MODULES = frozenset({
+    "tests/apps/test_applications_e2e.py",
     "tests/cluster/test_backends_e2e.py",
     "tests/cluster/test_checkpoint_e2e.py",
     "tests/cluster/test_cluster_e2e.py",
@@ -53,6 +54,7 @@ CLUSTER_MODULES = frozenset({
     "tests/restore/test_restore_e2e.py",
     "tests/restore/test_restore_faults.py",
     "tests/restore/test_restore_pod_shapes.py",
+    "tests/security/test_admission_attacks.py",
     "tests/security/test_cluster_attacks.py",
     "tests/storage/test_cluster_storage.py",
     CLUSTER_DOWN_MODULE,

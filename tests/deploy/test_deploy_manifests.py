@@ -34,6 +34,10 @@ EXPECTED_OBJECTS = {
     ("CustomResourceDefinition", "storagelocations.ckpt.dev"),
     ("CustomResourceDefinition", "restores.ckpt.dev"),
     ("RuntimeClass", "ckpt"),
+    ("ValidatingAdmissionPolicy", "ckpt-operator-creates-only-restored-pods"),
+    ("ValidatingAdmissionPolicyBinding", "ckpt-operator-creates-only-restored-pods"),
+    ("ValidatingAdmissionPolicy", "ckpt-restore-annotation-is-the-operators"),
+    ("ValidatingAdmissionPolicyBinding", "ckpt-restore-annotation-is-the-operators"),
     ("ServiceAccount", "ckpt-api"),
     ("PersistentVolumeClaim", "ckpt-api-data"),
     ("Deployment", "ckpt-api"),
@@ -41,6 +45,7 @@ EXPECTED_OBJECTS = {
     ("ServiceAccount", "ckpt-operator"),
     ("ClusterRole", "ckpt-operator"),
     ("ClusterRoleBinding", "ckpt-operator"),
+    ("ClusterRole", "ckpt-user"),
     ("Role", "ckpt-operator-agents"),
     ("RoleBinding", "ckpt-operator-agents"),
     ("Role", "ckpt-operator-storage"),
@@ -56,6 +61,7 @@ EXPECTED_OBJECTS = {
 }
 CLUSTER_SCOPED = {
     "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "RuntimeClass",
+    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
 }
 WORKLOADS = {"Deployment", "DaemonSet"}
 
