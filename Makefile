@@ -17,7 +17,7 @@ help:
 	@echo "make wrapper - the static ckpt-runc runtime wrapper (.cache/bin/ckpt-runc)"
 	@echo "make demo   - checkpoint a Pod and restore it as a new Pod on a real local cluster"
 	@echo "make bench  - benchmarks (tables; see BENCHMARKS.md)"
-	@echo "make lint   - ruff, mypy --strict, import-linter contracts"
+	@echo "make lint   - ruff, mypy --strict, import-linter contracts, gofmt, go vet, shellcheck"
 	@echo "make images - build the container images with buildah (OCI archives in .cache/images/)"
 	@echo "make cluster      - a real local cluster (NODES=2 nodes) running ckpt from its images"
 	@echo "make cluster-down - stop it, leaving nothing behind"
@@ -74,11 +74,15 @@ test-fast-nonroot: setup
 wrapper:
 	cd cmd/ckpt-runc && CGO_ENABLED=0 go build -trimpath -o ../../.cache/bin/ckpt-runc .
 
-# ruff, mypy --strict over src/ (settings in pyproject.toml) and the import-linter contracts.
-lint: setup
+# ruff, mypy --strict over src/ (settings in pyproject.toml) and the import-linter contracts;
+# gofmt and go vet over the node wrapper; shellcheck over the build and CI scripts.
+lint: setup deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd cmd/ckpt-runc && test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+	cd cmd/ckpt-runc && go vet ./...
+	find tools .ci -name '*.sh' -o -path .ci/run | sort | xargs shellcheck -x
 
 crd: setup
 	$(BIN)/python -m ckpt.operator.crd > crds/checkpoint.yaml

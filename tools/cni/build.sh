@@ -4,6 +4,7 @@
 # which is what a node mounts at /opt/cni/bin.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tools/lib/gobuild.sh
 source "$here/../lib/gobuild.sh"
 version=$(pinned_version "$here" github.com/containernetworking/plugins)
 GOBUILD_LDFLAGS="-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$version" \

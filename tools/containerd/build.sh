@@ -3,6 +3,7 @@
 # see tools/lib/gobuild.sh). Prints the folder holding the binaries.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tools/lib/gobuild.sh
 source "$here/../lib/gobuild.sh"
 version=$(pinned_version "$here" github.com/containerd/containerd/v2)
 # Without the stamp containerd reports "+unknown" as its version to the kubelet and to ctr.

@@ -25,6 +25,8 @@
 # exists) is passed as the build secret `ca`, mounted only for the RUN steps that download, so
 # it never becomes part of a layer. CKPT_IMAGES_CA= (empty) builds without it.
 set -euo pipefail
+# Failures inside $(...) (the base images are built in one) stop the build too.
+shopt -s inherit_errexit
 
 say() { echo "images: $*" >&2; }
 
@@ -75,6 +77,7 @@ inputs_key() {
   {
     (cd "$context" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     (cd "$here" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    sha256sum "$here/../lib/debian-base.sh" | cut -d' ' -f1
   } | sha256sum | cut -c1-16
 }
 
@@ -88,57 +91,12 @@ fi
 start=$(date +%s)
 
 # ------------------------------------------------------------------------- base images
-# base NAME SUITE [PACKAGE...]: prints the reference of a Debian minbase image of SUITE with
-# PACKAGES, building it on first use. Its tag hashes the recipe, so a changed recipe builds a
-# new base and an unchanged one is reused across builds of changed sources.
-base() {
-  local name=$1 suite=$2
-  shift 2
-  local packages
-  packages=$(IFS=,; echo "$*")
-  local sources=(
-    "deb $mirror $suite main"
-    "deb $mirror $suite-updates main"
-    "deb $security_mirror $suite-security main"
-  )
-  local tag
-  tag=$(printf '%s\n' "$name" "$suite" "$packages" "${sources[@]}" | sha256sum | cut -c1-16)
-  local ref="localhost/ckpt-base-$name:$tag"
-  if bh inspect --type image "$ref" >/dev/null 2>&1; then
-    echo "$ref"
-    return
-  fi
-  say "base image $name: mmdebstrap $suite${packages:+ + $packages}"
-  local tarball="$cache/tmp/base-$name.tar"
-  mkdir -p "$cache/tmp"
-  # No recommends and no documentation, like the slim images this stands in for; mmdebstrap
-  # removes apt's package lists itself at the end.
-  mmdebstrap --quiet --variant=minbase \
-    ${packages:+--include="$packages"} \
-    --aptopt='APT::Install-Recommends "false"' \
-    --aptopt='Acquire::Languages "none"' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    "$suite" "$tarball" "${sources[@]}" >&2
-  local ctr
-  ctr=$(bh from --pull=never scratch)
-  bh add --quiet "$ctr" "$tarball" / >&2
-  # What the public images set: a PATH (a scratch image has none), UTF-8 text, bash.
-  bh config \
-    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --env LANG=C.UTF-8 \
-    --cmd bash \
-    "$ctr" >&2
-  bh commit --quiet --rm "$ctr" "$ref" >/dev/null
-  rm -f "$tarball"
-  echo "$ref"
-}
+# shellcheck source=tools/lib/debian-base.sh
+source "$here/../lib/debian-base.sh"
 
-python_base=$(base python bookworm ca-certificates python3 python3-venv python3-pip)
-agent_base=$(base agent trixie)
-go_base=$(base go trixie ca-certificates golang-go)
+python_base=$(debian_base python bookworm ca-certificates python3 python3-venv python3-pip)
+agent_base=$(debian_base agent trixie)
+go_base=$(debian_base go trixie ca-certificates golang-go)
 
 # ------------------------------------------------------------------------- targets
 secret=()

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the tools/<name>/build.sh scripts: builds main packages of one pinned Go module
 # (the folder holding go.mod) once, into a cache folder keyed by a hash of everything that
 # decides the output (go.mod, go.sum, the module's own .go files, the Go version, the flags and

@@ -3,5 +3,6 @@
 # folder holding it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tools/lib/gobuild.sh
 source "$here/../lib/gobuild.sh"
 gobuild pause "$here" pause=github.com/ckpt-dev/ckpt/tools/pause
