@@ -118,10 +118,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # CRIU 4.1 (trixie's) asks them of every socket, so it cannot dump any process holding a TCP
 # socket on current kernels ("sockets: Can't get 1:16 opt: Operation not supported"); 4.2
 # fixed it. The pin keeps every other package on the base's suite unless criu needs a newer one.
+# DEBIAN_CHECK_VALID_UNTIL=no only for a mirror that serves a frozen copy of the archive (its
+# Release files expire while their signatures stay good); tools/images/build.sh passes what
+# the building machine's apt is configured with.
 ARG DEBIAN_MIRROR=http://deb.debian.org/debian
+ARG DEBIAN_CHECK_VALID_UNTIL=yes
 ARG CRIU_SUITE=forky
 # hadolint ignore=DL3008
-RUN echo "deb ${DEBIAN_MIRROR} ${CRIU_SUITE} main" >/etc/apt/sources.list.d/criu.list \
+RUN echo "deb [check-valid-until=${DEBIAN_CHECK_VALID_UNTIL}] ${DEBIAN_MIRROR} ${CRIU_SUITE} main" \
+       >/etc/apt/sources.list.d/criu.list \
     && printf 'Package: *\nPin: release n=%s\nPin-Priority: 100\n' "${CRIU_SUITE}" \
        >/etc/apt/preferences.d/criu \
     && apt-get update \

@@ -104,6 +104,14 @@ if [[ -n "$ca" ]]; then
   secret=(--secret "id=ca,src=$ca")
 fi
 
+# What this machine's apt says of expired Release files: a mirror serving a frozen copy of the
+# archive is configured with Acquire::Check-Valid-Until "false", and the agent image's apt
+# (which adds the CRIU suite) must accept the same mirror.
+check_valid_until=yes
+if apt-config dump 2>/dev/null | grep -qi '^Acquire::Check-Valid-Until "false"'; then
+  check_valid_until=no
+fi
+
 # target TARGET IMAGE
 target() {
   local t0
@@ -114,6 +122,7 @@ target() {
     --build-arg "AGENT_BASE_IMAGE=$agent_base" \
     --build-arg "GO_IMAGE=$go_base" \
     --build-arg "DEBIAN_MIRROR=$mirror" \
+    --build-arg "DEBIAN_CHECK_VALID_UNTIL=$check_valid_until" \
     "${secret[@]}" \
     --target "$1" --tag "$2" \
     --file "$context/Dockerfile" "$context" >&2
