@@ -86,7 +86,7 @@ class Row:
         return median(float(getattr(s, attr)) for s in self.samples)
 
 
-def _watch_ready(kube: Cluster, namespace: str, target: list[str], timeout: float) -> float:
+def watch_ready(kube: Cluster, namespace: str, target: list[str], timeout: float) -> float:
     """perf_counter() when a watch on `target` (["pod/NAME"] or ["pods", "-l", SEL]) first
     shows Ready=True."""
     cmd = [kubectl_binary(), "--kubeconfig", str(kube.kubeconfig), "-n", namespace, "get",
@@ -220,7 +220,7 @@ def _one(kube: Cluster, node: Node, namespace: str, mib: int, rep: int,
     name = f"c{mib}-{rep}"
     t0 = time.perf_counter()
     e2e.apply(kube, namespace, _pod(name, mib))
-    cold = _watch_ready(kube, namespace, [f"pod/{name}"], 600) - t0
+    cold = watch_ready(kube, namespace, [f"pod/{name}"], 600) - t0
     status = e2e.checkpoint_ready(kube, namespace, f"{name}-ck", name, timeout=900,
                                   storage=FILE_LOCATION, retainPolicy="Delete")
     archive_path = node.host(status["restorePath"].removeprefix("file://"))
@@ -231,7 +231,7 @@ def _one(kube: Cluster, node: Node, namespace: str, mib: int, rep: int,
     t0 = time.perf_counter()
     e2e.create_restore(kube, namespace, f"{name}-rs", f"{name}-ck", podName=f"{name}-back",
                        nodeName=NODE)
-    ready = _watch_ready(kube, namespace, ["pods", "-l", f"ckpt.dev/restore-name={name}-rs"],
+    ready = watch_ready(kube, namespace, ["pods", "-l", f"ckpt.dev/restore-name={name}-rs"],
                          600)
     restore = ready - t0
     rs = e2e.wait_phase(kube, namespace, "restore", f"{name}-rs", {"Running", "Failed"})

@@ -42,6 +42,15 @@ def test_node_paths_are_hidden_and_the_containers_own_paths_stay() -> None:
     assert reason == "Can't lookup mount=42 for fd=1 path=<node path> and /dev/nvidia0"
 
 
+@pytest.mark.parametrize(("line", "hint"), [
+    ("parasite: Can't get rlimit 0: Operation not permitted", "lacks CAP_SYS_RESOURCE"),
+    ("files: Unknown shit 600 (anon_inode:[io_uring])", "seccompProfile RuntimeDefault"),
+])
+def test_reasons_a_user_cannot_act_on_alone_get_a_hint(line: str, hint: str) -> None:
+    reason = failure_reason(f"(00.3) Error (criu/x.c:1): {line}\n")
+    assert reason is not None and reason.startswith(line) and hint in reason
+
+
 def test_a_long_reason_is_cut() -> None:
     reason = failure_reason("(0.1) Error (a.c:1): " + "x" * 1000)
     assert reason is not None and len(reason) == 300

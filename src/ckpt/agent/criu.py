@@ -104,6 +104,15 @@ _ERROR_LINE = re.compile(r"^\(\s*[0-9.]+\)\s+Error\s+\([^)]*\):\s*(?P<message>.+
 # Errors CRIU logs and then carries on from, and its closing summary: never the cause. Without
 # CAP_SYS_RESOURCE (this project's test machines) every run logs the rlimit one first.
 _NOT_THE_CAUSE = re.compile(r"^(rlimit: Can't setup RLIMIT_NOFILE|(Dumping|Restoring) FAILED)")
+# What a user can do about CRIU's own words, where those alone do not say it.
+_HINTS = (
+    (re.compile(r"Can't get rlimit \d+: Operation not permitted"),
+     "the node agent lacks CAP_SYS_RESOURCE, which CRIU needs to dump processes that run as "
+     "another user than root"),
+    (re.compile(r"anon_inode:\[io_uring\]"),
+     "CRIU cannot dump io_uring instances; with seccompProfile RuntimeDefault the runtime "
+     "refuses io_uring and libuv (Node.js) uses epoll"),
+)
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)*[\w.@+-]+")
 
 
@@ -128,5 +137,7 @@ def failure_reason(log_text: str, *, host_paths: tuple[str, ...] = ()) -> str | 
         if not m or _NOT_THE_CAUSE.match(m["message"]):
             continue
         message = m["message"].strip()
-        return _ABSOLUTE_PATH.sub(redact, message)[:300]
+        reason = _ABSOLUTE_PATH.sub(redact, message)[:300]
+        hints = [hint for pattern, hint in _HINTS if pattern.search(message)]
+        return f"{reason} ({'; '.join(hints)})" if hints else reason
     return None
