@@ -11,8 +11,9 @@ the same library (obstore) and part size:
 * pipeline: ``archive.write_archive`` into the location's multipart writer (tar -> zstd level
   1 on all cores -> sha256 -> S3), without and with age encryption (one X25519 recipient);
 * baseline download: each object fetched back into a file;
-* pipeline restore: ``fetch_and_extract`` (fetch while hashing into a private scratch file,
-  compare, decrypt when encrypted, unpack with caps).
+* pipeline restore: the agent's staging of a Restore, ``staging.stage_archive`` (fetch,
+  decrypt when encrypted, decompress and unpack with caps while hashing, in one pass; refused
+  on a mismatch; laid out for the ckpt-runc wrapper).
 
 It prints medians and ratios against the baseline as a Markdown table.
 """
@@ -34,8 +35,9 @@ from pydantic import SecretStr
 
 from bench.stats import median, ratio
 from ckpt.agent import archive
-from ckpt.agent.pipeline import fetch_and_extract
+from ckpt.agent.models import StageRequest
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
+from ckpt.agent.staging import stage_archive
 from ckpt.storage import objects
 from ckpt.storage.models import Destination, LocationType
 from harness.s3 import SeaweedS3
@@ -100,13 +102,14 @@ def pipeline_upload(dest: Destination, dumped: DumpedContainer, cid: str) -> tup
     return time.monotonic() - t, digest, size
 
 
-def pipeline_restore(dest: Destination, cid: str, digest: str, scratch: Path) -> float:
-    store = objects.open_location(dest)
-    folder = archive.make_scratch(scratch, cid)
+def pipeline_restore(dest: Destination, cid: str, digest: str, restores: Path) -> float:
+    url = objects.open_location(dest).url(dest.key_for("bench", cid))
+    request = StageRequest(restore_id=cid, namespace="bench", pod_name="bench", source=url,
+                           checksum=f"sha256:{digest}", location=dest)
     t = time.monotonic()
-    fetch_and_extract(store, dest.key_for("bench", cid), digest, folder, dest)
+    staged = stage_archive(request, restores, archive_root=restores.parent / "archives")
     elapsed = time.monotonic() - t
-    shutil.rmtree(folder)
+    shutil.rmtree(staged.path)
     return elapsed
 
 

@@ -40,7 +40,6 @@ const (
 	restoreFileVersion = 1
 	restoreFileLimit   = 1 << 20
 	deletedListLimit   = 256 << 20
-	markerName         = "restored"
 )
 
 // stagedRestore is a staged container that passed every check, with its open folders.
@@ -288,16 +287,6 @@ func restoreArgs(cfg config, inv invocation, ca createArgs, images, work, mode s
 	return append(args, ca.id)
 }
 
-// marker is the one JSON line written to containers/<name>/restored for the node agent.
-type marker struct {
-	Time        string `json:"time"`
-	ContainerID string `json:"containerId"`
-	ExitStatus  int    `json:"exitStatus"` // the runtime's restore exit status
-	PID         int    `json:"pid,omitempty"`
-	GPUHook     string `json:"gpuHook,omitempty"` // "ok" or the hook's failure
-	Error       string `json:"error,omitempty"`
-}
-
 // record is /run/ckpt-runc/<container-id>: the container was created by a restore, so
 // `start` has nothing to do; `delete` removes the record.
 type record struct {
@@ -420,7 +409,6 @@ func restoreCreate(cfg config, runtime string, inv invocation, ca createArgs, sp
 	}
 	mode := cgroupsMode(cfg, runtime)
 	status := runtimeCommand(runtime, restoreArgs(cfg, inv, ca, s.images, work, mode, s.tcpClose))
-	m := marker{ContainerID: ca.id, ExitStatus: status}
 	var failure error
 	if status != 0 {
 		reason := ""
@@ -432,13 +420,9 @@ func restoreCreate(cfg config, runtime string, inv invocation, ca createArgs, sp
 		failure = fmt.Errorf("%s: %s restore exited with status %d%s (CRIU log: %s)",
 			prefix, filepath.Base(runtime), status, reason, filepath.Join(work, "restore.log"))
 	} else {
-		m.PID = readPID(ca.pidFile)
 		if s.container.GPU {
-			if err := runGPUHook(cfg, s, ca.id, m.PID); err != nil {
-				m.GPUHook = err.Error()
+			if err := runGPUHook(cfg, s, ca.id, readPID(ca.pidFile)); err != nil {
 				failure = fmt.Errorf("%s: %w", prefix, err)
-			} else {
-				m.GPUHook = "ok"
 			}
 		}
 		if failure == nil {
@@ -453,14 +437,6 @@ func restoreCreate(cfg config, runtime string, inv invocation, ca createArgs, sp
 			cleanup := append(append([]string{}, inv.globals...), "delete", "--force", ca.id)
 			runtimeCommand(runtime, cleanup)
 		}
-	}
-	if failure != nil {
-		m.Error = failure.Error()
-	}
-	m.Time = time.Now().UTC().Format(time.RFC3339Nano)
-	line, _ := json.Marshal(m)
-	if err := writeAt(s.ctrfd, markerName, append(line, '\n')); err != nil && failure == nil {
-		failure = fmt.Errorf("%s: write the %s marker: %w", prefix, markerName, err)
 	}
 	if failure != nil {
 		if status == 0 {

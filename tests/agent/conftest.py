@@ -70,6 +70,7 @@ def agent_env(tmp_path: Path, kube: Cluster, runc: Runc, criu_binary: str) -> di
         "CKPT_AGENT_CRIU_BINARY": criu_binary,
         "CKPT_AGENT_STORE": str(tmp_path / "archives"),
         "CKPT_AGENT_WORK_DIR": str(tmp_path / "work"),
+        "CKPT_AGENT_RESTORES_DIR": str(tmp_path / "restores"),
         "CKPT_AGENT_STATE_DIR": str(tmp_path / "state"),
         "CKPT_AGENT_KUBECONFIG": str(kube.kubeconfig),
         "CKPT_AGENT_ALLOWED_IDENTITIES": OPERATOR_IDENTITY,

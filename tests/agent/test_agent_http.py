@@ -131,7 +131,8 @@ def test_validation_error_names_the_field(client: httpx.Client) -> None:
     message = _error(client.post("/v1/checkpoints", json=body), 422, "validation_error")
     assert "containers" in message
 
-    body = {"restore_path": "/x", "checksum": "md5:00", "container_id": "new"}
+    body = {"restore_id": "r-1", "namespace": "default", "pod_name": "p",
+            "source": "file:///var/lib/ckpt/archives/default/x.tar.zst", "checksum": "md5:00"}
     response = client.post("/v1/restores", json=body)
     assert "checksum" in _error(response, 422, "validation_error")
     details = response.json()["details"]

@@ -1,5 +1,6 @@
-"""Checkpoint and restore jobs through a real agent process: real runc containers, real CRIU,
-real archives on disk; the agent is killed and restarted where the test needs it."""
+"""Checkpoint jobs and the staging of restores through a real agent process: real runc
+containers, real CRIU, real archives on disk; the agent is killed and restarted where the test
+needs it. A staged archive is restored with `runc restore`, as the ckpt-runc wrapper does."""
 
 from __future__ import annotations
 
@@ -53,6 +54,16 @@ def _checkpoint(client: httpx.Client, wait_job: JobWaiter, body: dict) -> dict:
     return job
 
 
+def _stage(client: httpx.Client, wait_job: JobWaiter, restore_id: str, result: dict) -> dict:
+    """Stages a checkpoint's archive as the operator asks it for a Restore; the ended job."""
+    response = client.post("/v1/restores", json={
+        "restore_id": restore_id, "namespace": "default", "pod_name": "counter-restored",
+        "source": result["restore_path"], "checksum": result["checksum"],
+    })
+    assert response.status_code == 202, response.text
+    return wait_job(f"/v1/restores/{restore_id}")
+
+
 def _wait_for_counter(counter_file: Path, at_least: int, timeout: float = 20) -> int:
     """The restored container's counter once it is at least `at_least` (a file it rewrites:
     there is nothing to wait on but the file itself)."""
@@ -89,24 +100,19 @@ def test_checkpoint_leaves_running_and_restore_continues_the_counter(
     before = original.counter()
     original.wait_counter(before + 5)
 
-    # The agent restores into the bundle it recorded at the dump (a caller cannot name one):
-    # the original goes, and its rootfs's counter file is reset to 0.
+    # Restored as a Restore restores it: the agent stages the archive, and `runc restore` of
+    # the staged images (the ckpt-runc wrapper's create) starts a new container in the
+    # original's bundle. The original goes, and its rootfs's counter file is reset to 0.
     original.delete()
     counter_file = original.bundle / "rootfs" / "state" / "counter"
     counter_file.write_text("0\n")
-    restore = {
-        "restore_path": result["restore_path"],
-        "checksum": result["checksum"],
-        "container_id": "restored-counter",
-    }
-    response = client.post("/v1/restores", json=restore)
-    assert response.status_code == 202, response.text
-    rjob = wait_job("/v1/restores/restored-counter")
-    assert rjob["state"] == "succeeded", rjob
-    assert rjob["pid"] > 0
+    staged = _stage(client, wait_job, "r-counter", result)
+    assert staged["state"] == "succeeded", staged
+    assert staged["result"]["containers"] == ["app"]
+    images = Path(staged["result"]["path"]) / "containers" / "app" / "images"
+    original.restore_as(images, "restored-counter")
     state = runc.state("restored-counter")
     assert state is not None and state["status"] == "running"
-    assert state["pid"] == rjob["pid"]
 
     # The restored process carries on from the value it had in memory at the dump (>= 10),
     # in its own rootfs, whose counter file we reset to 0: its first write is already past
@@ -114,10 +120,8 @@ def test_checkpoint_leaves_running_and_restore_continues_the_counter(
     first = _wait_for_counter(counter_file, 1)
     assert first >= 10, f"the restored counter started over at {first}"
     _wait_for_counter(counter_file, first + 1)
-    # The same restore again answers the same job rather than restoring twice.
-    again = client.post("/v1/restores", json=restore)
-    assert again.status_code == 202
-    assert again.json()["pid"] == rjob["pid"]
+    # The same staging again answers the same job rather than staging twice.
+    assert _stage(client, wait_job, "r-counter", result) == staged
 
 
 def test_same_checkpoint_id_returns_the_same_job(
@@ -143,8 +147,8 @@ def test_same_checkpoint_id_returns_the_same_job(
     assert other.json()["code"] == "conflict"
 
 
-def test_corrupted_archive_is_refused_at_restore(
-    client: httpx.Client, wait_job: JobWaiter, launch: Launch, runc: Runc
+def test_corrupted_archive_is_refused_at_staging(
+    client: httpx.Client, wait_job: JobWaiter, launch: Launch, tmp_path: Path
 ) -> None:
     container = launch()
     result = _checkpoint(client, wait_job, _body("cp-corrupt", container))["result"]
@@ -153,16 +157,11 @@ def test_corrupted_archive_is_refused_at_restore(
     data[len(data) // 2] ^= 0x01
     archive.write_bytes(bytes(data))
 
-    response = client.post("/v1/restores", json={
-        "restore_path": result["restore_path"],
-        "checksum": result["checksum"],
-        "container_id": "never-restored",
-    })
-    assert response.status_code == 202, response.text
-    job = wait_job("/v1/restores/never-restored")
-    assert job["state"] == "failed"
+    job = _stage(client, wait_job, "r-corrupt", result)
+    assert (job["state"], job["error_code"]) == ("failed", "checksum_mismatch"), job
     assert "checksum" in job["error"].lower()
-    assert runc.state("never-restored") is None
+    # Nothing of it is staged for the wrapper to find, not even a partial folder.
+    assert list((tmp_path / "restores").iterdir()) == []
 
 
 def test_finished_jobs_survive_a_restart(
@@ -281,16 +280,13 @@ def test_two_container_pod_is_one_archive(
         assert result["containers"] == ["app", "sidecar"]
         for c in pod.containers.values():
             assert c.status() == "running"
-        # Restoring needs to know which of the two containers.
-        response = client.post("/v1/restores", json={
-            "restore_path": result["restore_path"],
-            "checksum": result["checksum"],
-            "container_id": "pod-ambiguous",
-        })
-        assert response.status_code == 202
-        job = wait_job("/v1/restores/pod-ambiguous")
-        assert job["state"] == "failed"
-        assert "app, sidecar" in job["error"]
+        # Staged for a Restore, the one archive brings back both containers of the Pod.
+        job = _stage(client, wait_job, "r-pod", result)
+        assert job["state"] == "succeeded", job
+        assert job["result"]["containers"] == ["app", "sidecar"]
+        staged = Path(job["result"]["path"]) / "containers"
+        assert all((staged / name / "images" / "inventory.img").is_file()
+                   for name in ("app", "sidecar"))
 
 
 def test_timeout_fails_the_job_and_cleans_up(

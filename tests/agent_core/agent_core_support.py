@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ckpt.agent.gpu import ProcessState
+from ckpt.agent.models import CheckpointResult, StageRequest
+from ckpt.agent.staging import stage_archive
 
 
 class Progress:
@@ -23,6 +26,20 @@ class Progress:
             if not out or out[-1] != phase:
                 out.append(phase)
         return out
+
+
+def staged_images(
+    result: CheckpointResult, restores: Path, archive_root: Path, container: str
+) -> Path:
+    """Stages a checkpoint's archive as the agent does for a Restore (fetch, verify, extract
+    into the layout the ckpt-runc wrapper reads) and returns `container`'s CRIU images."""
+    staged = stage_archive(
+        StageRequest(restore_id="r-test", namespace="default", pod_name="restored",
+                     source=result.restore_path, checksum=result.checksum),
+        restores, archive_root=archive_root,
+    )
+    assert container in staged.containers, staged.containers
+    return Path(staged.path) / "containers" / container / "images"
 
 
 class FakeCuda:

@@ -12,15 +12,8 @@ from agent_core_support import FakeCuda, Progress
 
 from ckpt.agent import gpu as gpu_mod
 from ckpt.agent.gpu import GpuDriver, GpuError, ProcessState
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, GpuMode, RestoreRequest
-from ckpt.agent.pipeline import (
-    NODE_LOCAL,
-    GpuRequiredError,
-    PipelineContext,
-    run_checkpoint,
-    run_restore,
-)
-from ckpt.storage.objects import open_location
+from ckpt.agent.models import CheckpointRequest, ContainerTarget, GpuMode
+from ckpt.agent.pipeline import GpuRequiredError, PipelineContext, run_checkpoint
 from harness.containers import BusyboxContainer
 
 GPU_REASON = "needs an NVIDIA GPU with libcuda.so.1"
@@ -124,21 +117,6 @@ async def test_gpu_required_is_refused_without_a_gpu(
     with pytest.raises(GpuRequiredError, match=r"gpu: required.*libcuda\.so\.1"):
         await run_checkpoint(req, ctx, progress)
     assert busybox_container.status() == "running"  # refused before anything was frozen
-    # Where the refused checkpoint's archive would be in the node-local location (a path
-    # outside it is refused earlier, as not the location's): nothing is there, so a restore
-    # that fetched before checking the GPU would fail on the missing archive instead.
-    restore_path = open_location(NODE_LOCAL, ctx.store.root).url(
-        NODE_LOCAL.key_for("default", "ck-gpu")
-    )
-    with pytest.raises(GpuRequiredError, match="gpu: required"):
-        await run_restore(
-            RestoreRequest(
-                restore_path=restore_path, checksum="sha256:" + "0" * 64,
-                container_id="x", gpu=GpuMode.required,
-            ),
-            ctx,
-            progress,
-        )
 
 
 def _has_gpu() -> bool:

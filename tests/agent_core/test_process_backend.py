@@ -1,6 +1,7 @@
-"""The process backend: CRIU directly on a plain host process tree."""
+"""The process backend: CRIU directly on a plain host process tree, its archive staged and
+restored with the CRIU CLI."""
 # The test drives a child process with plain blocking calls on purpose: it is the only task.
-# ruff: noqa: ASYNC220, ASYNC251
+# ruff: noqa: ASYNC220, ASYNC221, ASYNC251
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_core_support import Progress
+from agent_core_support import Progress, staged_images
 
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
-from ckpt.agent.pipeline import PipelineContext, run_checkpoint, run_restore
+from ckpt.agent.models import CheckpointRequest, ContainerTarget
+from ckpt.agent.pipeline import PipelineContext, run_checkpoint
+from ckpt.agent.runtimes.process import DEFAULT_ARGS
 from harness.containers import pid_alive
 
 # Needs CRIU on real processes, as root.
@@ -40,7 +42,7 @@ def wait_counter(path: Path, at_least: int, timeout: float = 10) -> int:
 
 
 async def test_process_tree_dump_and_restore(
-    ctx: PipelineContext, tmp_path: Path, progress: Progress
+    ctx: PipelineContext, criu_bin: str, tmp_path: Path, progress: Progress
 ) -> None:
     counter = tmp_path / "counter"
     # One process, no children: a shell's `sleep` children would be orphaned by the dump and
@@ -58,9 +60,7 @@ async def test_process_tree_dump_and_restore(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    # As an agent configured for process trees (CKPT_AGENT_RUNTIME=process) is: restores
-    # take only runc or the agent's configured backend, so the process archive must come
-    # from, and go back through, the default backend.
+    # As an agent configured for process trees (CKPT_AGENT_RUNTIME=process) is.
     ctx.default_runtime = "process"
     restored_pid = None
     try:
@@ -79,15 +79,17 @@ async def test_process_tree_dump_and_restore(
         time.sleep(0.6)
         assert read_counter(counter) == stopped
 
-        outcome = await run_restore(
-            RestoreRequest(
-                restore_path=result.restore_path, checksum=result.checksum, container_id="tree"
-            ),
-            ctx,
-            progress,
+        # Staged as for a Restore, then restored with the options the dump used (a shell
+        # job's tree needs --shell-job back).
+        images = staged_images(result, tmp_path / "restores", ctx.store.root, "tree")
+        pidfile = tmp_path / "restored.pid"
+        restored = subprocess.run(
+            [criu_bin, "restore", "-D", str(images), "-W", str(tmp_path), "-o", "restore.log",
+             "--restore-detached", "--pidfile", str(pidfile), *DEFAULT_ARGS],
+            capture_output=True, text=True, timeout=60, check=False,
         )
-        restored_pid = outcome.pid
-        assert outcome.runtime == "process"
+        assert restored.returncode == 0, (tmp_path / "restore.log").read_text()[-2000:]
+        restored_pid = int(pidfile.read_text())
         assert restored_pid == proc.pid  # CRIU gives the tree its pids back
         assert pid_alive(restored_pid)
         assert wait_counter(counter, stopped + 3) >= stopped + 3

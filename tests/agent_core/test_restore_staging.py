@@ -223,13 +223,6 @@ async def test_jobs_are_idempotent_and_removed_on_request(tmp_path: Path) -> Non
     assert json.loads((restores / RESTORE_ID / "restore.json").read_text())[
         "containers"]["app"]["gpu"] is True
 
-    # The wrapper marks a container restored; the job says so.
-    marker = restores / RESTORE_ID / "containers" / "app" / "restored"
-    marker.write_text('{"containerId":"c9","exitStatus":1,"error":"runc restore failed"}\n')
-    assert stagings.get(RESTORE_ID).restored == []
-    marker.write_text('{"containerId":"c9","exitStatus":0,"pid":4242}\n')
-    assert stagings.get(RESTORE_ID).restored == ["app"]
-
     # A restarted agent answers the same request from the staged folder.
     again = Stagings(restores, asyncio.Semaphore(2), archive_root=store)
     answered = again.submit(request)

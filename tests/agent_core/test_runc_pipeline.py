@@ -1,4 +1,5 @@
-"""The checkpoint and restore pipelines against real runc containers and real CRIU."""
+"""The checkpoint pipeline against real runc containers and real CRIU; its archive restored
+the way a Restore restores it (staged, then `runc restore` of the staged images)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,10 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from agent_core_support import Progress
+from agent_core_support import Progress, staged_images
 
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
-from ckpt.agent.pipeline import (
-    ChecksumMismatch,
-    PipelineContext,
-    archive_name,
-    run_checkpoint,
-    run_restore,
-)
+from ckpt.agent.models import CheckpointRequest, ContainerTarget
+from ckpt.agent.pipeline import PipelineContext, archive_name, run_checkpoint
 from ckpt.agent.runtimes.base import DumpedContainer, ResolvedContainer
 from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.store import PARTIAL_SUFFIX, path_of
@@ -51,8 +46,8 @@ def archive_members(path: Path) -> list[str]:
 async def test_leave_running_checkpoint_then_restore_continues(
     ctx: PipelineContext,
     busybox_container: BusyboxContainer,
-    runc_cli: Runc,
     progress: Progress,
+    tmp_path: Path,
 ) -> None:
     c = busybox_container
     before = c.wait_counter(5)
@@ -78,55 +73,21 @@ async def test_leave_running_checkpoint_then_restore_continues(
     assert not list(archive.parent.glob(".*partial")), "temporary file left behind"
     assert not any(ctx.work_dir.iterdir()), "work folder left behind"
 
-    # Stop the original, blank the counter file, and restore the archive as a new container:
-    # the in-memory counter carries on from the value it had at the dump.
+    # Stop the original, blank the counter file, and restore the archive as a new container
+    # the way a Restore does: the agent stages it, and `runc restore` (the ckpt-runc wrapper's
+    # create) runs on the staged images. The in-memory counter carries on from the dump.
     c.delete()
     final = c.counter()
     (c.rootfs / "state" / "counter").write_text("0\n")
-    outcome = await run_restore(
-        RestoreRequest(
-            restore_path=result.restore_path, checksum=result.checksum, container_id=c.id + "-r"
-        ),
-        ctx,
-        progress,
-    )
-    restored = BusyboxContainer(
-        runc=runc_cli, id=outcome.container_id, bundle=c.bundle, owns_bundle=False
-    )
+    images = staged_images(result, tmp_path / "restores", ctx.store.root, "c0")
+    restored = c.restore_as(images, c.id + "-r")
     try:
-        assert restored.status() == "running" and pid_alive(outcome.pid)
+        assert restored.status() == "running" and pid_alive(restored.pid)
         first = restored.wait_counter(1, timeout=10)
         assert before < first <= final + 1, (before, first, final)
         assert restored.wait_counter(first + 3, timeout=10) >= first + 3
-        assert outcome.container == "c0" and outcome.timings.total > 0
     finally:
         restored.delete()
-
-
-async def test_corrupted_archive_is_refused(
-    ctx: PipelineContext, busybox_container: BusyboxContainer, progress: Progress
-) -> None:
-    c = busybox_container
-    c.wait_counter(2)
-    result = await run_checkpoint(request_for("ck-corrupt", c), ctx, progress)
-    archive = path_of(result.restore_path)
-    data = bytearray(archive.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    archive.write_bytes(bytes(data))
-
-    with pytest.raises(ChecksumMismatch, match="checksum mismatch"):
-        await run_restore(
-            RestoreRequest(
-                restore_path=result.restore_path, checksum=result.checksum, container_id="never"
-            ),
-            ctx,
-            progress,
-        )
-    # Refused before anything was restored, and the half-extracted images are gone.
-    assert progress.phases[-1] == "extracting"
-    assert "restoring" not in progress.phases
-    assert await RuncRuntime(ctx.runtime.root).state("never") is None  # type: ignore[attr-defined]
-    assert not any(ctx.work_dir.iterdir())
 
 
 class RecordingRunc(RuncRuntime):

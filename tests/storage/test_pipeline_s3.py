@@ -1,6 +1,6 @@
-"""The agent's pipelines against a real S3 server: a real runc container (real CRIU) is
-checkpointed straight into the bucket, encrypted, and restored from it as a new container
-whose counter carries on."""
+"""The agent against a real S3 server: a real runc container (real CRIU) is checkpointed
+straight into the bucket, encrypted, staged from it as for a Restore, and restored from the
+staged images as a new container whose counter carries on."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from pydantic import SecretStr
 
 from ckpt.agent.criu import CriuInfo, criu_version
 from ckpt.agent.gpu import GpuDriver
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, RestoreRequest
-from ckpt.agent.pipeline import PipelineContext, PipelineError, run_checkpoint, run_restore
+from ckpt.agent.models import CheckpointRequest, ContainerTarget, StageRequest, StageResult
+from ckpt.agent.pipeline import PipelineContext, run_checkpoint
 from ckpt.agent.runtimes.process import ProcessRuntime
 from ckpt.agent.runtimes.runc import RuncRuntime
+from ckpt.agent.staging import StagingError, stage_archive
 from ckpt.agent.store import FileStore
 from ckpt.storage import crypto
+from ckpt.storage.models import Destination
 from harness.containers import BusyboxContainer, Runc, pid_alive
 from harness.fixtures import busybox_container, criu_bin, runc_cli
 from harness.s3 import SeaweedS3
@@ -54,8 +56,8 @@ def _noop(phase: str, done: int) -> None:
 
 
 async def test_checkpoint_into_s3_encrypted_then_restore_from_it(
-    ctx: PipelineContext, busybox_container: BusyboxContainer, runc_cli: Runc,
-    s3: SeaweedS3, bucket: str, make_dest: MakeDest,
+    ctx: PipelineContext, busybox_container: BusyboxContainer, s3: SeaweedS3, bucket: str,
+    make_dest: MakeDest, tmp_path: Path,
 ) -> None:
     c = busybox_container
     before = c.wait_counter(3)
@@ -79,45 +81,47 @@ async def test_checkpoint_into_s3_encrypted_then_restore_from_it(
     final = c.counter()
     (c.rootfs / "state" / "counter").write_text("0\n")
 
-    # Without the identity: refused clearly, nothing restored.
-    with pytest.raises(PipelineError, match="no identity"):
-        await run_restore(
-            RestoreRequest(restore_path=result.restore_path, checksum=result.checksum,
-                           container_id="never", source=dest),
-            ctx, _noop,
-        )
-    assert await RuncRuntime(runc_cli.root).state("never") is None
+    restores = tmp_path / "restores"
 
-    with_key = dest.model_copy(update={"identities": [SecretStr(str(ident))]})
-    outcome = await run_restore(
-        RestoreRequest(restore_path=result.restore_path, checksum=result.checksum,
-                       container_id=c.id + "-r", source=with_key),
-        ctx, _noop,
-    )
-    restored = BusyboxContainer(
-        runc=runc_cli, id=outcome.container_id, bundle=c.bundle, owns_bundle=False
-    )
+    def stage(location: Destination) -> StageResult:
+        return stage_archive(
+            StageRequest(restore_id="r-s3", namespace="default", pod_name="counter-r",
+                         source=result.restore_path, checksum=result.checksum,
+                         location=location),
+            restores, archive_root=ctx.store.root,
+        )
+
+    # Without the identity: refused clearly, nothing staged.
+    with pytest.raises(StagingError, match="no identity"):
+        stage(dest)
+    assert list(restores.iterdir()) == []
+
+    # With it: staged, and `runc restore` of the staged images (what the ckpt-runc wrapper
+    # runs) brings the counter back from memory.
+    staged = stage(dest.model_copy(update={"identities": [SecretStr(str(ident))]}))
+    assert [p.name for p in restores.iterdir()] == ["r-s3"], "a partial folder was left"
+    restored = c.restore_as(Path(staged.path) / "containers" / "c0" / "images", c.id + "-r")
     try:
-        assert restored.status() == "running" and pid_alive(outcome.pid)
+        assert restored.status() == "running" and pid_alive(restored.pid)
         first = restored.wait_counter(1, timeout=10)
         assert before < first <= final + 1, (before, first, final)
     finally:
         restored.delete()
-    assert not any(ctx.work_dir.iterdir()), "scratch left behind"
 
 
-async def test_restore_refuses_a_path_outside_the_location(
+async def test_staging_refuses_a_path_outside_the_location(
     ctx: PipelineContext, tmp_path: Path, make_dest: MakeDest
 ) -> None:
     host_file = tmp_path / "host-secret"
     host_file.write_bytes(b"not an archive")
     checksum = "sha256:" + hashlib.sha256(b"not an archive").hexdigest()
-    for path, source in ((str(host_file), None), (host_file.as_uri(), None),
-                         ("s3://elsewhere/x.tar.zst", make_dest())):
-        with pytest.raises(PipelineError, match="not in location") as info:
-            await run_restore(
-                RestoreRequest(restore_path=path, checksum=checksum, container_id="x",
-                               source=source),
-                ctx, _noop,
+    for path, location in ((str(host_file), None), (host_file.as_uri(), None),
+                           ("s3://elsewhere/x.tar.zst", make_dest())):
+        with pytest.raises(StagingError, match="not in location") as info:
+            stage_archive(
+                StageRequest(restore_id="r-x", namespace="default", pod_name="p", source=path,
+                             checksum=checksum, location=location),
+                tmp_path / "restores", archive_root=ctx.store.root,
             )
+        assert info.value.code == "bad_source"
         assert str(tmp_path) not in str(info.value)

@@ -16,8 +16,9 @@ import pytest
 from pydantic import SecretStr
 
 from ckpt.agent import archive
-from ckpt.agent.pipeline import ChecksumMismatch, PipelineError, fetch_and_extract
+from ckpt.agent.models import StageRequest, StageResult
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
+from ckpt.agent.staging import STAGE_JSON, StagingError, stage_archive
 from ckpt.operator.locations import Locations, check
 from ckpt.operator.retention import delete_through_location
 from ckpt.storage import crypto, objects
@@ -80,13 +81,14 @@ def test_archive_streams_to_the_bucket_and_back(
     assert len(body) == size and hashlib.sha256(body).hexdigest() == digest
     assert s3.pending_uploads(bucket) == []
 
-    store = objects.open_location(dest)
-    meta = fetch_and_extract(store, store.key_of(url), digest, archive.make_scratch(
-        scratch, "r1"), dest)
-    assert meta.checkpoint_id == "ck-plain"
-    pages = scratch / "r1" / "root" / "containers" / "app" / "pages-1.img"
+    staged = _stage(dest, url, digest, scratch, "r1")
+    assert staged.containers == ["app"] and staged.size_bytes == size
+    pages = scratch / "r1" / "containers" / "app" / "images" / "pages-1.img"
     assert pages.read_bytes() == (d.images_dir / "pages-1.img").read_bytes()  # type: ignore[operator]
-    assert not (scratch / "r1" / "archive").exists(), "the staged copy was not removed"
+    # Only the wrapper's layout is left: the extracted archive was moved into it or removed.
+    assert sorted(p.name for p in (scratch / "r1").iterdir()) == [
+        "containers", "restore.json", STAGE_JSON
+    ]
 
 
 def test_encrypted_object_is_age_ciphertext_and_needs_the_identity(
@@ -95,27 +97,24 @@ def test_encrypted_object_is_age_ciphertext_and_needs_the_identity(
     ident = pyrage.x25519.Identity.generate()
     other = pyrage.x25519.Identity.generate()
     dest = make_dest(recipients=[str(ident.to_public())])
-    key, _, digest, _ = _upload(dest, _dumped(tmp_path, 8), "ck-enc")
+    key, url, digest, _ = _upload(dest, _dumped(tmp_path, 8), "ck-enc")
     assert key.endswith(".tar.zst.age")
     body = s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
     assert body.startswith(crypto.AGE_MAGIC)
     assert CRIU_IMG_MAGIC not in body and b"ckpt.json" not in body
 
-    store = objects.open_location(dest)
     for name, identities, message in (
         ("none", [], "no identity was given"),
         ("wrong", [str(other)], "none of the location's identities"),
     ):
-        folder = archive.make_scratch(scratch, name)
         keys = dest.model_copy(update={"identities": [SecretStr(i) for i in identities]})
-        with pytest.raises(PipelineError, match=message):
-            fetch_and_extract(store, key, digest, folder, keys)
-        assert [p for p in folder.rglob("*") if p.is_file()] == [], "something was unpacked"
+        with pytest.raises(StagingError, match=message):
+            _stage(keys, url, digest, scratch, name)
+        assert list(scratch.iterdir()) == [], "something was unpacked"
 
     # Key rotation: the old and the new identity side by side; either one decrypts.
     rotated = dest.model_copy(update={"identities": [SecretStr(f"{other}\n{ident}")]})
-    folder = archive.make_scratch(scratch, "ok")
-    assert fetch_and_extract(store, key, digest, folder, rotated).checkpoint_id == "ck-enc"
+    assert _stage(rotated, url, digest, scratch, "ok").containers == ["app"]
 
 
 def test_failure_mid_upload_leaves_no_object_and_no_pending_upload(
@@ -185,15 +184,15 @@ def test_object_modified_after_upload_is_refused_and_nothing_unpacked_is_left(
     s3: SeaweedS3, bucket: str, make_dest: MakeDest, tmp_path: Path, scratch: Path
 ) -> None:
     dest = make_dest()
-    key, _, digest, _ = _upload(dest, _dumped(tmp_path, 4), "ck-tampered")
+    key, url, digest, _ = _upload(dest, _dumped(tmp_path, 4), "ck-tampered")
     body = bytearray(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
     body[len(body) // 2] ^= 0xFF
     s3.client().put_object(Bucket=bucket, Key=key, Body=bytes(body))
-    folder = archive.make_scratch(scratch, "t")
-    with pytest.raises(ChecksumMismatch) as info:
-        fetch_and_extract(objects.open_location(dest), key, digest, folder, dest)
+    with pytest.raises(StagingError) as info:
+        _stage(dest, url, digest, scratch, "t")
+    assert info.value.code == "checksum_mismatch"
     assert hashlib.sha256(bytes(body)).hexdigest() not in str(info.value)
-    assert list(folder.iterdir()) == [], "something unpacked from it was left"
+    assert list(scratch.iterdir()) == [], "something unpacked from it was left"
 
 
 def test_operator_deletes_through_the_location_without_any_agent(
@@ -213,6 +212,15 @@ def test_operator_deletes_through_the_location_without_any_agent(
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _stage(dest: Destination, url: str, digest: str, root: Path, restore_id: str) -> StageResult:
+    """Stages the archive at `url` as the agent does for a Restore, into `root/restore_id`."""
+    return stage_archive(
+        StageRequest(restore_id=restore_id, namespace="ns", pod_name="p", source=url,
+                     checksum=f"sha256:{digest}", location=dest),
+        root, archive_root=root.parent / "archives",
+    )
 
 
 def _spec_of(dest: Destination) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from ckpt.agent.models import (
     CheckpointResult,
     ContainerTarget,
     JobState,
-    RestoreRequest,
-    Timings,
+    StageRequest,
 )
-from ckpt.agent.pipeline import PipelineError, RestoreOutcome
+from ckpt.agent.pipeline import PipelineError
+from ckpt.agent.staging import Stagings
 
 pytestmark = pytest.mark.looptime
 
@@ -73,22 +73,13 @@ class Runner:
             self.cleaned_up.append(req.checkpoint_id)
 
 
-async def restore_runner(req: RestoreRequest, progress: Progress) -> RestoreOutcome:
-    progress("restoring", 0)
-    await asyncio.sleep(2)
-    return RestoreOutcome(
-        container_id=req.container_id, container="app", pid=4242, runtime="runc",
-        timings=Timings(total=2000),
-    )
-
-
 def manager(
     state: Path, runner: Runner, *, slots: int = 1, timeout: float = TIMEOUT,
     retention: dt.timedelta = dt.timedelta(days=7),
 ) -> JobManager:
     return JobManager(
         state, max_concurrent=slots, timeout_seconds=timeout, run_checkpoint=runner,
-        run_restore=restore_runner, metrics=AgentMetrics(), retention=retention,
+        metrics=AgentMetrics(), retention=retention,
     )
 
 
@@ -139,13 +130,9 @@ async def test_the_same_key_with_another_request_is_a_conflict(tmp_path: Path) -
 
 async def test_unknown_jobs_are_not_found(tmp_path: Path) -> None:
     jobs = manager(tmp_path, Runner())
-    for call in (
-        lambda: jobs.checkpoints.get("nope"),
-        lambda: jobs.restores.get("nope"),
-    ):
-        with pytest.raises(AgentError) as missing:
-            call()
-        assert missing.value.status == 404
+    with pytest.raises(AgentError) as missing:
+        jobs.checkpoints.get("nope")
+    assert missing.value.status == 404
     with pytest.raises(AgentError):
         await jobs.checkpoints.watch("nope", None, 10)
     with pytest.raises(AgentError) as missing:
@@ -177,23 +164,28 @@ async def test_jobs_queue_for_a_slot_and_the_timeout_starts_with_the_slot(tmp_pa
     assert runner.cleaned_up == ["ck-1", "ck-2"]
 
 
-async def test_restores_share_the_slots_of_checkpoints(tmp_path: Path) -> None:
+async def test_stagings_share_the_slots_of_checkpoints(tmp_path: Path) -> None:
     runner = Runner()
     runner.release = asyncio.Event()
     jobs = manager(tmp_path, runner, slots=1)
+    # As the agent wires them: one semaphore for dumps and stagings alike.
+    stagings = Stagings(tmp_path / "restores", jobs.slots, archive_root=tmp_path / "archives")
     jobs.checkpoints.submit(request())
-    restore = jobs.restores.submit(
-        RestoreRequest(restore_path="/a", checksum="sha256:" + "00" * 32, container_id="r-1")
-    )
+    stagings.submit(StageRequest(
+        restore_id="r-1", namespace="apps", pod_name="db-restored",
+        source=(tmp_path / "archives" / "apps" / "missing.tar.zst").as_uri(),
+        checksum="sha256:" + "00" * 32,
+    ))
     await asyncio.sleep(5)
-    assert restore.phase == QUEUED
+    assert stagings.get("r-1").phase == QUEUED
     runner.release.set()
     await finished(jobs, "ck-1")
-    task = jobs.restores.entries["r-1"].task
+    task = stagings.entries["r-1"].task
     assert task is not None
     await task
-    done = jobs.restores.get("r-1")
-    assert (done.state, done.pid, done.timings.total) == (JobState.succeeded, 4242, 2000)
+    # It ran once the checkpoint gave the slot back (and found no archive there).
+    done = stagings.get("r-1")
+    assert (done.state, done.error_code) == (JobState.failed, "not_found")
 
 
 async def test_a_timeout_of_the_pipeline_itself_keeps_its_message(tmp_path: Path) -> None:

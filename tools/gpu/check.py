@@ -1,9 +1,10 @@
 """The GPU path end to end: a CUDA process checkpointed through the agent's process backend
-and gpu.py (lock + checkpoint, CRIU dump, store), restored (CRIU restore, CUDA restore +
-unlock), then its GPU memory pattern verified and its counter seen running. Prints timings
-and "GPU CHECK PASSED". Run through tools/gpu-check.sh."""
+and gpu.py (lock + checkpoint, CRIU dump, store), restored the way a Restore restores it
+(the agent's staging, CRIU restore of the staged images, CUDA restore + unlock as the agent
+does for the ckpt-runc wrapper's GPU hook), then its GPU memory pattern verified and its
+counter seen running. Prints timings and "GPU CHECK PASSED". Run through tools/gpu-check.sh."""
 # A script with one task: blocking waits on the worker are fine here.
-# ruff: noqa: ASYNC220, ASYNC251
+# ruff: noqa: ASYNC220, ASYNC221, ASYNC251
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from pathlib import Path
 
 from ckpt.agent.criu import find_criu
 from ckpt.agent.gpu import GpuDriver
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, GpuMode, RestoreRequest
-from ckpt.agent.pipeline import PipelineContext, run_checkpoint, run_restore
-from ckpt.agent.runtimes.process import ProcessRuntime
+from ckpt.agent.models import CheckpointRequest, ContainerTarget, GpuMode, StageRequest
+from ckpt.agent.pipeline import PipelineContext, run_checkpoint
+from ckpt.agent.runtimes.base import process_tree
+from ckpt.agent.runtimes.process import DEFAULT_ARGS, ProcessRuntime
+from ckpt.agent.staging import stage_archive
 from ckpt.agent.store import FileStore
 
 HERE = Path(__file__).resolve().parent
@@ -100,18 +103,34 @@ async def main() -> None:
             raise SystemExit("FAILED: the counter moved while the process was checkpointed")
 
         t = time.monotonic()
-        outcome = await run_restore(
-            RestoreRequest(restore_path=result.restore_path, checksum=result.checksum,
-                           container_id="worker", gpu=GpuMode.required),
-            ctx, progress,
+        staged = stage_archive(
+            StageRequest(restore_id="gpu-check", namespace="local", pod_name="gpu-check",
+                         source=result.restore_path, checksum=result.checksum),
+            work / "restores", archive_root=ctx.store.root,
         )
-        restored_pid = outcome.pid
-        print(f"restore: {time.monotonic() - t:.2f}s, pid {outcome.pid}, "
-              f"gpu pids {outcome.gpu_pids}, timings={outcome.timings.model_dump()}")
-        if not outcome.gpu_pids:
+        if not staged.gpu:
+            raise SystemExit("FAILED: the staged restore does not say it holds GPU state")
+        images = Path(staged.path) / "containers" / "worker" / "images"
+        pidfile = work / "restored.pid"
+        # The options the process backend dumped with (a shell job's tree needs them back).
+        restored = subprocess.run(
+            [criu.path, "restore", "-D", str(images), "-W", str(work), "-o", "restore.log",
+             "--restore-detached", "--pidfile", str(pidfile), *DEFAULT_ARGS],
+            capture_output=True, text=True, timeout=600, check=False,
+        )
+        if restored.returncode != 0:
+            tail = (work / "restore.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"FAILED: criu restore exited with {restored.returncode}\n{tail}")
+        restored_pid = int(pidfile.read_text())
+        t_gpu = time.monotonic()
+        gpu_pids = await gpu.resume_checkpointed(process_tree(restored_pid))
+        print(f"restore: {time.monotonic() - t:.2f}s (staging {staged.timings.total} ms, "
+              f"CUDA restore + unlock {time.monotonic() - t_gpu:.2f}s), pid {restored_pid}, "
+              f"gpu pids {gpu_pids}")
+        if not gpu_pids:
             raise SystemExit("FAILED: no CUDA process was restored")
         wait_for(lambda: counter(state) >= stopped + 5, 60, "the restored counter")
-        os.kill(outcome.pid, signal.SIGUSR1)
+        os.kill(restored_pid, signal.SIGUSR1)
         wait_for(lambda: (state / "verify").exists(), 120, "pattern verification")
         verdict = (state / "verify").read_text().strip()
         print(f"verify: {verdict}; counter {stopped} -> {counter(state)}")

@@ -1,4 +1,5 @@
-"""The node agent's HTTP service (API v1): checkpoint and restore jobs, info, health, metrics."""
+"""The node agent's HTTP service (API v1): checkpoint jobs, the staging of restores, info,
+health, metrics."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ckpt.agent import pipeline
@@ -33,8 +33,6 @@ from ckpt.agent.models import (
     CheckpointResult,
     GpuMode,
     JobState,
-    RestoreJob,
-    RestoreRequest,
     StageJob,
     StageRequest,
 )
@@ -94,7 +92,7 @@ def _refuse_gpu_required(mode: GpuMode, ctx: pipeline.PipelineContext) -> None:
         raise AgentError(
             422,
             "gpu_unavailable",
-            "gpu: required, but this node cannot checkpoint or restore GPU state: "
+            "gpu: required, but this node cannot checkpoint GPU state: "
             f"{ctx.gpu.unavailable_reason()}",
         )
 
@@ -153,59 +151,23 @@ def _stagings(request: Request) -> Stagings:
 StagingsDep = Annotated[Stagings, Depends(_stagings)]
 
 
-def _parse(model: type[StageRequest] | type[RestoreRequest], body: Any) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
-        ) from None
+@v1.post("/restores", status_code=202, response_model=StageJob)
+async def create_restore(body: StageRequest, stagings: StagingsDep) -> StageJob:
+    """Stage a checkpoint for a Restore: fetch, verify, extract into the folder the
+    ckpt-runc wrapper reads; the same restore_id again answers the same job."""
+    return stagings.submit(body)
 
 
-@v1.post("/restores", status_code=202, response_model=StageJob | RestoreJob)
-async def create_restore(
-    body: Annotated[dict[str, Any], Body()], agent: AgentDep, stagings: StagingsDep
-) -> StageJob | RestoreJob:
-    """Stage a checkpoint for a Restore (a body with `restore_id`: fetch, verify, extract into
-    the folder the ckpt-runc wrapper reads; the same restore_id again answers the same job).
-
-    A body with `container_id` restores a bare container (the agent-level restore that
-    predates Restore resources; kept for agent tests and the bench until they move)."""
-    if "restore_id" in body:
-        return stagings.submit(_parse(StageRequest, body))
-    legacy: RestoreRequest = _parse(RestoreRequest, body)
-    if legacy.bundle is not None:
-        # A caller-named folder would have runc start whatever its config.json says, as
-        # root on the node: a restore goes only into the bundle this agent recorded when it
-        # dumped the container (or, for Restore resources, the runtime's own bundle).
-        raise AgentError(
-            422, "validation_error",
-            "invalid request: bundle: not accepted; the container is restored into the "
-            "bundle recorded in its archive",
-        )
-    if legacy.container_id not in agent.jobs.restores.entries:
-        _refuse_gpu_required(legacy.gpu, agent.ctx)
-    return agent.jobs.restores.submit(legacy)
-
-
-@v1.get("/restores/{restore_id}", response_model=StageJob | RestoreJob)
+@v1.get("/restores/{restore_id}", response_model=StageJob)
 async def get_restore(
-    restore_id: str, agent: AgentDep, stagings: StagingsDep, wait: Wait = 0,
-    phase: str | None = None,
-) -> StageJob | RestoreJob:
-    if restore_id not in agent.jobs.restores.entries:
-        return await stagings.watch(restore_id, phase, wait)
-    return await agent.jobs.restores.watch(restore_id, phase, wait)
+    restore_id: str, stagings: StagingsDep, wait: Wait = 0, phase: str | None = None
+) -> StageJob:
+    return await stagings.watch(restore_id, phase, wait)
 
 
-@v1.delete("/restores/{restore_id}", response_model=None)
-async def cancel_restore(
-    restore_id: str, agent: AgentDep, stagings: StagingsDep
-) -> RestoreJob | Response:
-    """A staged restore: stop its staging and remove its files (204; 404 when nothing was
-    there). A bare-container restore job: cancel it."""
-    if restore_id in agent.jobs.restores.entries:
-        return await agent.jobs.restores.cancel(restore_id, CANCELLED)
+@v1.delete("/restores/{restore_id}", status_code=204)
+async def cancel_restore(restore_id: str, stagings: StagingsDep) -> Response:
+    """Stop a staging and remove its files (404 when nothing was there)."""
     if not await stagings.remove(restore_id):
         raise AgentError(404, "not_found", f"no restore {restore_id!r} on this node")
     return Response(status_code=204)
@@ -303,17 +265,11 @@ def create_app(
         ) -> CheckpointResult:
             return await pipeline.run_checkpoint(req, ctx, progress)
 
-        async def restore(
-            req: RestoreRequest, progress: pipeline.ProgressFn
-        ) -> pipeline.RestoreOutcome:
-            return await pipeline.run_restore(req, ctx, progress)
-
         jobs = JobManager(
             settings.state_dir,
             max_concurrent=settings.max_concurrent_jobs,
             timeout_seconds=settings.job_timeout_seconds,
             run_checkpoint=checkpoint,
-            run_restore=restore,
             metrics=metrics,
             retention=timedelta(hours=settings.job_retention_hours),
         )

@@ -1,10 +1,11 @@
 """The job manager: idempotent submission, a per-node concurrency limit, timeouts, cancellation.
 
-Checkpoint jobs are keyed by ``checkpoint_id`` and restore jobs by the new ``container_id``;
-submitting the same key again answers the existing job, so the operator can retry a POST
-safely. Every state or phase change is written to a record on disk (``records.py``): finished
-results survive a restart, and a job that was running when the agent died is reported failed
-on the next start instead of staying "running" forever.
+Checkpoint jobs are keyed by ``checkpoint_id``; submitting the same key again answers the
+existing job, so the operator can retry a POST safely. Restores are staged by
+``ckpt.agent.staging``, which shares this manager's slots. Every state or phase change is
+written to a record on disk (``records.py``): finished results survive a restart, and a job
+that was running when the agent died is reported failed on the next start instead of staying
+"running" forever.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Generic, TypeVar
 
 from ckpt.agent.errors import AgentError
 from ckpt.agent.metrics import AgentMetrics
@@ -26,10 +26,8 @@ from ckpt.agent.models import (
     CheckpointRequest,
     CheckpointResult,
     JobState,
-    RestoreJob,
-    RestoreRequest,
 )
-from ckpt.agent.pipeline import PipelineError, RestoreOutcome
+from ckpt.agent.pipeline import PipelineError
 from ckpt.agent.records import JobRecord, RecordStore, utcnow
 
 log = logging.getLogger(__name__)
@@ -41,17 +39,12 @@ QUEUED = "queued"
 
 Progress = Callable[[str, int], None]
 CheckpointRunner = Callable[[CheckpointRequest, Progress], Awaitable[CheckpointResult]]
-RestoreRunner = Callable[[RestoreRequest, Progress], Awaitable[RestoreOutcome]]
-
-
-ReqT = TypeVar("ReqT", CheckpointRequest, RestoreRequest)
-JobT = TypeVar("JobT", CheckpointJob, RestoreJob)
-OutT = TypeVar("OutT", CheckpointResult, RestoreOutcome)
+CheckpointRecord = JobRecord[CheckpointRequest, CheckpointJob]
 
 
 @dataclass
-class _Entry(Generic[ReqT, JobT]):
-    record: JobRecord[ReqT, JobT]
+class _Entry:
+    record: CheckpointRecord
     task: asyncio.Task[None] | None = None
     # Why the task is being cancelled; a bare CancelledError does not say who asked.
     cancel_reason: str = ""
@@ -64,34 +57,25 @@ class _Entry(Generic[ReqT, JobT]):
         self.changed = asyncio.Event()
 
 
-class _Track(Generic[ReqT, JobT, OutT]):
-    """The jobs of one kind: their records, tasks and lifecycle."""
+class _Track:
+    """The checkpoint jobs: their records, tasks and lifecycle."""
+
+    #: The `kind` label of the job metrics.
+    kind = "checkpoint"
 
     def __init__(
-        self,
-        kind: str,
-        records: RecordStore[ReqT, JobT],
-        record_model: type[JobRecord[ReqT, JobT]],
-        key: Callable[[ReqT], str],
-        new_job: Callable[[str], JobT],
-        run: Callable[[ReqT, Progress], Awaitable[OutT]],
-        apply: Callable[[JobT, OutT], None],
+        self, records: RecordStore[CheckpointRequest, CheckpointJob], run: CheckpointRunner,
         manager: JobManager,
     ) -> None:
-        self.kind = kind
-        self._records: RecordStore[ReqT, JobT] = records
-        self._record_model: type[JobRecord[ReqT, JobT]] = record_model
-        self._key: Callable[[ReqT], str] = key
-        self._new_job: Callable[[str], JobT] = new_job
-        self._run: Callable[[ReqT, Progress], Awaitable[OutT]] = run
-        self._apply: Callable[[JobT, OutT], None] = apply
+        self._records = records
+        self._run = run
         self._manager = manager
-        self.entries: dict[str, _Entry[ReqT, JobT]] = {}
+        self.entries: dict[str, _Entry] = {}
 
-    def load(self, retention: timedelta) -> list[ReqT]:
+    def load(self, retention: timedelta) -> list[CheckpointRequest]:
         """Read the records; fail (and return the requests of) jobs a dead agent left running."""
         cutoff = utcnow() - retention
-        interrupted: list[ReqT] = []
+        interrupted: list[CheckpointRequest] = []
         for key, record in self._records.load_all().items():
             job = record.job
             if job.state == JobState.running:
@@ -107,10 +91,10 @@ class _Track(Generic[ReqT, JobT, OutT]):
             self.entries[key] = _Entry(record=record)
         return interrupted
 
-    def submit(self, request: ReqT) -> JobT:
+    def submit(self, request: CheckpointRequest) -> CheckpointJob:
         # No await between the lookup and the insert: concurrent POSTs of one key cannot
         # both create a job.
-        key = self._key(request)
+        key = request.checkpoint_id
         entry = self.entries.get(key)
         if entry is not None:
             if entry.record.request != request:
@@ -123,25 +107,24 @@ class _Track(Generic[ReqT, JobT, OutT]):
                 return entry.record.job
             # It failed only because an agent stopped under it: this request starts over.
             log.info("%s job %s: new attempt after %s", self.kind, key, entry.record.job.error)
-        job = self._new_job(key)
-        job.phase = QUEUED
-        record = self._record_model(request=request, job=job)
+        job = CheckpointJob(checkpoint_id=key, state=JobState.running, phase=QUEUED)
+        record = CheckpointRecord(request=request, job=job)
         entry = _Entry(record=record)
         self._records.save(key, record)
         self.entries[key] = entry
         entry.task = asyncio.create_task(self._execute(key, entry), name=f"{self.kind}-{key}")
         return job
 
-    def get(self, key: str) -> JobT:
+    def get(self, key: str) -> CheckpointJob:
         return self._entry(key).record.job
 
-    def _entry(self, key: str) -> _Entry[ReqT, JobT]:
+    def _entry(self, key: str) -> _Entry:
         entry = self.entries.get(key)
         if entry is None:
             raise AgentError(404, "not_found", f"no {self.kind} job {key!r}")
         return entry
 
-    async def watch(self, key: str, seen_phase: str | None, wait: float) -> JobT:
+    async def watch(self, key: str, seen_phase: str | None, wait: float) -> CheckpointJob:
         """The job once its phase differs from `seen_phase` or it ended, or after `wait`
         seconds: a long poll, so a caller following a job needs no polling loop."""
         entry = self._entry(key)
@@ -153,7 +136,7 @@ class _Track(Generic[ReqT, JobT, OutT]):
                 await entry.changed.wait()
         return entry.record.job
 
-    async def cancel(self, key: str, reason: str) -> JobT:
+    async def cancel(self, key: str, reason: str) -> CheckpointJob:
         entry = self.entries.get(key)
         if entry is None:
             raise AgentError(404, "not_found", f"no {self.kind} job {key!r}")
@@ -174,7 +157,7 @@ class _Track(Generic[ReqT, JobT, OutT]):
             out[state] = out.get(state, 0) + 1
         return out
 
-    def _set_phase(self, key: str, entry: _Entry[ReqT, JobT], phase: str) -> None:
+    def _set_phase(self, key: str, entry: _Entry, phase: str) -> None:
         job = entry.record.job
         if phase == job.phase:
             return
@@ -187,14 +170,13 @@ class _Track(Generic[ReqT, JobT, OutT]):
         self._records.save(key, entry.record)
         entry.notify()
 
-    async def _execute(self, key: str, entry: _Entry[ReqT, JobT]) -> None:
+    async def _execute(self, key: str, entry: _Entry) -> None:
         job = entry.record.job
 
         def progress(phase: str, bytes_done: int) -> None:
             # bytes_done changes many times a second while storing; it is kept in memory and
             # written with the next phase change only.
-            if isinstance(job, CheckpointJob):
-                job.bytes_done = bytes_done
+            job.bytes_done = bytes_done
             self._set_phase(key, entry, phase)
 
         timeout = self._manager.timeout_seconds
@@ -205,7 +187,7 @@ class _Track(Generic[ReqT, JobT, OutT]):
                 self._set_phase(key, entry, "starting")
                 deadline = asyncio.timeout(timeout)
                 async with deadline:
-                    outcome = await self._run(entry.record.request, progress)
+                    result = await self._run(entry.record.request, progress)
         except TimeoutError as exc:
             # A TimeoutError of the pipeline's own (a subprocess limit) keeps its message.
             expired = deadline is not None and deadline.expired()
@@ -230,12 +212,11 @@ class _Track(Generic[ReqT, JobT, OutT]):
                 f"internal error in the node agent ({type(exc).__name__}); see its log",
             )
         else:
-            self._apply(entry.record.job, outcome)
+            job.result = result
+            job.bytes_done = result.size_bytes
             self._finish(key, entry, JobState.succeeded, None)
 
-    def _finish(
-        self, key: str, entry: _Entry[ReqT, JobT], state: JobState, error: str | None
-    ) -> None:
+    def _finish(self, key: str, entry: _Entry, state: JobState, error: str | None) -> None:
         job = entry.record.job
         self._manager.metrics.phase_seconds.labels(self.kind, job.phase).observe(
             time.monotonic() - entry.phase_since
@@ -250,7 +231,7 @@ class _Track(Generic[ReqT, JobT, OutT]):
         log.info("%s job %s %s%s", self.kind, key, state.value, f": {error}" if error else "")
 
     async def shutdown(self) -> None:
-        running: list[tuple[_Entry[ReqT, JobT], asyncio.Task[None]]] = [
+        running: list[tuple[_Entry, asyncio.Task[None]]] = [
             (e, e.task) for e in self.entries.values() if e.task is not None and not e.task.done()
         ]
         for entry, task in running:
@@ -261,22 +242,8 @@ class _Track(Generic[ReqT, JobT, OutT]):
                 await task
 
 
-CheckpointRecord = JobRecord[CheckpointRequest, CheckpointJob]
-RestoreRecord = JobRecord[RestoreRequest, RestoreJob]
-
-
-def _apply_checkpoint(job: CheckpointJob, result: CheckpointResult) -> None:
-    job.result = result
-    job.bytes_done = result.size_bytes
-
-
-def _apply_restore(job: RestoreJob, outcome: RestoreOutcome) -> None:
-    job.pid = outcome.pid
-    job.timings = outcome.timings
-
-
 class JobManager:
-    """Checkpoint and restore jobs of one agent, sharing one concurrency limit."""
+    """Checkpoint jobs of one agent and the concurrency limit the agent's stagings share."""
 
     def __init__(
         self,
@@ -285,50 +252,28 @@ class JobManager:
         max_concurrent: int,
         timeout_seconds: float,
         run_checkpoint: CheckpointRunner,
-        run_restore: RestoreRunner,
         metrics: AgentMetrics,
         retention: timedelta = timedelta(days=7),
     ) -> None:
-        # One semaphore for both kinds: a restore loads the node as much as a dump does.
+        # Shared with the stagings of restores (ckpt.agent.staging.Stagings): fetching and
+        # unpacking an archive loads the node as much as a dump does.
         self.slots = asyncio.Semaphore(max_concurrent)
         self.timeout_seconds = timeout_seconds
         self.metrics = metrics
         self._retention = retention
-        self.checkpoints: _Track[CheckpointRequest, CheckpointJob, CheckpointResult] = _Track(
-            "checkpoint",
-            RecordStore(state_dir / "checkpoints", CheckpointRecord),
-            CheckpointRecord,
-            key=lambda r: r.checkpoint_id,
-            new_job=lambda k: CheckpointJob(checkpoint_id=k, state=JobState.running),
-            run=run_checkpoint,
-            apply=_apply_checkpoint,
-            manager=self,
-        )
-        self.restores: _Track[RestoreRequest, RestoreJob, RestoreOutcome] = _Track(
-            "restore",
-            RecordStore(state_dir / "restores", RestoreRecord),
-            RestoreRecord,
-            key=lambda r: r.container_id,
-            new_job=lambda k: RestoreJob(container_id=k, state=JobState.running),
-            run=run_restore,
-            apply=_apply_restore,
-            manager=self,
+        self.checkpoints = _Track(
+            RecordStore(state_dir / "checkpoints", CheckpointRecord), run_checkpoint, self
         )
         metrics.track_jobs(self.counts)
 
     def load(self) -> list[CheckpointRequest]:
         """Read the records of earlier runs and fail those that were running; returns the
         interrupted checkpoints, whose containers may still be frozen."""
-        self.restores.load(self._retention)
         return self.checkpoints.load(self._retention)
 
     def counts(self) -> dict[tuple[str, str], int]:
-        out: dict[tuple[str, str], int] = {}
-        for track in (self.checkpoints, self.restores):
-            for state, n in track.counts().items():
-                out[(track.kind, state)] = n
-        return out
+        return {(self.checkpoints.kind, state): n for state, n in self.checkpoints.counts().items()}
 
     async def shutdown(self) -> None:
         """Cancel running jobs (thawing containers, removing partial files) and wait for them."""
-        await asyncio.gather(self.checkpoints.shutdown(), self.restores.shutdown())
+        await self.checkpoints.shutdown()

@@ -45,7 +45,7 @@ class CheckpointRequest(BaseModel):
     destination: Destination | None = None
     compression: Literal["zstd", "none"] = "zstd"
     # The pod as a template for a Restore (ckpt.agent.capture.pod_template), written into the
-    # archive as pod.json; None: the archive can be restored as containers only.
+    # archive as pod.json; None: a Restore takes the Checkpoint status's copy instead.
     pod_template: dict[str, Any] | None = None
 
 
@@ -79,34 +79,6 @@ class CheckpointJob(BaseModel):
     result: CheckpointResult | None = None
     error: str | None = None
     # Failed only because the agent stopped under it: the same request again starts over.
-    retryable: bool = False
-
-
-class RestoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    restore_path: str = Field(min_length=1, max_length=4096)
-    checksum: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    # The location holding restore_path (with the age identities when it encrypts); None:
-    # the agent's own node-local archive folder. A path outside the location is refused.
-    source: Destination | None = None
-    # Id for the restored container; the same id again returns the same job.
-    container_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    # Which container of the archive to restore (default: the only one).
-    container: str | None = None
-    # runc bundle (rootfs + config.json) for the new container; default: the original bundle
-    # recorded in the archive.
-    bundle: str | None = None
-    gpu: GpuMode = GpuMode.auto
-
-
-class RestoreJob(BaseModel):
-    container_id: str
-    state: JobState
-    phase: str = ""
-    pid: int | None = None
-    error: str | None = None
-    timings: Timings = Timings()
     retryable: bool = False
 
 
@@ -178,6 +150,4 @@ class StageJob(BaseModel):
     error: str | None = None
     # Why it failed, for callers that act on it: checksum_mismatch, not_found, bad_archive.
     error_code: str | None = None
-    # Containers the wrapper reports restored (it writes containers/<name>/restored).
-    restored: list[str] = []
     retryable: bool = False

@@ -1,17 +1,16 @@
-"""The checkpoint and restore pipelines of the node agent.
+"""The checkpoint pipeline of the node agent.
 
 This is the interface the agent's HTTP service and job manager call:
 
 * ``await run_checkpoint(request, ctx, progress) -> CheckpointResult``
-* ``await run_restore(request, ctx, progress) -> RestoreOutcome``
 
 ``progress(phase, bytes_done)`` is called from the event loop thread (never from a worker
-thread) whenever the phase changes and while the archive is being stored. Phases of a
-checkpoint: ``resolving``, ``waiting`` (another job is dumping one of the containers),
-``gpu-lock``, ``freezing``, ``dumping``, ``storing``, ``done``; of a restore: ``extracting``
-(hashing as it goes), ``restoring``, ``gpu-restore``, ``done``.
+thread) whenever the phase changes and while the archive is being stored. Phases:
+``resolving``, ``waiting`` (another job is dumping one of the containers), ``gpu-lock``,
+``freezing``, ``dumping``, ``storing``, ``done``. Restores are not run here: the agent stages
+an archive (``ckpt.agent.staging``) and the ckpt-runc wrapper restores it as a Pod.
 
-Both coroutines are cancellable: a ``CancelledError`` removes partial files (work folder and
+The coroutine is cancellable: a ``CancelledError`` removes partial files (work folder and
 the store's temporary file; a final archive path is never half written), thaws frozen
 containers and resumes locked CUDA processes before it propagates. Failures raise
 ``PipelineError`` (or a subclass) whose message is fit for the job's ``error`` field.
@@ -39,7 +38,6 @@ from ckpt.agent.models import (
     CheckpointRequest,
     CheckpointResult,
     GpuMode,
-    RestoreRequest,
     Timings,
 )
 from ckpt.agent.platform import platform_string
@@ -54,7 +52,7 @@ from ckpt.agent.runtimes.base import (
 from ckpt.agent.store import FileStore
 from ckpt.storage import crypto
 from ckpt.storage.models import Destination, LocationType
-from ckpt.storage.objects import LocationStore, ObjectNotFound, StorageError, open_location
+from ckpt.storage.objects import LocationStore, StorageError, open_location
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +60,18 @@ ProgressFn = Callable[[str, int], None]
 
 
 class PipelineError(Exception):
-    """A checkpoint or restore failed; ``str(exc)`` is the message for the job's error."""
+    """A checkpoint failed; ``str(exc)`` is the message for the job's error."""
 
 
 class GpuRequiredError(PipelineError):
     """``gpu: required`` on a node or target without usable CUDA checkpoint support."""
 
 
-class ChecksumMismatch(PipelineError):
-    """The stored archive does not match the checksum the caller expects."""
-
-
 @dataclass
 class PipelineContext:
     """Everything a pipeline run needs from the agent; built once by the service."""
 
-    #: Backends by name; checkpoints use ``default_runtime`` unless the call names another,
-    #: restores use the backend recorded in the archive.
+    #: Backends by name; checkpoints use ``default_runtime`` unless the call names another.
     runtimes: Mapping[str, Runtime]
     default_runtime: str
     #: The node-local archive folder: file locations live under it, and a request that
@@ -123,18 +116,6 @@ class ContainerLocks:
             for lock in locks:
                 await stack.enter_async_context(lock)
             yield
-
-
-@dataclass
-class RestoreOutcome:
-    """What ``run_restore`` did; maps onto ``RestoreJob``."""
-
-    container_id: str
-    container: str  # the name of the archived container that was restored
-    pid: int
-    runtime: str
-    gpu_pids: list[int] = field(default_factory=list)
-    timings: Timings = field(default_factory=Timings)
 
 
 def _ms(start: float) -> int:
@@ -423,106 +404,6 @@ def _cleanup(job_dir: Path, dumped: list[DumpedContainer]) -> None:
                 d.source_tar.unlink()
 
 
-async def run_restore(
-    request: RestoreRequest, ctx: PipelineContext, progress: ProgressFn
-) -> RestoreOutcome:
-    """Fetch and verify the archive, unpack it and restore one container as a new one."""
-    t_total = time.monotonic()
-    timings = Timings()
-    dest, store = _location(request.source, ctx)
-    try:
-        # Only archives of the location: anything else (a host file, another bucket) is
-        # refused before it is opened.
-        key = store.key_of(request.restore_path)
-    except StorageError as exc:
-        raise PipelineError(str(exc)) from exc
-    expected = request.checksum.removeprefix("sha256:")
-
-    if request.gpu == GpuMode.required and not ctx.gpu.available():
-        raise GpuRequiredError(
-            f"gpu: required, but this node cannot restore GPU state: {ctx.gpu.unavailable_reason()}"
-        )
-
-    job_dir = archive.make_scratch(
-        ctx.work_dir, f"restore-{request.container_id}-{secrets.token_hex(4)}"
-    )
-    cancel = threading.Event()
-    try:
-        # Stage (fetch + hash) into this job's private folder, compare, and only then
-        # decrypt and unpack: nothing unverified is ever unpacked.
-        progress("extracting", 0)
-        t = time.monotonic()
-        metadata = await _in_thread(
-            cancel, fetch_and_extract, store, key, expected, job_dir, dest, cancel
-        )
-        timings.store = _ms(t)
-
-        try:
-            entry = metadata.container(request.container)
-        except archive.ArchiveError as exc:
-            raise PipelineError(str(exc)) from exc
-        rt = _restore_runtime(ctx, entry.restore_runtime or metadata.runtime)
-        bundle = Path(request.bundle) if request.bundle else _recorded_bundle(entry)
-        images_dir = job_dir / "root" / entry.images
-
-        progress("restoring", 0)
-        t = time.monotonic()
-        try:
-            restored = await rt.restore(
-                images_dir,
-                container_id=request.container_id,
-                bundle=bundle,
-                work_dir=job_dir,
-            )
-        except RuntimeError_ as exc:
-            raise PipelineError(f"restore failed: {exc}") from exc
-        # For a restore, "store" is fetch + verify + extract and "dump" is the CRIU restore.
-        timings.dump = _ms(t)
-
-        gpu_pids: list[int] = []
-        had_gpu = bool(metadata.cuda_pids) and request.gpu != GpuMode.none
-        if had_gpu:
-            progress("gpu-restore", 0)
-            t = time.monotonic()
-            if not ctx.gpu.available():
-                raise GpuRequiredError(
-                    "the archive holds GPU state, but this node cannot restore it: "
-                    f"{ctx.gpu.unavailable_reason()}"
-                )
-            try:
-                gpu_pids = await ctx.gpu.resume_checkpointed(rt.restored_pids(restored))
-            except GpuError as exc:
-                raise PipelineError(f"GPU restore failed: {exc}") from exc
-            timings.gpu = _ms(t)
-    finally:
-        await asyncio.shield(asyncio.to_thread(shutil.rmtree, job_dir, True))
-
-    timings.total = _ms(t_total)
-    progress("done", 0)
-    return RestoreOutcome(
-        container_id=restored.container_id,
-        container=entry.name,
-        pid=restored.pid,
-        runtime=rt.name,
-        gpu_pids=gpu_pids,
-        timings=timings,
-    )
-
-
-def _restore_runtime(ctx: PipelineContext, recorded: str) -> Runtime:
-    """The backend that restores an archive comes from this agent's configuration: the
-    archive's record may only pick runc (which restores every container archive, the
-    kubelet's included) or the agent's configured backend, never e.g. a bare host process on
-    an agent configured for containers."""
-    allowed = {"runc", ctx.default_runtime}
-    rt = ctx.runtimes.get(recorded) if recorded in allowed else None
-    if rt is None:
-        raise PipelineError(
-            f"the archive needs the {recorded!r} runtime, which this agent does not restore with"
-        )
-    return rt
-
-
 async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn`` in a worker thread; on cancellation ask it to stop and wait for it."""
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
@@ -533,40 +414,3 @@ async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any
         with contextlib.suppress(Exception):
             await task
         raise
-
-
-def fetch_and_extract(
-    store: LocationStore,
-    key: str,
-    expected_sha256: str,
-    scratch: Path,
-    dest: Destination,
-    cancel: threading.Event | None = None,
-) -> archive.ArchiveMetadata:
-    """Fetch ``key``, hashing it while it is decrypted (age, with the destination's
-    identities) and unpacked into ``scratch/root`` within the free space of the scratch
-    filesystem, and compare with the expected sha256. ``scratch`` must be a private folder
-    (``archive.make_scratch``); on any failure it is left empty of archive data. Raises
-    PipelineError (ChecksumMismatch for a mismatch) with a message that names no host path."""
-    try:
-        limits = archive.ExtractLimits.for_folder(scratch)
-        identities = crypto.parse_identities([i.get_secret_value() for i in dest.identities])
-        with store.open_read(key) as src:
-            return archive.extract_verified(
-                src, scratch / "root", expected_sha256, identities=identities, limits=limits,
-                cancel=cancel,
-            ).metadata
-    except ObjectNotFound as exc:
-        raise PipelineError(f"archive not found: {exc}") from exc
-    except archive.ChecksumError as exc:
-        raise ChecksumMismatch(str(exc)) from exc
-    except archive.Cancelled:
-        raise
-    except StorageError as exc:
-        raise PipelineError(f"fetching the archive failed: {exc}") from exc
-    except (archive.ArchiveError, crypto.CryptoError) as exc:
-        raise PipelineError(f"bad archive: {exc}") from exc
-
-
-def _recorded_bundle(entry: archive.ContainerEntry) -> Path | None:
-    return Path(entry.bundle) if entry.bundle else None

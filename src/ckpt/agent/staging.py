@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 RESTORE_FORMAT = 1
 RESTORE_JSON = "restore.json"
 STAGE_JSON = "stage.json"
-# The wrapper writes this into a container's folder once it restored that container.
-RESTORED_MARKER = "restored"
 CHUNK = 1 << 20
 # A Pod spec is a few KiB; the apiserver refuses objects above 1.5 MiB anyway.
 POD_TEMPLATE_MAX_BYTES = 1 << 20
@@ -178,23 +176,6 @@ def read_result(folder: Path) -> StageResult | None:
         return StageResult.model_validate_json((folder / STAGE_JSON).read_bytes())
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
-
-
-def restored_containers(folder: Path) -> list[str]:
-    """Containers the wrapper restored: its marker (one JSON line per attempt, written by
-    rename) says exit status 0 and no error."""
-    base = folder / "containers"
-    if not base.is_dir():
-        return []
-    out = []
-    for container in sorted(base.iterdir()):
-        try:
-            marker = json.loads((container / RESTORED_MARKER).read_text())
-        except (OSError, ValueError):
-            continue
-        if marker.get("exitStatus") == 0 and not marker.get("error"):
-            out.append(container.name)
-    return out
 
 
 def _ms(start: float) -> int:
@@ -372,15 +353,13 @@ class Stagings:
                 raise AgentError(404, "not_found", f"no restore {restore_id!r} on this node")
             return StageJob(
                 restore_id=restore_id, state=JobState.succeeded, phase="staged", result=done,
-                restored=restored_containers(self.root / restore_id),
             )
         return self._answer(entry)
 
-    def _answer(self, entry: _Entry) -> StageJob:
-        job = entry.job.model_copy()
-        if job.state is JobState.succeeded:
-            job.restored = restored_containers(self.root / job.restore_id)
-        return job
+    @staticmethod
+    def _answer(entry: _Entry) -> StageJob:
+        # A copy: the job goes on changing under the caller's answer.
+        return entry.job.model_copy()
 
     async def watch(self, restore_id: str, seen_phase: str | None, wait: float) -> StageJob:
         entry = self.entries.get(restore_id)

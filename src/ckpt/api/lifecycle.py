@@ -30,7 +30,3 @@ def after_uploaded(current: S, restore_path: str | None, repeats_stored_upload: 
     if current not in _UPLOADED_FROM:
         raise IllegalTransition(current, "mark uploaded")
     return S.ready if restore_path is not None else S.possibly_uploaded
-
-
-def after_deprecate(_current: S) -> S:
-    return S.deprecated

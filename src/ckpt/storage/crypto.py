@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pyrage
@@ -151,9 +151,3 @@ def _decrypt_message(exc: BaseException) -> str:
 
 def looks_encrypted(head: bytes) -> bool:
     return head.startswith(AGE_MAGIC)
-
-
-def encrypting(out: Any, recipients: Sequence[str]) -> tuple[Any, Callable[[], None]]:
-    """``(writer, finish)``: the stream to write plaintext to and what ends it."""
-    w = EncryptingWriter(out, recipients)
-    return w, w.finish

@@ -1,8 +1,9 @@
-"""The runtime backend interface: find containers, freeze them, dump them, restore them.
+"""The runtime backend interface: find containers, freeze them, dump them.
 
 A backend knows one way of reaching containers (runc state root, the kubelet API, a bare PID
 tree). The pipeline (``ckpt.agent.pipeline``) drives it; the backend never touches archives,
-stores or the GPU.
+stores or the GPU. Restores are not a backend's: the ckpt-runc wrapper restores a staged
+archive with runc when the Pod's container is created.
 """
 
 from __future__ import annotations
@@ -76,16 +77,9 @@ class DumpedContainer:
     # Where the CRIU images sit inside this container's part of the archive ("" = its top;
     # "checkpoint" for the kubelet's tar layout).
     images_subdir: str = ""
-    # The backend that restores these images, if not the one that dumped them (a kubelet
-    # archive is restored by runc).
+    # The runtime that restores these images, if not the one that dumped them (a kubelet
+    # archive is restored by runc); recorded in the archive.
     restore_runtime: str | None = None
-
-
-@dataclass
-class RestoredContainer:
-    container_id: str
-    pid: int
-    bundle: Path | None = None
 
 
 class Runtime(ABC):
@@ -116,26 +110,11 @@ class Runtime(ABC):
     ) -> DumpedContainer:
         """Checkpoint one (possibly frozen) container into a new folder under ``work_dir``."""
 
-    @abstractmethod
-    async def restore(
-        self,
-        images_dir: Path,
-        *,
-        container_id: str,
-        bundle: Path | None,
-        work_dir: Path,
-    ) -> RestoredContainer:
-        """Restore images (a folder extracted from an archive) as a new, running container."""
-
     def pids(self, container: ResolvedContainer) -> list[int]:
         """Host pids of every process of the container (for the GPU pass); [] if unknown."""
         if container.pid is None:
             return []
         return process_tree(container.pid)
-
-    def restored_pids(self, restored: RestoredContainer) -> list[int]:
-        """Host pids of every process of a restored container (for the GPU restore pass)."""
-        return process_tree(restored.pid)
 
 
 def process_tree(root: int) -> list[int]:

@@ -4,8 +4,8 @@
 identity allowed ``nodes/checkpoint``; the kubelet (through the CRI runtime) dumps the container
 with CRIU, leaves it running, and answers ``{"items": ["<path of the .tar>"]}``: an
 uncompressed tar, mode 0600, under ``/var/lib/kubelet/checkpoints/`` on the node,
-which the agent reads through its host mount. Its CRIU images sit under ``checkpoint/``; a
-restore hands them to the runc backend.
+which the agent reads through its host mount. Its CRIU images sit under ``checkpoint/``; the
+ckpt-runc wrapper restores them with runc, as the archive records.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from ckpt.agent.runtimes.base import (
     ContainerRef,
     DumpedContainer,
     ResolvedContainer,
-    RestoredContainer,
     Runtime,
     RuntimeError_,
 )
@@ -34,7 +33,8 @@ SA_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
 
 
 class KubeletRuntime(Runtime):
-    """Checkpoints through the kubelet; restores through ``restore_runtime`` (runc)."""
+    """Checkpoints through the kubelet; its archives name ``restore_runtime`` (runc) as the
+    runtime that restores their images."""
 
     name = "kubelet"
     # The kubelet checkpoints one container per call, each paused only during its own dump.
@@ -123,18 +123,4 @@ class KubeletRuntime(Runtime):
             delete_source_after=True,
             images_subdir="checkpoint",
             restore_runtime=self.restore_runtime.name if self.restore_runtime else None,
-        )
-
-    async def restore(
-        self,
-        images_dir: Path,
-        *,
-        container_id: str,
-        bundle: Path | None,
-        work_dir: Path,
-    ) -> RestoredContainer:
-        if self.restore_runtime is None:
-            raise RuntimeError_("the kubelet backend restores through runc; none configured")
-        return await self.restore_runtime.restore(
-            images_dir, container_id=container_id, bundle=bundle, work_dir=work_dir
         )

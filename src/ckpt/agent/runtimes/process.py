@@ -14,7 +14,6 @@ from ckpt.agent.runtimes.base import (
     ContainerRef,
     DumpedContainer,
     ResolvedContainer,
-    RestoredContainer,
     Runtime,
 )
 from ckpt.agent.runtimes.runc import failed
@@ -27,7 +26,7 @@ DEFAULT_ARGS = ("--shell-job", "--tcp-established", "--file-locks")
 
 
 class ProcessRuntime(Runtime):
-    """``criu dump -t PID`` and ``criu restore --restore-detached``."""
+    """``criu dump -t PID``."""
 
     name = "process"
     # CRIU freezes one tree at a time; separate trees are not one cut.
@@ -75,30 +74,6 @@ class ProcessRuntime(Runtime):
             raise failed("criu dump", str(container.pid), out, logs / "dump.log",
                          (work_dir,), subject="process")
         return DumpedContainer(container=container, images_dir=images)
-
-    async def restore(
-        self,
-        images_dir: Path,
-        *,
-        container_id: str,
-        bundle: Path | None,
-        work_dir: Path,
-    ) -> RestoredContainer:
-        logs = work_dir / "restore-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        pidfile = logs / "pidfile"
-        # The tree gets its original pids back: they must be free on this host.
-        argv = [
-            self.criu, "restore", "-D", str(images_dir), "-W", str(logs),
-            "-o", "restore.log", "-v4", "--restore-detached", "--pidfile", str(pidfile),
-            *self.extra_args,
-        ]
-        out = await proc.run(argv, limit_s=self.timeout_s)
-        if out.returncode != 0:
-            raise failed("criu restore", container_id, out, logs / "restore.log",
-                         (work_dir, images_dir), subject="process tree")
-        pid = int(pidfile.read_text().strip())
-        return RestoredContainer(container_id=str(pid), pid=pid)
 
 
 def _proc_state(pid: int) -> str | None:

@@ -17,7 +17,6 @@ from ckpt.agent.runtimes.base import (
     DumpedContainer,
     NotThePodsContainer,
     ResolvedContainer,
-    RestoredContainer,
     Runtime,
     RuntimeError_,
 )
@@ -123,7 +122,7 @@ def criu_log_tail(log: Path, lines: int = 15) -> str:
 
 
 class RuncRuntime(Runtime):
-    """``runc pause`` / ``checkpoint`` / ``resume`` / ``restore`` against one state root."""
+    """``runc pause`` / ``checkpoint`` / ``resume`` against one state root."""
 
     name = "runc"
     # runc pause freezes the container's cgroup; CRIU dumps a paused container and leaves it
@@ -256,42 +255,6 @@ class RuncRuntime(Runtime):
             raise failed("checkpoint", container.ref.container_id, out, logs / "dump.log",
                           (work_dir, self.root))
         return DumpedContainer(container=container, images_dir=images)
-
-    async def restore(
-        self,
-        images_dir: Path,
-        *,
-        container_id: str,
-        bundle: Path | None,
-        work_dir: Path,
-    ) -> RestoredContainer:
-        if bundle is None:
-            raise RuntimeError_("restore needs a runc bundle (rootfs + config.json)")
-        if not (bundle / "config.json").is_file():
-            log.error("restore of %s: bundle %s has no config.json", container_id, bundle)
-            raise RuntimeError_("the container's bundle has no OCI config")
-        if await self.state(container_id) is not None:
-            raise RuntimeError_(f"a container {container_id} already exists on this node")
-        logs = work_dir / "restore-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        out = await self._run(
-            "restore", "--detach",
-            "--image-path", str(images_dir),
-            "--work-path", str(logs),
-            "--bundle", str(bundle),
-            "--manage-cgroups-mode", await self.cgroups_mode(),
-            container_id,
-            limit_s=self.timeout_s,
-        )
-        if out.returncode != 0:
-            raise failed("restore", container_id, out, logs / "restore.log",
-                          (work_dir, images_dir, bundle, self.root))
-        state = await self.state(container_id)
-        if state is None or not state.get("pid"):
-            raise RuntimeError_(f"restore of {container_id}: the container is not there")
-        return RestoredContainer(
-            container_id=container_id, pid=int(str(state["pid"])), bundle=bundle
-        )
 
 
 def annotations_of(bundle: Path) -> dict[str, str]:
