@@ -2,7 +2,8 @@
 
 Checkpoint jobs are keyed by ``checkpoint_id``; submitting the same key again answers the
 existing job, so the operator can retry a POST safely. Restores are staged by
-``ckpt.agent.staging``, which shares this manager's slots. Every state or phase change is
+``ckpt.agent.staging``, which shares this manager's slots (``FairSlots``: shared fairly
+between namespaces). Every state or phase change is
 written to a record on disk (``records.py``): finished results survive a restart, and a job
 that was running when the agent died is reported failed on the next start instead of staying
 "running" forever.
@@ -29,6 +30,7 @@ from ckpt.agent.models import (
 )
 from ckpt.agent.pipeline import PipelineError
 from ckpt.agent.records import JobRecord, RecordStore, utcnow
+from ckpt.agent.slots import FairSlots
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,7 @@ class _Track:
         # The limit runs from when the job gets a slot: time spent queued is not its fault.
         deadline: asyncio.Timeout | None = None
         try:
-            async with self._manager.slots:
+            async with self._manager.slots.take(entry.record.request.namespace):
                 self._set_phase(key, entry, "starting")
                 deadline = asyncio.timeout(timeout)
                 async with deadline:
@@ -257,7 +259,7 @@ class JobManager:
     ) -> None:
         # Shared with the stagings of restores (ckpt.agent.staging.Stagings): fetching and
         # unpacking an archive loads the node as much as a dump does.
-        self.slots = asyncio.Semaphore(max_concurrent)
+        self.slots = FairSlots(max_concurrent)
         self.timeout_seconds = timeout_seconds
         self.metrics = metrics
         self._retention = retention

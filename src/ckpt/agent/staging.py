@@ -41,6 +41,7 @@ from ckpt.agent.capture import diff_member_ok
 from ckpt.agent.errors import AgentError
 from ckpt.agent.models import JobState, StageJob, StageRequest, StageResult, StageTimings
 from ckpt.agent.pipeline import NODE_LOCAL
+from ckpt.agent.slots import FairSlots
 from ckpt.storage import crypto
 from ckpt.storage.objects import ObjectNotFound, StorageError, open_location
 
@@ -314,7 +315,7 @@ class _Entry:
 class Stagings:
     """The staging jobs of one agent, sharing its job slots with checkpoints."""
 
-    def __init__(self, root: Path, slots: asyncio.Semaphore, *, archive_root: Path) -> None:
+    def __init__(self, root: Path, slots: FairSlots, *, archive_root: Path) -> None:
         self.root = root
         self.slots = slots
         self.archive_root = archive_root
@@ -394,7 +395,7 @@ class Stagings:
 
         job = entry.job
         try:
-            async with self.slots:
+            async with self.slots.take(entry.request.namespace):
                 worker = asyncio.ensure_future(asyncio.to_thread(
                     stage_archive, entry.request, self.root, archive_root=self.archive_root,
                     progress=progress, cancel=entry.cancel,
