@@ -45,3 +45,24 @@ def test_make_targets_in_the_readme_exist(target: str) -> None:
         ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+LAYOUT = README.split("## Layout", 1)[1]
+# Paths in the Layout section: backticked names with a slash or a file suffix.
+LAYOUT_PATHS = sorted({
+    p for p in re.findall(r"`([\w./-]+)`", LAYOUT) if "/" in p or re.search(r"\.\w+$", p)
+})
+
+
+def test_the_layout_names_paths_that_exist() -> None:
+    assert len(LAYOUT_PATHS) > 10, LAYOUT_PATHS
+    missing = [p for p in LAYOUT_PATHS if not (ROOT / p).exists()
+               and not any((ROOT / d / p).exists() for d in _LAYOUT_FOLDERS)]
+    assert not missing, f"README's Layout names paths that do not exist: {missing}"
+
+
+# Files the layout names inside a folder it named just before (e.g. `agent/` then `criu.py`).
+_LAYOUT_FOLDERS = [p for p in LAYOUT_PATHS if p.endswith("/") and (ROOT / p).is_dir()] + [
+    "src/ckpt", "src/ckpt/agent", "src/ckpt/operator", "src/ckpt/api", "src/ckpt/storage",
+    "src/ckpt/user", "harness", "harness/cluster", "tools", "tests",
+]
