@@ -139,6 +139,13 @@ RUN criu --version \
     && criu --version | awk '/^Version:/ { split($2, v, "."); \
          ok = (v[1] > 4 || (v[1] == 4 && v[2] >= 2)) } END { exit !ok }' \
     && runc --version
+# CRIU options for every dump the agent runs through runc: runc hands CRIU /etc/criu/runc.conf
+# when the container's config names no CRIU configuration of its own (org.criu.config), and
+# containerd's never does. skip-in-flight: a connection the kernel completed but the frozen
+# server had not accepted yet is dropped (its client sees a reset, as for the established ones
+# a restore closes) instead of failing the dump ("inet: In-flight connection"), which a busy
+# server, or a readiness probe at the wrong moment, made happen.
+RUN mkdir -p /etc/criu && printf 'skip-in-flight\n' >/etc/criu/runc.conf
 # Debian's python3 is "externally managed" (PEP 668): ckpt gets its own virtual environment.
 # Dependencies, then the wheel, as in the runtime stage (and for the same reasons).
 # hadolint ignore=DL3013

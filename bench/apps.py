@@ -76,7 +76,8 @@ def _one(kube: Cluster, namespace: str, app: apps.App, client: str, rep: int) ->
     restored = f"{pod}-back"
     start = time.perf_counter()
     e2e.create_restore(kube, namespace, pod, pod, podName=restored, nodeName=NODE)
-    ready = watch_ready(kube, namespace, [f"pod/{restored}"], 300)
+    # By the Restore's label: the Pod does not exist yet, and a watch by name would fail.
+    ready = watch_ready(kube, namespace, ["pods", "-l", f"ckpt.dev/restore-name={pod}"], 300)
     restore = ready - start
     app.check(before, apps.state(kube, namespace, client, app,
                                  apps.pod_ip(kube, namespace, restored)))
