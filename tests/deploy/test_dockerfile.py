@@ -139,15 +139,20 @@ def test_api_and_operator_run_as_the_non_root_user_of_the_manifests() -> None:
         assert not any(line.startswith("USER") for line in stages()[target])
 
 
-def test_agent_has_criu_4_runc_and_iptables_and_runs_as_root() -> None:
+def test_agent_has_criu_4_2_runc_and_iptables_and_runs_as_root() -> None:
     agent = stages()["agent"]
     assert agent[0] == "FROM ${AGENT_BASE_IMAGE}"
     assert "ARG AGENT_BASE_IMAGE=debian:trixie-slim" in DOCKERFILE.read_text()
     install = next(line for line in agent if "apt-get install" in line)
-    for package in ("criu", "runc", "iptables", "python3", "python3-venv"):
+    for package in ("runc", "iptables", "python3", "python3-venv"):
         assert re.search(rf"\s{re.escape(package)}(\s|$)", install), package
-    # The build fails on a CRIU older than 4 instead of the first checkpoint failing.
-    assert any("criu --version" in line and "v[1] >= 4" in line for line in agent)
+    # CRIU from the suite that has 4.2 (forky), everything else from the base's own.
+    assert "ARG CRIU_SUITE=forky" in agent
+    assert re.search(r'apt-get install [^&]*-t "\$\{CRIU_SUITE\}" criu(\s|$)', install), install
+    # The build fails on a CRIU older than 4.2 instead of the first checkpoint failing.
+    assert any("criu --version" in line and "v[1] == 4 && v[2] >= 2" in line for line in agent)
+    # Every dump through runc drops connections not yet accepted (skip-in-flight).
+    assert any("/etc/criu/runc.conf" in line and "skip-in-flight" in line for line in agent)
     assert not any(line.startswith("USER") for line in agent)
     assert "EXPOSE 8443" in agent
 
