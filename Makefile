@@ -86,6 +86,8 @@ lint: setup deps
 
 crd: setup
 	$(BIN)/python -m ckpt.operator.crd > crds/checkpoint.yaml
+	$(BIN)/python -m ckpt.operator.crd storagelocation > crds/storagelocation.yaml
+	$(BIN)/python -m ckpt.operator.restore_crd > crds/restore.yaml
 
 demo: setup tools
 	$(BIN)/python -m harness.demo

@@ -25,7 +25,8 @@ OPERATOR_RULES = {
     ("", "pods", "get"),
     ("", "events", "create"),
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
-    *{("", "namespaces", v) for v in ("list", "watch")},
+    # get: a namespace's labels, for StorageLocations' spec.allowedNamespaces.
+    *{("", "namespaces", v) for v in ("get", "list", "watch")},
     # Restores: reconciled like Checkpoints; the restored Pod is created; Nodes are read to
     # choose where.
     *{("ckpt.dev", "restores", v) for v in ("get", "list", "watch", "patch", "update")},

@@ -122,6 +122,8 @@ OPERATOR_MAY = [
     ("get", "secrets", "-n", NAMESPACE),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "namespaces"),
+    # A namespace's labels, for StorageLocations' spec.allowedNamespaces.
+    ("get", "namespaces"),
 ]
 OPERATOR_MAY_NOT = [
     # Before: list and watch of every pod in the cluster, and Events patched anywhere.
@@ -144,7 +146,6 @@ OPERATOR_MAY_NOT = [
     ("create", "tokenreviews.authentication.k8s.io"),
     ("create", "nodes", "--subresource=checkpoint"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("get", "namespaces"),
     ("create", "namespaces"),
     ("bind", "clusterroles.rbac.authorization.k8s.io"),
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),

@@ -606,3 +606,86 @@ def test_network_policies_select_the_deployed_pods(kube: Cluster) -> None:
                          if e["name"] == "CKPT_OPERATOR_METRICS_PORT"), default))
                for p in operators for c in p["spec"]["containers"]}
     assert metrics == {_named_ports(p)["metrics"] for p in operators}
+
+
+USER = "mallory"
+
+
+def test_a_forged_checkpoint_status_restores_and_deletes_nothing_of_another_namespace(
+    kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str
+) -> None:
+    """Issue 21, finding 2. A namespace user with what README tells admins to grant tenants
+    (Kubernetes' `edit` and ckpt's `ckpt-user`) plus the right to write their Checkpoints'
+    status (any role that may patch `checkpoints/status` there) rewrites their own Ready
+    Checkpoint's status to name another namespace's API record, archive, checksum and node,
+    then restores it and deletes it (retainPolicy: Delete).
+
+    Before: the operator checked only that the API record named in the status was ready with
+    that checksum, so the Restore created a Pod in the tenant's namespace from the victim's
+    memory, and the deletion deprecated the victim's record and deleted its archive. Now the
+    API record must name the tenant's namespace, Checkpoint uid and pod (written by the
+    operator when it recorded the checkpoint), and the archive key that namespace's prefix:
+    the Restore fails with BindingMismatch and creates no Pod, the deletion touches nothing
+    of the victim's and says why in a Warning Event."""
+    tenant = cluster_namespace
+    node = e2e.nodes(kube)[0]
+    busybox = cluster_nodes.busybox_image
+    for role in ("edit", "ckpt-user"):
+        kube.kubectl("-n", tenant, "create", "rolebinding", f"{USER}-{role}",
+                     f"--clusterrole={role}", f"--user={USER}")
+    kube.kubectl("-n", tenant, "create", "role", "checkpoint-status-writer",
+                 "--verb=get,patch", "--resource=checkpoints.ckpt.dev/status")
+    kube.kubectl("-n", tenant, "create", "rolebinding", f"{USER}-status",
+                 "--role=checkpoint-status-writer", f"--user={USER}")
+
+    with e2e.fresh_namespace(kube, "victims") as victims, e2e.file_location(kube) as location:
+        # The victim's checkpoint, node-local so that its file can be looked at on the node.
+        e2e.counter_pod(kube, victims, "db", busybox, node)
+        victim = e2e.checkpoint_ready(kube, victims, "db-1", "db", storage=location)
+
+        # The tenant's own Ready checkpoint, on the same node and location.
+        e2e.counter_pod(kube, tenant, "mine", busybox, node)
+        kube.kubectl("-n", tenant, "create", "-f", "-", impersonate=USER, input=json.dumps({
+            "apiVersion": e2e.GROUP_VERSION, "kind": "Checkpoint",
+            "metadata": {"name": "mine-1"},
+            "spec": {"podName": "mine", "storage": location, "retainPolicy": "Delete"},
+        }))
+        own = e2e.wait_phase(kube, tenant, "checkpoint", "mine-1", {"Ready", "Failed"})
+        assert own["phase"] == "Ready", own
+
+        forged = {k: victim[k] for k in ("checkpointId", "restorePath", "checksum", "nodeName",
+                                         "storageLocation", "gpu", "platform", "sizeBytes")}
+        kube.kubectl("-n", tenant, "patch", "checkpoint", "mine-1", "--subresource=status",
+                     "--type=merge", "-p", json.dumps({"status": forged}), impersonate=USER)
+        seen = (e2e.get(kube, tenant, "checkpoint", "mine-1") or {}).get("status") or {}
+        assert seen["restorePath"] == victim["restorePath"], "the status was not forged"
+
+        kube.kubectl("-n", tenant, "create", "-f", "-", impersonate=USER, input=json.dumps({
+            "apiVersion": e2e.GROUP_VERSION, "kind": "Restore",
+            "metadata": {"name": "steal"}, "spec": {"checkpointName": "mine-1"},
+        }))
+        restore = e2e.wait_phase(kube, tenant, "restore", "steal", {"Running", "Failed"})
+        assert restore["phase"] == "Failed", restore
+        running = e2e.conditions(restore)["Running"]
+        assert running["reason"] == "BindingMismatch", restore
+        assert f"belongs to another namespace than {tenant}" in running["message"], restore
+        assert victims not in json.dumps(restore), "the refusal names the victim's namespace"
+        assert e2e.restored_pods(kube, tenant, "steal") == []
+        steal = e2e.get(kube, tenant, "restore", "steal")
+        assert steal and not e2e.staged(kube, node, steal["metadata"]["uid"])
+
+        # Deleting the forged Checkpoint (retainPolicy: Delete) is not refused, and deletes
+        # nothing of the victim's.
+        kube.kubectl("-n", tenant, "delete", "checkpoint", "mine-1", "--timeout=120s",
+                     impersonate=USER)
+        reasons = e2e.event_reasons(kube, tenant, "Checkpoint", "mine-1",
+                                    until="BindingMismatch", timeout=60)
+        assert "BindingMismatch" in reasons and "Released" not in reasons, reasons
+        assert e2e.archive_on_node(kube, node, victim["restorePath"])
+        e2e.verified_archive(kube, node, victim)
+        with e2e.checkpoints_api(kube) as api:
+            [record] = api.list([victim["checkpointId"]])
+        assert record.status.value == "ready", record
+        # The victim's Checkpoint still says what it did.
+        still = (e2e.get(kube, victims, "checkpoint", "db-1") or {}).get("status") or {}
+        assert (still.get("phase"), still.get("restorePath")) == ("Ready", victim["restorePath"])

@@ -664,3 +664,71 @@ async def test_a_missing_location_fails_clearly_without_calling_an_agent() -> No
     assert status.phase is Phase.Failed
     assert "StorageLocation 'nowhere' does not exist" in status.message
     assert world.agents.requests == []
+
+
+async def test_the_record_binds_the_checkpoint_and_its_archive() -> None:
+    # Issue 21, finding 2: what a Restore or a deletion later checks a status against.
+    world = World()
+    status = await world.run()
+    assert status.phase is Phase.Ready
+    (info,) = world.api.infos
+    assert {k: info[k] for k in
+            ("namespace", "pod", "checkpoint_uid", "restore_path", "storage_location", "node")
+            } == {
+        "namespace": NS, "pod": POD, "checkpoint_uid": "uid-1",
+        "restore_path": RESULT.restore_path, "storage_location": None, "node": NODE,
+    }
+
+
+def _team_only_locations(labels: dict[str, dict[str, str]]) -> Locations:
+    """The default S3 location, admitting only namespaces labelled team=a."""
+    restricted = {**S3_MAIN, "spec": {**S3_MAIN["spec"],
+                                      "allowedNamespaces": {"matchLabels": {"team": "a"}}}}
+
+    async def get(name: str) -> dict[str, Any] | None:
+        return restricted if name == "s3-main" else None
+
+    async def list_all() -> list[dict[str, Any]]:
+        return [restricted]
+
+    async def read_secret(name: str) -> dict[str, str] | None:
+        return {"accessKeyId": "AK", "secretAccessKey": "SK"}
+
+    async def namespace_labels(name: str) -> dict[str, str] | None:
+        return labels.get(name)
+
+    return Locations(get, list_all, read_secret, namespace_labels)
+
+
+@pytest.mark.parametrize("storage", ["s3-main", None])
+async def test_a_location_that_does_not_allow_the_namespace_is_not_accepted(
+    storage: str | None,
+) -> None:
+    # Issue 21, finding 9: named or default, a location whose allowedNamespaces does not
+    # select the Checkpoint's namespace refuses it before anything is registered or frozen.
+    world = World()
+    world.resource = dataclasses.replace(
+        world.resource, spec=CheckpointSpec(pod_name=POD, storage=storage)
+    )
+    deps = world.deps()
+    deps.locations = _team_only_locations({NS: {"team": "b"}})
+    status = await Checkpointer(deps, world.resource, CheckpointStatus(), world.report).run()
+    assert status.phase is Phase.Failed
+    accepted = get_condition(status, ACCEPTED)
+    assert accepted is not None
+    assert (accepted.status, accepted.reason) == ("False", "LocationNotAllowed")
+    assert accepted.message == (
+        f"StorageLocation 's3-main' does not allow namespace '{NS}' (its "
+        "spec.allowedNamespaces does not select it)"
+    )
+    assert world.api.calls == [] and world.agents.requests == []
+    assert "Accepted" not in world.report.reasons()
+
+
+async def test_a_location_that_allows_the_namespace_is_used() -> None:
+    world = World()
+    deps = world.deps()
+    deps.locations = _team_only_locations({NS: {"team": "a"}})
+    status = await Checkpointer(deps, world.resource, CheckpointStatus(), world.report).run()
+    assert status.phase is Phase.Ready and status.storage_location == "s3-main"
+    assert get_condition(status, ACCEPTED).status == "True"  # type: ignore[union-attr]

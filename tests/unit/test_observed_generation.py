@@ -49,7 +49,9 @@ async def test_merging_with_the_previous_status_keeps_the_new_generation() -> No
 
 
 class _Kube:
-    get_storage_location = list_storage_locations = read_secret = staticmethod(_never)
+    get_storage_location = list_storage_locations = read_secret = namespace_labels = (
+        staticmethod(_never)
+    )
 
     def __init__(self) -> None:
         self.patched: list[tuple[str, Mapping[str, Any]]] = []

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from types import SimpleNamespace
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
 
 from ckpt.agent.models import JobState, StageJob, StageRequest, StageResult, StageTimings
+from ckpt.api.models import Checkpoint
 from ckpt.api.models import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, Unavailable
+from ckpt.operator import binding
 from ckpt.operator.agents import AgentPod
-from ckpt.operator.locations import LocationError
+from ckpt.operator.locations import LocationError, Locations
 from ckpt.operator.restore import (
     CheckpointFacts,
     PodExists,
@@ -29,11 +30,17 @@ from ckpt.operator.restore import (
     restored_pod,
     verify_with_api,
 )
+from ckpt.operator.restore_clients import locator
 from ckpt.operator.restore_models import RestorePhase, RestoreSpec, RestoreStatus
 from ckpt.storage.models import Destination, LocationType
 
 UID = "0b6c5a4e-1111-2222-3333-444455556666"
+# The Checkpoint's metadata.uid and its record's id in the checkpoints API.
+CHECKPOINT_UID = "6a1c0d2e-7777-8888-9999-000011112222"
+ID = "9e8d7c6b-5a49-3827-1605-f4e3d2c1b0a9"
 S3 = Destination(location="shared", type=LocationType.s3, bucket="ckpt")
+S3_PATH = f"s3://ckpt/demo/{ID}.tar.zst"
+FILE_PATH = f"file:///var/lib/ckpt/archives/demo/{ID}.tar.zst"
 CHECKSUM = "sha256:" + "ab" * 32
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -74,19 +81,23 @@ def _node(name: str, *, ready: bool = True, arch: str = "amd64", gpu: str | None
     }
 
 
-def _checkpoint(phase: str = "Ready", gpu: str = "none", node: str = "node-1") -> dict:
+def _checkpoint(
+    phase: str = "Ready", gpu: str = "none", node: str = "node-1", *, path: str = S3_PATH,
+    location: str | None = "shared",
+) -> dict:
     return {
-        "metadata": {"name": "counter-1"},
+        "metadata": {"name": "counter-1", "namespace": "demo", "uid": CHECKPOINT_UID},
+        "spec": {"podName": "counter"},
         "status": {
             "phase": phase,
             "message": "dump failed: boom" if phase == "Failed" else "",
-            "checkpointId": "42",
+            "checkpointId": ID,
             "nodeName": node,
-            "restorePath": "/var/lib/ckpt/archives/42.tar.zst",
+            "restorePath": path,
             "checksum": CHECKSUM,
             "gpu": gpu,
             "platform": "linux/amd64",
-            "storageLocation": "shared",
+            "storageLocation": location,
             "podTemplate": {
                 "metadata": {"labels": {"app": "counter"}},
                 "spec": {
@@ -96,6 +107,22 @@ def _checkpoint(phase: str = "Ready", gpu: str = "none", node: str = "node-1") -
             },
         },
     }
+
+
+def bound_record(checkpoint: Mapping[str, Any], **info: Any) -> Checkpoint:
+    """The API record the operator wrote for `checkpoint` (its info as `Checkpointer._record`
+    writes it), with `info` changed."""
+    status = checkpoint["status"]
+    written = binding.record_info(
+        namespace=checkpoint["metadata"]["namespace"], pod=checkpoint["spec"]["podName"],
+        uid=checkpoint["metadata"]["uid"], restore_path=status["restorePath"],
+        storage_location=status.get("storageLocation"),
+    )
+    return Checkpoint(
+        id=status["checkpointId"], status=ApiStatus.ready, gpu=status["gpu"],
+        platform=status["platform"], checksum=status["checksum"],
+        info={**written, "node": status["nodeName"], "runtime": "runc", **info},
+    )
 
 
 class Kube:
@@ -229,11 +256,15 @@ class World:
         agents: list[AgentPod] | None = None,
         stager: Stager | None = None,
         location: Destination | None = S3,
+        locate: Callable[[str | None], Awaitable[Destination | None]] | None = None,
         **spec: Any,
     ) -> None:
         self.clock = Clock()
         self.location = location
         self.located: list[str | None] = []
+        self._locate = locate
+        # The checkpoints API's records; None: the record bound to the Checkpoint as it is.
+        self.records: list[Checkpoint] | None = None
         self.kube = Kube(
             _checkpoint() if checkpoint is None else checkpoint,
             nodes if nodes is not None else [_node("node-1"), _node("node-2")],
@@ -245,8 +276,22 @@ class World:
         self.spec = RestoreSpec.from_resource({"checkpointName": "counter-1", **spec})
         self.report = Reporter()
 
+    async def list_records(self, ids: list[str]) -> list[Checkpoint]:
+        records = self.records
+        if records is None:
+            checkpoint = self.kube.checkpoint
+            records = [bound_record(checkpoint)] if checkpoint else []
+        return [r for r in records if str(r.id) in ids]
+
+    async def verify(
+        self, facts: CheckpointFacts, namespace: str, location: Destination | None
+    ) -> None:
+        await verify_with_api(self.list_records, facts, namespace, location)
+
     async def locate(self, name: str | None) -> Destination | None:
         self.located.append(name)
+        if self._locate is not None:
+            return await self._locate(name)
         if self.location is not None and self.location.location == "gone":
             raise LocationError("StorageLocationNotFound", "StorageLocation 'gone' not found")
         return self.location
@@ -254,7 +299,8 @@ class World:
     def deps(self) -> RestoreDeps:
         return RestoreDeps(
             kube=self.kube, stager=self.stager, agent_pods=lambda: list(self.agents),
-            clock=self.clock, locate=self.locate, poll_interval=0.5, timeout_seconds=300,
+            clock=self.clock, locate=self.locate, verify=self.verify, poll_interval=0.5,
+            timeout_seconds=300,
         )
 
     def restorer(self, status: RestoreStatus | None = None) -> Restorer:
@@ -290,7 +336,7 @@ async def test_restores_on_the_source_node_as_a_pod_under_the_ckpt_runtime() -> 
     [(agent, request)] = world.stager.posts
     assert agent == "agent-a"
     assert (request.restore_id, request.source, request.checksum, request.pod_name) == (
-        UID, "/var/lib/ckpt/archives/42.tar.zst", CHECKSUM, "counter-1-restored"
+        UID, S3_PATH, CHECKSUM, "counter-1-restored"
     )
     # Staged files removed once the Pod runs.
     assert world.stager.deleted == [("node-1", UID)]
@@ -321,33 +367,103 @@ async def test_the_pod_comes_from_the_verified_archive_template() -> None:
     assert pod["metadata"]["labels"]["from"] == "archive"
 
 
+def _bound(**info: Any) -> Checkpoint:
+    return bound_record(_checkpoint(), **info)
+
+
+# Another namespace's Checkpoint and its record, as the operator wrote them: what a forged
+# status points at.
+VICTIM_ID = "1d2c3b4a-5f6e-4d7c-8b9a-0a1b2c3d4e5f"
+VICTIM_PATH = f"s3://ckpt/victims/{VICTIM_ID}.tar.zst"
+VICTIM_CHECKSUM = "sha256:" + "cd" * 32
+VICTIM = {
+    "metadata": {
+        "name": "db-1", "namespace": "victims", "uid": "0d0e0a0d-1111-4222-8333-abcdefabcdef"
+    },
+    "spec": {"podName": "db"},
+    "status": {**_checkpoint()["status"], "checkpointId": VICTIM_ID, "restorePath": VICTIM_PATH,
+               "checksum": VICTIM_CHECKSUM},
+}
+
+
+def _forged(**status: Any) -> dict[str, Any]:
+    """The tenant's own Checkpoint (namespace demo), its status rewritten."""
+    checkpoint = _checkpoint()
+    checkpoint["status"].update(status)
+    return checkpoint
+
+
 @pytest.mark.parametrize(
-    ("records", "reason"),
+    ("records", "checkpoint", "reason"),
     [
-        ([], "CheckpointNotRecorded"),
-        ([SimpleNamespace(status=ApiStatus.deprecated, checksum=CHECKSUM)],
+        ([], _checkpoint(), "CheckpointNotRecorded"),
+        ([_bound().model_copy(update={"status": ApiStatus.deprecated})], _checkpoint(),
          "CheckpointNotRecorded"),
-        ([SimpleNamespace(status=ApiStatus.ready, checksum="sha256:" + "00" * 32)],
-         "ChecksumMismatch"),
+        ([_bound().model_copy(update={"checksum": "sha256:" + "00" * 32})],
+         _checkpoint(), "ChecksumMismatch"),
+        # Recorded by an operator that did not bind records to Checkpoints.
+        ([_bound(checkpoint_uid=None)], _checkpoint(), "CheckpointNotBound"),
+        # The status names another namespace's record (its id, archive and checksum).
+        ([bound_record(VICTIM)],
+         _forged(checkpointId=VICTIM_ID, restorePath=VICTIM_PATH, checksum=VICTIM_CHECKSUM),
+         "BindingMismatch"),
+        # A record of this namespace, but of another Checkpoint or pod.
+        ([_bound(checkpoint_uid="7f7f7f7f-0000-4000-8000-000000000000")], _checkpoint(),
+         "BindingMismatch"),
+        ([_bound(pod="other")], _checkpoint(), "BindingMismatch"),
+        # The status keeps the record but names another archive, location or node.
+        ([_bound()], _forged(restorePath=VICTIM_PATH), "BindingMismatch"),
+        ([_bound()], _forged(storageLocation="elsewhere"), "BindingMismatch"),
+        ([_bound()], _forged(nodeName="node-2"), "BindingMismatch"),
+        # A record written with the operator's API token, claiming this namespace and
+        # Checkpoint but pointing at the victim's archive: its key is not this namespace's.
+        ([bound_record(_forged(restorePath=VICTIM_PATH, checksum=VICTIM_CHECKSUM))],
+         _forged(restorePath=VICTIM_PATH, checksum=VICTIM_CHECKSUM), "ArchiveOutsideNamespace"),
+        # ... or another record's archive in this namespace's folder.
+        ([bound_record(_forged(restorePath=f"s3://ckpt/demo/{VICTIM_ID}.tar.zst"))],
+         _forged(restorePath=f"s3://ckpt/demo/{VICTIM_ID}.tar.zst"), "ArchiveOutsideNamespace"),
     ],
 )
-async def test_status_that_disagrees_with_the_api_is_refused(
-    records: list[Any], reason: str
+async def test_status_not_bound_to_this_checkpoint_by_the_api_is_refused(
+    records: list[Checkpoint], checkpoint: dict[str, Any], reason: str
 ) -> None:
     async def listed(ids: list[str]) -> list[Any]:
-        assert ids == ["42"]
+        assert ids == [checkpoint["status"]["checkpointId"]]
         return records
 
     with pytest.raises(Refused) as refused:
-        await verify_with_api(listed, checkpoint_facts("c", _checkpoint()))
+        await verify_with_api(listed, checkpoint_facts("counter-1", checkpoint), "demo", S3)
     assert refused.value.reason == reason
+    # Nothing of the other namespace is told.
+    assert "victims" not in refused.value.message
+    assert VICTIM["metadata"]["uid"] not in refused.value.message
 
 
-async def test_status_that_agrees_with_the_api_passes() -> None:
+async def test_status_bound_to_this_checkpoint_by_the_api_passes() -> None:
     async def listed(ids: list[str]) -> list[Any]:
-        return [SimpleNamespace(status=ApiStatus.ready, checksum=CHECKSUM)]
+        return [_bound()]
 
-    await verify_with_api(listed, checkpoint_facts("c", _checkpoint()))
+    await verify_with_api(listed, checkpoint_facts("counter-1", _checkpoint()), "demo", S3)
+    # The same Checkpoint seen from another namespace's Restore is not bound to it.
+    with pytest.raises(Refused) as refused:
+        await verify_with_api(listed, checkpoint_facts("counter-1", _checkpoint()), "other", S3)
+    assert refused.value.reason == "BindingMismatch"
+
+
+async def test_a_restore_of_a_status_forged_to_another_namespaces_archive_is_refused() -> None:
+    # Issue 21, finding 2: the tenant's Checkpoint status rewritten to name the victim's API
+    # record, archive and checksum (which the API confirms as ready). Before, the Pod came
+    # from the victim's memory.
+    world = World(
+        checkpoint=_forged(checkpointId=VICTIM_ID, restorePath=VICTIM_PATH,
+                           checksum=VICTIM_CHECKSUM),
+    )
+    world.records = [bound_record(VICTIM)]
+    status = await world.run()
+    assert status.phase is RestorePhase.Failed
+    assert _condition(status, "Running") == ("False", "BindingMismatch")
+    assert "belongs to another namespace than demo" in status.message
+    assert not world.stager.posts and not world.kube.creates
 
 
 async def test_pod_name_and_node_from_the_spec() -> None:
@@ -463,13 +579,14 @@ async def test_the_location_travels_to_the_agent_with_the_request() -> None:
 
 async def test_node_local_archive_is_restored_on_its_node_only() -> None:
     # The source node is gone from the cluster (a NotReady one may come back: that waits).
-    world = World(location=None, nodes=[_node("node-2")])
+    local = _checkpoint(path=FILE_PATH, location=None)
+    world = World(checkpoint=local, location=None, nodes=[_node("node-2")])
     status = await world.run()
     assert (status.phase, _condition(status, "Running")[1]) == (
         RestorePhase.Failed, "NoCompatibleNode"
     )
     assert "node-local" in status.message and not world.stager.posts
-    named = World(location=None, nodeName="node-2")
+    named = World(checkpoint=local, location=None, nodeName="node-2")
     assert (await named.run()).node_name == "node-2"
 
 
@@ -478,6 +595,38 @@ async def test_unusable_location_is_refused() -> None:
     status = await world.run()
     assert _condition(status, "Running") == ("False", "StorageLocationNotFound")
     assert not world.stager.posts and not world.kube.creates
+
+
+async def test_a_location_that_does_not_allow_the_namespace_is_refused() -> None:
+    # Issue 21, finding 9: the location admits only namespaces labelled team=a.
+    shared = {"metadata": {"name": "shared"}, "spec": {
+        "type": "s3", "bucket": "ckpt", "allowedNamespaces": {"matchLabels": {"team": "a"}},
+    }}
+    labels = {"demo": {"team": "b"}, "team-a": {"team": "a"}}
+
+    async def get(name: str) -> dict[str, Any] | None:
+        return shared if name == "shared" else None
+
+    async def list_all() -> list[dict[str, Any]]:
+        return [shared]
+
+    async def read_secret(name: str) -> dict[str, str] | None:
+        return None
+
+    async def namespace_labels(name: str) -> dict[str, str] | None:
+        return labels.get(name)
+
+    locations = Locations(get, list_all, read_secret, namespace_labels)
+    world = World(locate=locator(locations, "demo"))
+    status = await world.run()
+    assert _condition(status, "Running") == ("False", "LocationNotAllowed")
+    assert status.message == (
+        "StorageLocation 'shared' does not allow namespace 'demo' (its spec.allowedNamespaces "
+        "does not select it)"
+    )
+    assert not world.stager.posts and not world.kube.creates
+    # Where the selector admits the namespace, the same location is used.
+    assert await locator(locations, "team-a")("shared") == S3
 
 
 async def test_operator_restart_between_staging_and_pod_creation() -> None:

@@ -61,6 +61,11 @@ def _structural_object(
         return _structural_object({**others[0], **rest, "nullable": True}, defs, defaults)
     out: dict[str, Any] = {}
     for key, value in node.items():
+        if key == "additionalProperties" and isinstance(value, dict):
+            # A map (dict[str, X]): its values' schema stays, or the apiserver would prune
+            # every entry. Only `additionalProperties: false` (extra="forbid") is dropped.
+            out[key] = _structural(value, defs, defaults)
+            continue
         if key in _DROPPED or (key == "default" and (value is None or not defaults)):
             continue
         if key == "properties":
@@ -184,6 +189,17 @@ def storage_location_crd() -> dict[str, Any]:
         {
             "rule": "self.type != 'file' || (!has(self.bucket) && !has(self.endpoint))",
             "message": "type file takes no bucket or endpoint",
+        },
+    ]
+    requirement = spec["properties"]["allowedNamespaces"]["properties"]["matchExpressions"][
+        "items"
+    ]
+    requirement["x-kubernetes-validations"] = [
+        {
+            "rule": "(self.operator == 'In' || self.operator == 'NotIn') == "
+            "(has(self.values) && size(self.values) > 0)",
+            "message": "values must be non-empty for In and NotIn and empty for Exists and "
+            "DoesNotExist",
         },
     ]
     status = structural_schema(sl.StorageLocationStatus, defaults=False)

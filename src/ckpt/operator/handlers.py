@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from ckpt.operator import locations, reconcile, retention
+from ckpt.operator import binding, locations, reconcile, retention
 from ckpt.operator.agents import AgentIndex, AgentPod
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
 from ckpt.operator.restore import TERMINAL as RESTORE_TERMINAL
@@ -105,23 +105,28 @@ async def release(
 ) -> None:
     clients: Clients = memo.clients
     index: AgentIndex = memo.agent_index
-    done = await _release(clients, spec, status, index.agents())
+    done = await _release(clients, body, status, index.agents())
     if done:
         kopf.info(body, reason="Released", message="; ".join(done))
 
 
 async def _release(
-    clients: Clients, spec: kopf.Spec, status: kopf.Status, agents: Iterable[AgentPod]
+    clients: Clients, body: kopf.Body, status: kopf.Status, agents: Iterable[AgentPod]
 ) -> list[str]:
     try:
         return await retention.release(
-            CheckpointSpec.from_resource(spec),
+            checkpoint_resource(body),
             CheckpointStatus.model_validate(dict(status)),
             clients.api, clients.agents, agents,
             locations=locations.from_kube(clients.kube, CONFIG.agent_namespace),
         )
     except retention.RetentionError as exc:
         raise kopf.TemporaryError(str(exc), delay=10) from exc
+    except binding.NotBound as exc:
+        # Final: the status names what the operator never bound to this Checkpoint. Nothing
+        # was deprecated or deleted; the Checkpoint goes, and the Event says why.
+        kopf.warn(body, reason=exc.reason, message=exc.message)
+        return []
 
 
 @kopf.timer(

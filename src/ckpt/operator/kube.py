@@ -84,6 +84,20 @@ class Kube:
             sl.GROUP, sl.VERSION, sl.PLURAL, name, {"status": dict(status)},
         )
 
+    async def namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        """A namespace's labels (StorageLocations' allowedNamespaces), None if it is gone."""
+        def read() -> Mapping[str, str] | None:
+            try:
+                response = self._core.read_namespace(name, _preload_content=False)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            labels = (response_json(response).get("metadata") or {}).get("labels") or {}
+            return {str(k): str(v) for k, v in labels.items()}
+
+        return await asyncio.to_thread(read)
+
     async def read_secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
         """A Secret's decoded data; only ever called for the operator's own namespace."""
         def read() -> Mapping[str, str] | None:

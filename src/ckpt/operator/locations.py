@@ -37,8 +37,12 @@ from ckpt.storage.objects import LocationStore, StorageError, open_location
 GetLocation = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 ListLocations = Callable[[], Awaitable[list[Mapping[str, Any]]]]
 ReadSecret = Callable[[str], Awaitable[Mapping[str, str] | None]]
+# A namespace's labels; None when the namespace does not exist.
+NamespaceLabels = Callable[[str], Awaitable[Mapping[str, str] | None]]
 
 AVAILABLE = "Available"
+# Condition reason: the location's spec.allowedNamespaces does not select the namespace.
+NOT_ALLOWED = "LocationNotAllowed"
 
 
 class LocationError(Exception):
@@ -73,14 +77,43 @@ class Locations:
     """Resolves StorageLocations through three small reads (injected, so tests can fake them)."""
 
     def __init__(
-        self, get: GetLocation, list_all: ListLocations, read_secret: ReadSecret
+        self, get: GetLocation, list_all: ListLocations, read_secret: ReadSecret,
+        namespace_labels: NamespaceLabels | None = None,
     ) -> None:
         self._get = get
         self._list = list_all
         self._read_secret = read_secret
+        self._namespace_labels = namespace_labels
 
-    async def choose(self, name: str | None) -> tuple[str, sl.StorageLocationSpec]:
-        """The named location, or the one marked default."""
+    async def choose(
+        self, name: str | None, namespace: str | None = None
+    ) -> tuple[str, sl.StorageLocationSpec]:
+        """The named location, or the one marked default; with `namespace`, only if its
+        spec.allowedNamespaces selects that namespace (LocationError `LocationNotAllowed`)."""
+        chosen, spec = await self._choose(name)
+        if namespace is not None:
+            await self._allow(chosen, spec, namespace)
+        return chosen, spec
+
+    async def _allow(self, name: str, spec: sl.StorageLocationSpec, namespace: str) -> None:
+        if spec.allowed_namespaces is None:
+            return
+        if self._namespace_labels is None:
+            # Fail closed: a location restricted to some namespaces is never used unchecked.
+            raise LocationError(
+                NOT_ALLOWED,
+                f"StorageLocation {name!r} admits only the namespaces its "
+                "spec.allowedNamespaces selects, and namespace labels cannot be read here",
+            )
+        labels = await self._namespace_labels(namespace)
+        if labels is None or not spec.allows(labels):
+            raise LocationError(
+                NOT_ALLOWED,
+                f"StorageLocation {name!r} does not allow namespace {namespace!r} "
+                "(its spec.allowedNamespaces does not select it)",
+            )
+
+    async def _choose(self, name: str | None) -> tuple[str, sl.StorageLocationSpec]:
         if name:
             body = await self._get(name)
             if body is None:
@@ -106,10 +139,11 @@ class Locations:
         return chosen, parse_spec(chosen, defaults[0].get("spec") or {})
 
     async def destination(
-        self, name: str | None, *, with_identities: bool = False
+        self, name: str | None, *, with_identities: bool = False, namespace: str | None = None
     ) -> sl.Destination:
-        """The location with its credentials (and, for restores, its age identities)."""
-        chosen, spec = await self.choose(name)
+        """The location with its credentials (and, for restores, its age identities); with
+        `namespace`, only for a namespace the location allows."""
+        chosen, spec = await self.choose(name, namespace)
         return await self.resolve(chosen, spec, with_identities=with_identities)
 
     async def resolve(
@@ -229,4 +263,7 @@ def from_kube(kube: Any, namespace: str) -> Locations:
         result: Mapping[str, str] | None = await kube.read_secret(namespace, name)
         return result
 
-    return Locations(kube.get_storage_location, kube.list_storage_locations, read_secret)
+    return Locations(
+        kube.get_storage_location, kube.list_storage_locations, read_secret,
+        kube.namespace_labels,
+    )

@@ -25,7 +25,7 @@ from ckpt.agent.models import CheckpointJob, CheckpointRequest, JobState, Timing
 from ckpt.api.client import CheckpointsClient
 from ckpt.api.models import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, ServiceError, Unavailable
-from ckpt.operator import metrics
+from ckpt.operator import binding, metrics
 from ckpt.operator.agents import AgentPod, choose_agent
 from ckpt.operator.conditions import (
     ACCEPTED,
@@ -35,7 +35,7 @@ from ckpt.operator.conditions import (
     now_rfc3339,
     set_condition,
 )
-from ckpt.operator.locations import LocationError, Locations
+from ckpt.operator.locations import NOT_ALLOWED, LocationError, Locations
 from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
 from ckpt.operator.podtemplate import pod_template
 from ckpt.operator.target import Blocked, NotCheckpointable, Target, resolve_target
@@ -178,8 +178,26 @@ class Checkpointer:
             set_condition(self.status, ACCEPTED, False, exc.reason, exc.message)
             raise Failure(exc.reason, exc.message) from exc
         if target is not None:
+            await self._check_location()
             await self._accepted(target, agent)
         return agent
+
+    async def _check_location(self) -> None:
+        """The Checkpoint's location must exist and allow this namespace (its
+        spec.allowedNamespaces), before anything is registered or frozen."""
+        if self.deps.locations is None:
+            return
+        try:
+            await self.deps.locations.choose(self.res.spec.storage, self.res.namespace)
+        except LocationError as exc:
+            if exc.reason == "NoDefaultStorageLocation":
+                return  # no location defined at all: the agent's node-local folder
+            raise self._location_refused(exc) from exc
+
+    def _location_refused(self, exc: LocationError) -> Failure:
+        # The spec names what cannot be used: the Checkpoint is not accepted, and says why.
+        set_condition(self.status, ACCEPTED, False, exc.reason, exc.message)
+        return Failure(exc.reason, exc.message)
 
     def _recorded_agent(self) -> AgentPod:
         for agent in self.deps.agent_pods():
@@ -239,10 +257,14 @@ class Checkpointer:
         if self.deps.locations is None:
             return None
         try:
-            dest = await self.deps.locations.destination(self.res.spec.storage)
+            dest = await self.deps.locations.destination(
+                self.res.spec.storage, namespace=self.res.namespace
+            )
         except LocationError as exc:
             if exc.reason == "NoDefaultStorageLocation":
                 return None  # no location defined at all: the agent's node-local folder
+            if exc.reason == NOT_ALLOWED:
+                raise self._location_refused(exc) from exc
             raise Failure(exc.reason, exc.message) from exc
         self.status.storage_location = dest.location
         return dest
@@ -370,11 +392,18 @@ class Checkpointer:
         if current is ApiStatus.deprecated:
             raise Failure("ApiRecordDeprecated", f"checkpoint {checkpoint_id} was deprecated")
         if current in _UNRECORDED:
+            # What binds the record to this Checkpoint (binding.py): a Restore or a deletion
+            # acts on an archive only when its Checkpoint's status agrees with this info.
             info = {
-                "namespace": self.res.namespace,
-                "pod": self.res.spec.pod_name,
-                "node": self.status.node_name,
-                "agent": self.status.agent,
+                **binding.record_info(
+                    namespace=self.res.namespace,
+                    pod=self.res.spec.pod_name,
+                    uid=self.res.uid,
+                    restore_path=result.restore_path,
+                    storage_location=self.status.storage_location,
+                ),
+                binding.NODE: self.status.node_name,
+                binding.AGENT: self.status.agent,
                 "runtime": result.runtime,
                 "criu_version": result.criu_version,
                 "containers": result.containers,

@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 from ckpt.agent.models import RESTORE_ANNOTATION, JobState, StageJob, StageRequest
 from ckpt.api.models import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, ServiceError
+from ckpt.operator import binding
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import set_condition
 from ckpt.operator.locations import LocationError
@@ -153,16 +154,22 @@ async def _node_local(_: str | None) -> Destination | None:
     return None
 
 
-async def _trusted(_: CheckpointFacts) -> None:
+async def _trusted(_: CheckpointFacts, __: str, ___: Destination | None) -> None:
     return None
 
 
 async def verify_with_api(
-    list_records: Callable[[list[str]], Awaitable[list[Any]]], facts: CheckpointFacts
+    list_records: Callable[[list[str]], Awaitable[list[Any]]],
+    facts: CheckpointFacts,
+    namespace: str,
+    location: Destination | None,
 ) -> None:
-    """The Checkpoint's status may be patched by whoever can write it; the API record (written
-    by the operator only) must agree on the checksum, so the Pod comes from the archive the
-    operator recorded."""
+    """The Checkpoint's status may be patched by whoever can write it: the Pod comes only
+    from an archive the operator bound to this very Checkpoint (binding.py). The API record
+    the status names must be ready with the same checksum, name this namespace, the
+    Checkpoint's uid and pod, the status's archive, location and node; and the archive's key
+    must be this namespace's key of that record in `location` (the status's location,
+    resolved)."""
     if not facts.checkpoint_id:
         raise Refused("CheckpointNotRecorded", f"checkpoint {facts.name} has no API id")
     try:
@@ -184,6 +191,16 @@ async def verify_with_api(
             "ChecksumMismatch",
             f"checkpoint {facts.name}: its status names another archive than the API records",
         )
+    claim = binding.Claim(
+        namespace=namespace, name=facts.name, uid=facts.uid, pod=facts.pod,
+        checkpoint_id=str(record.id), restore_path=facts.source,
+        storage_location=facts.storage_location, node=facts.node,
+    )
+    try:
+        binding.check_record(record, claim)
+        binding.check_archive(claim, location)
+    except binding.NotBound as exc:
+        raise Refused(exc.reason, exc.message) from exc
 
 
 @dataclass
@@ -195,9 +212,10 @@ class RestoreDeps:
     # The checkpoint's StorageLocation resolved for the agent (credentials, age identities);
     # None: node-local archives. Raises LocationError when it cannot be used.
     locate: Callable[[str | None], Awaitable[Destination | None]] = _node_local
-    # Checks the Checkpoint's status against the checkpoints API (whose record only the
-    # operator writes): raises Refused on a mismatch, Waiting while the API is unreachable.
-    verify: Callable[[CheckpointFacts], Awaitable[None]] = _trusted
+    # Checks the Checkpoint's status against the checkpoints API record the operator bound
+    # to it (`verify_with_api`), given the Restore's namespace and the status's location
+    # resolved: raises Refused on a mismatch, Waiting while the API is unreachable.
+    verify: Callable[[CheckpointFacts, str, Destination | None], Awaitable[None]] = _trusted
     poll_interval: float = 0.5
     # A Restore not Running this long after its creation fails (reason Timeout).
     timeout_seconds: float = 900.0
@@ -215,7 +233,8 @@ class RestoreResource:
 
 @dataclass(frozen=True)
 class CheckpointFacts:
-    """What the flow needs of a Ready Checkpoint."""
+    """What the flow needs of a Ready Checkpoint: its uid (metadata) and pod (its immutable
+    spec) are the apiserver's; the rest is its status, which `verify_with_api` checks."""
 
     name: str
     checkpoint_id: str
@@ -226,6 +245,8 @@ class CheckpointFacts:
     platform: str
     template: Mapping[str, Any]
     storage_location: str | None = None
+    uid: str = ""
+    pod: str = ""
 
     @property
     def needs_gpu(self) -> bool:
@@ -269,6 +290,8 @@ def checkpoint_facts(name: str, checkpoint: Mapping[str, Any] | None) -> Checkpo
         platform=str(status.get("platform") or ""),
         template=template,
         storage_location=status.get("storageLocation"),
+        uid=str((checkpoint.get("metadata") or {}).get("uid") or ""),
+        pod=str((checkpoint.get("spec") or {}).get("podName") or ""),
     )
 
 
@@ -490,11 +513,12 @@ class Restorer:
         self.status.observed_generation = self.res.generation
         pod_name = self.res.spec.target_pod()
         facts = await self._until(self._checkpoint)
-        await self._until(lambda: self.deps.verify(facts))
         try:
             self._location = await self.deps.locate(facts.storage_location)
         except LocationError as exc:
             raise Refused(exc.reason, exc.message) from exc
+        location = self._location
+        await self._until(lambda: self.deps.verify(facts, self.res.namespace, location))
         existing = await self.deps.kube.get_pod(self.res.namespace, pod_name)
         if existing is not None and not self._ours(existing):
             raise Refused(

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -169,6 +169,20 @@ def build_restore_clients(
     )
 
 
+def locator(
+    locations: Locations, namespace: str
+) -> Callable[[str | None], Awaitable[Destination | None]]:
+    """The Restore flow's `locate`: a Checkpoint's StorageLocation with its credentials and
+    age identities, only if its spec.allowedNamespaces admits the Restore's `namespace`."""
+
+    async def locate(name: str | None) -> Destination | None:
+        if not name:
+            return None  # node-local archives
+        return await locations.destination(name, with_identities=True, namespace=namespace)
+
+    return locate
+
+
 def restorer(
     clients: RestoreClients,
     agent_pods: Callable[[], Iterable[AgentPod]],
@@ -178,17 +192,15 @@ def restorer(
     """The flow for one Restore, as kopf hands it over (body, spec, status)."""
     meta = body.metadata
 
-    async def locate(name: str | None) -> Destination | None:
-        if not name:
-            return None
-        return await clients.locations.destination(name, with_identities=True)
-
-    async def verify(facts: CheckpointFacts) -> None:
-        await verify_with_api(clients.api.list, facts)
+    async def verify(
+        facts: CheckpointFacts, namespace: str, location: Destination | None
+    ) -> None:
+        await verify_with_api(clients.api.list, facts, namespace, location)
 
     deps = RestoreDeps(
-        kube=clients.kube, stager=clients.agents, agent_pods=agent_pods, locate=locate,
-        verify=verify, poll_interval=poll_interval,
+        kube=clients.kube, stager=clients.agents, agent_pods=agent_pods,
+        locate=locator(clients.locations, meta.namespace or ""), verify=verify,
+        poll_interval=poll_interval,
     )
     created = str(meta.creation_timestamp or "").replace("Z", "+00:00")
     resource = RestoreResource(

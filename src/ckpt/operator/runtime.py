@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import kopf
 from prometheus_client import start_http_server
 
-from ckpt.agent.client import AgentClient
 from ckpt.api.client import CheckpointsClient
 from ckpt.operator.agents import AgentIdentity, AgentIndex
 from ckpt.operator.kube import Kube, load_api_client
 from ckpt.operator.models import CheckpointStatus
+from ckpt.operator.retention import ArchiveClient
 from ckpt.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) ->
 @dataclass
 class Clients:
     api: CheckpointsClient
-    agents: AgentClient
+    # The checkpoint calls, and the archive delete of `retainPolicy: Delete`.
+    agents: ArchiveClient
     kube: Kube
 
     async def aclose(self) -> None:
@@ -54,7 +55,7 @@ class Clients:
 def build_clients(config: OperatorSettings) -> Clients:
     return Clients(
         api=CheckpointsClient(config.api_url, config.api_token.get_secret_value()),
-        agents=AgentClient(
+        agents=ArchiveClient(
             config.agent_token_file, scheme=config.agent_scheme, ca_file=config.agent_ca_file,
             server_name=config.agent_server_name,
         ),

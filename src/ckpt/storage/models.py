@@ -12,6 +12,7 @@ namespace, so a bucket policy or a prune can work per namespace.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
     SecretStr,
     SerializationInfo,
     field_serializer,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -85,6 +87,83 @@ class EncryptionSpec(_CamelModel):
     )
 
 
+# A label key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+MAX_LABEL_KEY = 253 + 1 + 63
+
+
+class SelectorOperator(StrEnum):
+    In = "In"
+    NotIn = "NotIn"
+    Exists = "Exists"
+    DoesNotExist = "DoesNotExist"
+
+
+class LabelSelectorRequirement(_CamelModel):
+    """One requirement of a label selector, as in Kubernetes' LabelSelector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=MAX_LABEL_KEY, pattern=LABEL_KEY)
+    operator: SelectorOperator
+    values: list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
+        default_factory=list, max_length=256,
+        description="Non-empty for In and NotIn, empty for Exists and DoesNotExist.",
+    )
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> LabelSelectorRequirement:
+        wants_values = self.operator in (SelectorOperator.In, SelectorOperator.NotIn)
+        if wants_values != bool(self.values):
+            raise ValueError(
+                "values must be non-empty for In and NotIn and empty for Exists and DoesNotExist"
+            )
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator is SelectorOperator.In:
+            return self.key in labels and labels[self.key] in self.values
+        if self.operator is SelectorOperator.NotIn:
+            return self.key not in labels or labels[self.key] not in self.values
+        if self.operator is SelectorOperator.Exists:
+            return self.key in labels
+        return self.key not in labels
+
+
+class LabelSelector(_CamelModel):
+    """Kubernetes' LabelSelector: every matchLabels pair and every matchExpressions
+    requirement must hold; an empty selector matches everything."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Keys are checked by the validator below (and by a CEL rule in the CRD): a JSON schema
+    # for map keys (propertyNames) is not allowed in a structural CRD schema.
+    match_labels: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
+        default_factory=dict, max_length=64,
+        description="Labels that must all be present, as given.",
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=64, description="Requirements that must all hold."
+    )
+
+    @field_validator("match_labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if len(k) > MAX_LABEL_KEY or not re.match(LABEL_KEY, k)]
+        if bad:
+            raise ValueError(f"not label keys: {', '.join(sorted(bad))}")
+        return value
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+
 class StorageLocationSpec(_CamelModel):
     """Where archives go. Only cluster admins create these; Checkpoints name one."""
 
@@ -120,6 +199,18 @@ class StorageLocationSpec(_CamelModel):
     default: bool = Field(
         default=False, description="Used by Checkpoints that name no location."
     )
+    allowed_namespaces: LabelSelector | None = Field(
+        default=None,
+        description="Namespaces (by their labels; kubernetes.io/metadata.name is the name) "
+        "whose Checkpoints and Restores may use this location. Absent: every namespace; an "
+        "empty selector ({}) also matches every namespace.",
+    )
+
+    def allows(self, namespace_labels: Mapping[str, str]) -> bool:
+        """Whether a namespace with these labels may use the location."""
+        return self.allowed_namespaces is None or self.allowed_namespaces.matches(
+            namespace_labels
+        )
 
     @model_validator(mode="after")
     def _type_fields(self) -> StorageLocationSpec:
