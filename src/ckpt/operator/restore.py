@@ -33,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 from ckpt.agent.models import RESTORE_ANNOTATION, JobState, StageJob, StageRequest
 from ckpt.api.models import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, ServiceError
-from ckpt.operator import binding
+from ckpt.operator import binding, placement
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import set_condition
 from ckpt.operator.locations import LocationError
@@ -314,8 +314,13 @@ def _gpu_product(text: str) -> str:
 
 
 def incompatibility(facts: CheckpointFacts, node: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Why the checkpoint can never be restored on this node (reason, message), or None."""
+    """Why the checkpoint can never be restored on this node (reason, message), or None:
+    another architecture, no GPU of its kind, or a taint or nodeSelector that keeps its Pod
+    off (`placement`: the Pod is placed by name, past the scheduler)."""
     name = (node.get("metadata") or {}).get("name", "")
+    placed = placement.refusal((facts.template or {}).get("spec") or {}, node)
+    if placed is not None:
+        return placed
     labels = _labels(node)
     arch = labels.get(ARCH_LABEL)
     if facts.arch and arch and arch != facts.arch:
