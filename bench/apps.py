@@ -24,14 +24,13 @@ It prints medians and ratios (Restore → Ready / cold start) as a Markdown tabl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.restore import NODE, watch_ready
-from bench.stats import median, ratio
+from bench.stats import median, ratio, run_footer
 from harness.cluster import apps, e2e
 from harness.cluster.cluster import LocalKubeCluster
 from harness.cluster.object_store import FILE_LOCATION
@@ -141,8 +140,7 @@ def main() -> None:
     started = time.monotonic()
     rows = run(args.apps, args.reps)
     print(table(rows))
-    print(f"\n({len(rows)} applications x {args.reps} reps in "
-          f"{time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.1f})")
+    print("\n" + run_footer(len(rows), "applications", args.reps, started))
 
 
 if __name__ == "__main__":

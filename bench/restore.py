@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.stats import median, ratio
+from bench.stats import median, ratio, run_footer
 from ckpt.agent import archive
 from harness.cluster import e2e
 from harness.cluster.cluster import LocalKubeCluster
@@ -307,8 +307,7 @@ def main() -> None:
     started = time.monotonic()
     rows = run(args.sizes, args.reps)
     print(table(rows))
-    print(f"\n({len(rows)} sizes x {args.reps} reps in {time.monotonic() - started:.0f} s; "
-          f"load average {os.getloadavg()[0]:.1f})")
+    print("\n" + run_footer(len(rows), "sizes", args.reps, started))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import this module as `bench.stats`.
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Iterable, Sequence
 
 
@@ -49,3 +51,10 @@ def median_and_max(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     """The median, and the maximum in brackets when there is more than one value."""
     text = fmt.format(median(values))
     return text if len(values) == 1 else f"{text} ({fmt.format(max(values))})"
+
+
+def run_footer(rows: int, unit: str, reps: int, started: float) -> str:
+    """The line under a table: what ran, how long since `started` (time.monotonic()) and the
+    load average it ran at (the machines are noisy: a ratio is read with it)."""
+    return (f"({rows} {unit} x {reps} reps in {time.monotonic() - started:.0f} s; "
+            f"load average {os.getloadavg()[0]:.1f})")
