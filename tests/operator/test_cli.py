@@ -5,21 +5,29 @@ Checkpoint of a running Pod to Ready, `ckpt list` joins it with the checkpoints 
 value. That counter lives only in a shell variable (nothing on disk holds it) and the original
 keeps running, so a restored Pod printing the checkpointed value and on proves the process
 came back from its memory. Errors name the next step without a traceback.
+
+`kubectl ckpt` runs the same verbs as kubectl runs them: the real kubectl binary finds the
+plugin on PATH (this environment's bin, where `pip install` put kubectl-ckpt) and takes the
+namespace from the kubeconfig's context, as for its own commands.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from harness.cluster import e2e
 from harness.cluster.deploy import NAMESPACE
 from harness.cluster.fixtures import ClusterUnderTest
-from harness.controlplane import Cluster
+from harness.controlplane import Cluster, kubectl_binary
 
 # The module's first test starts the cluster (when none runs) and installs ckpt from its images:
 # minutes on a cold 2-core machine, more than the suite's default per-test timeout.
@@ -119,3 +127,119 @@ def test_errors_say_what_to_do(kube: Cluster, namespace: str) -> None:
     assert "does not exist" in unknown_pod.stderr
     assert f"kubectl -n {namespace} describe checkpoint" in unknown_pod.stderr  # the next step
     assert "Traceback" not in unknown_pod.stderr
+
+
+def _namespaced_kubeconfig(kube: Cluster, namespace: str, path: Path) -> Path:
+    """The cluster's kubeconfig with `namespace` as its context's namespace."""
+    document: dict[str, Any] = yaml.safe_load(kube.kubeconfig.read_text())
+    for context in document["contexts"]:
+        context["context"]["namespace"] = namespace
+    path.write_text(yaml.safe_dump(document))
+    path.chmod(0o600)
+    return path
+
+
+def _kubectl_ckpt(
+    kubeconfig: Path, *args: str, api_url: str | None = None, kube: Cluster | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl ckpt ARGS` through the real kubectl, which finds kubectl-ckpt on PATH."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "COLUMNS": "200",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for key in ("CKPT_API_URL", "CKPT_API_TOKEN"):
+        env.pop(key, None)
+    if api_url and kube:
+        env |= {"CKPT_API_URL": api_url, "CKPT_API_TOKEN": e2e.api_token(kube)}
+    return subprocess.run(
+        [kubectl_binary(), "ckpt", *args],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+def _story(text: str) -> dict[str, dict[str, str]]:
+    """describe's `Key:  value` lines by section (top-level ones under "")."""
+    sections: dict[str, dict[str, str]] = {"": {}}
+    current = ""
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(":")
+        if line.startswith(" "):
+            sections[current][key] = value.strip()
+        elif value.strip():
+            sections[""][key] = value.strip()
+        else:
+            current = key
+            sections[current] = {}
+    return sections
+
+
+def test_kubectl_ckpt_checkpoint_ls_describe_and_restore(
+    kube: Cluster, cluster_nodes: ClusterUnderTest, namespace: str, tmp_path: Path
+) -> None:
+    kubeconfig = _namespaced_kubeconfig(kube, namespace, tmp_path / "kubeconfig")
+    e2e.counter_pod(kube, namespace, "plugin-web", cluster_nodes.busybox_image)
+    node = e2e.get(kube, namespace, "pod", "plugin-web")["spec"]["nodeName"]
+    at_checkpoint = e2e.wait_ticks(kube, namespace, "plugin-web", at_least=3)
+
+    # No -n: the namespace is the context's.
+    made = _kubectl_ckpt(kubeconfig, "checkpoint", "plugin-web", "--name", "from-plugin",
+                         "--wait")
+    assert made.returncode == 0, made.stderr
+    at_ready = e2e.ticks(kube, namespace, "plugin-web")[-1]
+    assert "checkpoint.ckpt.dev/from-plugin created" in made.stdout
+    assert "Ready" in made.stdout and "sha256:" in made.stdout
+
+    with e2e.port_forward(kube, NAMESPACE, "svc/ckpt-api", e2e.API_PORT) as api_url:
+        listed = _kubectl_ckpt(kubeconfig, "ls", "-o", "json", api_url=api_url, kube=kube)
+    assert listed.returncode == 0, listed.stderr
+    assert "not joined" not in listed.stderr
+    document = json.loads(listed.stdout)
+    assert document["kind"] == "List"
+    (item,) = [i for i in document["items"] if i["metadata"]["name"] == "from-plugin"]
+    assert item["metadata"]["namespace"] == namespace
+    assert item["status"]["phase"] == "Ready" and item["status"]["nodeName"] == node
+    # Joined with its record in the checkpoints API.
+    assert item["checkpointsApi"]["id"] == item["status"]["checkpointId"]
+    assert item["checkpointsApi"]["status"] == "ready"
+    assert item["checkpointsApi"]["checksum"] == item["status"]["checksum"]
+    names = _kubectl_ckpt(kubeconfig, "ls", "-A", "-o", "name")
+    assert "checkpoint.ckpt.dev/from-plugin" in names.stdout.splitlines()
+
+    # kopf posts Events in the background: wait for the last before reading the story.
+    e2e.event_reasons(kube, namespace, "Checkpoint", "from-plugin")
+    described = _kubectl_ckpt(kubeconfig, "describe", "checkpoint", "from-plugin")
+    assert described.returncode == 0, described.stderr
+    story = _story(described.stdout)
+    assert story[""]["Kind"] == "Checkpoint" and story[""]["Namespace"] == namespace
+    assert story["Status"]["Phase"] == "Ready" and story["Status"]["Node"] == node
+    assert story["Archive"]["Checksum"] == item["status"]["checksum"]
+    assert story["Archive"]["Path"] == item["status"]["restorePath"]
+    assert int(story["Timings"]["Total"].removesuffix(" ms")) > 0
+    events = described.stdout.split("Events:\n")[1].splitlines()[2:]
+    assert {"Accepted", "Ready"} <= {row.split()[1] for row in events}, described.stdout
+
+    restored = _kubectl_ckpt(kubeconfig, "restore", "from-plugin", "--name",
+                             "from-plugin-back", "--pod-name", "plugin-web-again", "--wait",
+                             "-o", "json")
+    assert restored.returncode == 0, restored.stderr
+    resource = json.loads(restored.stdout)
+    assert resource["kind"] == "Restore"
+    assert resource["status"]["phase"] == "Running"
+    assert resource["status"]["podName"] == "plugin-web-again"
+    assert resource["spec"] == {"checkpointName": "from-plugin", "podName": "plugin-web-again"}
+    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/plugin-web-again",
+                 "--timeout=60s")
+    e2e.wait_ticks(kube, namespace, "plugin-web-again", at_least=3)
+    ticks = e2e.ticks(kube, namespace, "plugin-web-again")
+    # The counter goes on from its value at the checkpoint: restored from memory.
+    assert at_checkpoint <= ticks[0] <= at_ready + 1, (at_checkpoint, at_ready, ticks[:5])
+
+    restore_story = _story(
+        _kubectl_ckpt(kubeconfig, "describe", "restore/from-plugin-back").stdout
+    )
+    assert restore_story["Status"]["Phase"] == "Running"
+    assert restore_story["Archive"]["Checkpoint"] == "from-plugin (Ready)"
+
+    missing = _kubectl_ckpt(kubeconfig, "restore", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: could not read checkpoint")
+    assert "Traceback" not in missing.stderr

@@ -1,26 +1,25 @@
 """The user verbs of `ckpt`: checkpoint, list, restore, migrate, prune. Parsing and printing
-only; the work is in the other modules of `ckpt.user`. Statuses are read through the operator's
-status models (the operator writes them from the same models)."""
+only; the work is in the other modules of `ckpt.user` (`ckpt.user.verbs` for what `kubectl ckpt`
+does too). Statuses are read through the operator's status models (the operator writes them
+from the same models)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ckpt.agent.models import GpuMode
-from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase, RetainPolicy
-from ckpt.operator.restore_models import RestorePhase, RestoreSpec, RestoreStatus
+from ckpt.operator.models import CheckpointSpec, Phase, RetainPolicy
+from ckpt.operator.restore_models import RestorePhase, RestoreSpec
+from ckpt.user import verbs
 
-if TYPE_CHECKING:
-    # The commands import it themselves: it brings the Kubernetes client (about 0.7 s to
-    # import), which `ckpt --help` and the service subcommands do not need.
-    from ckpt.user.restore import Restores
+# The commands import ckpt.user.resources and ckpt.user.restore themselves: they bring the
+# Kubernetes client (about 0.7 s to import), which `ckpt --help` and the service subcommands
+# do not need.
 
 console = Console(stderr=True)
 out = Console()
@@ -63,28 +62,22 @@ def checkpoint(
     from ckpt.user import follow
     from ckpt.user.resources import Checkpoints, UserError, api_client
 
-    resource = name or f"{pod}-{secrets.token_hex(3)}"
+    resource = name or verbs.generated_name(pod)
     spec = CheckpointSpec(
         pod_name=pod, containers=container or [], gpu=gpu, leave_running=not stop,
         timeout_seconds=timeout, retain_policy=retain,
     )
     try:
         checkpoints = Checkpoints(api_client(kubeconfig, context))
-        checkpoints.create(namespace, resource, spec)
-        console.print(f"checkpoint.ckpt.dev/{resource} created")
+        verbs.start_checkpoint(checkpoints, namespace, resource, spec, console)
         if not wait:
             return
-        status = follow.follow(
-            lambda: checkpoints.status(namespace, resource), console, timeout=timeout + 30
-        )
+        status = verbs.wait_checkpoint(checkpoints, namespace, resource, console, timeout)
     except UserError as exc:
         raise _fail(str(exc)) from None
     out.print(follow.summary(namespace, resource, status))
     if status.phase != Phase.Ready:
-        raise _fail(
-            f"checkpoint did not become Ready: {status.message or 'timed out'}; "
-            f"see `kubectl -n {namespace} describe checkpoint {resource}`"
-        )
+        raise _fail(verbs.checkpoint_failure(namespace, resource, status, verbs.kubectl_describe))
 
 
 def list_(
@@ -102,60 +95,28 @@ def list_(
     context: Context = None,
 ) -> None:
     """List Checkpoints with their status in the checkpoints API."""
-    from ckpt.user.resources import Checkpoints, UserError, api_client, checkpoint_status
+    from ckpt.user.resources import Checkpoints, UserError, api_client
 
     try:
-        items = Checkpoints(api_client(kubeconfig, context)).list(
-            None if all_namespaces else namespace
+        listed = verbs.list_checkpoints(
+            Checkpoints(api_client(kubeconfig, context)),
+            None if all_namespaces else namespace, api_url, api_token, console,
         )
-        statuses = [checkpoint_status(item) for item in items]
     except UserError as exc:
         raise _fail(str(exc)) from None
-    live = _api_statuses(statuses, api_url, api_token)
     table = Table(box=None, header_style="bold")
     for column in ("NAMESPACE", "NAME", "PHASE", "POD", "NODE", "GPU", "SIZE", "API", "AGE"):
         table.add_column(column)
-    for item, status in zip(items, statuses, strict=True):
-        api_status = live.get(status.checkpoint_id or "", status.api_status)
-        # No phase until the operator first writes the status: the column stays empty then.
-        phase = status.phase if "phase" in status.model_fields_set else ""
+    for row in listed:
+        status = row.status
         table.add_row(
-            item["metadata"]["namespace"], item["metadata"]["name"], phase,
-            item["spec"]["podName"], status.node_name or "", status.gpu or "",
-            status.size or "", api_status or "", _age(item["metadata"]["creationTimestamp"]),
+            row.namespace, row.name, row.phase, row.pod, status.node_name or "",
+            status.gpu or "", status.size or "", row.api_status, row.age,
         )
-    if items:
+    if listed:
         out.print(table)
     else:
         console.print("no checkpoints found")
-
-
-def _api_statuses(
-    statuses: list[CheckpointStatus], url: str | None, token: str | None
-) -> dict[str, str]:
-    ids = [s.checkpoint_id for s in statuses if s.checkpoint_id]
-    if not (url and token and ids):
-        return {}
-    from ckpt.api.client import SyncCheckpointsClient
-    from ckpt.errors import ServiceError
-
-    try:
-        with SyncCheckpointsClient(url, token) as api:
-            return {str(r.id): r.status.value for r in api.list(ids)}
-    except (ServiceError, OSError) as exc:
-        console.print(f"[yellow]warning:[/yellow] checkpoints API not joined: {exc}")
-        return {}
-
-
-def _age(created: str) -> str:
-    seconds = int(
-        (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(created.replace("Z", "+00:00")))
-        .total_seconds()
-    )
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def restore(
@@ -181,45 +142,25 @@ def restore(
     from ckpt.user.resources import Checkpoints, UserError, api_client
     from ckpt.user.restore import Restores
 
+    resource = name or verbs.generated_name(checkpoint_name)
     try:
         api = api_client(kubeconfig, context)
         # Read first: a typo is reported now rather than as a Restore waiting for it.
         Checkpoints(api).get(namespace, checkpoint_name)
-        status = _restore(
-            Restores(api), namespace, name or f"{checkpoint_name}-{secrets.token_hex(3)}",
+        restores = Restores(api)
+        verbs.start_restore(
+            restores, namespace, resource,
             RestoreSpec(checkpoint_name=checkpoint_name, pod_name=pod_name, node_name=node),
-            wait=wait, timeout=timeout,
+            console,
         )
+        if not wait:
+            return
+        status = verbs.wait_restore(restores, namespace, resource, console, timeout)
     except UserError as exc:
         raise _fail(str(exc)) from None
-    if status is not None and status.phase != RestorePhase.Running:
-        raise _fail(f"restore did not reach Running: {status.message or 'timed out'}")
-
-
-def _restore(
-    restores: Restores, namespace: str, name: str, spec: RestoreSpec, *, wait: bool, timeout: int
-) -> RestoreStatus | None:
-    """Creates the Restore and, with `wait`, follows it and prints its summary."""
-    from ckpt.user import follow
-    from ckpt.user.restore import RESTORE_STEPS, RESTORE_TERMINAL, restore_rows
-
-    restores.create(namespace, name, spec)
-    console.print(f"restore.ckpt.dev/{name} created")
-    if not wait:
-        return None
-    status = follow.follow(
-        lambda: restores.status(namespace, name), console,
-        timeout=timeout, steps=RESTORE_STEPS, terminal=RESTORE_TERMINAL,
-    )
-    table = Table(title=f"restore {namespace}/{name}", show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in restore_rows(namespace, name, status):
-        table.add_row(key, value)
-    out.print(table)
-    if status.phase == RestorePhase.Failed:
-        console.print(f"see `kubectl -n {namespace} describe restore {name}`")
-    return status
+    out.print(verbs.restore_summary(namespace, resource, status))
+    if status.phase != RestorePhase.Running:
+        raise _fail(verbs.restore_failure(namespace, resource, status, verbs.kubectl_describe))
 
 
 def migrate(
@@ -238,42 +179,13 @@ def migrate(
     """Move a pod to another node: checkpoint it (its containers stop), restore it there, and
     delete the original once the new Pod runs. If anything fails the original Pod is kept
     (its kubelet restarts the stopped containers)."""
-    from ckpt.user import follow
-    from ckpt.user.resources import Checkpoints, UserError, api_client
-    from ckpt.user.restore import Restores
+    from ckpt.user.resources import UserError, api_client
 
-    tag = secrets.token_hex(3)
-    checkpoint_name = f"{pod}-move-{tag}"
     try:
-        api = api_client(kubeconfig, context)
-        checkpoints = Checkpoints(api)
-        checkpoints.pod(namespace, pod)  # exists? (says so before anything is created)
-        checkpoints.create(
-            namespace, checkpoint_name,
-            CheckpointSpec(pod_name=pod, leave_running=False, timeout_seconds=timeout),
+        restored = verbs.migrate(
+            api_client(kubeconfig, context), namespace, pod, to=to, pod_name=pod_name,
+            timeout=timeout, console=console, out=out,
         )
-        console.print(f"checkpoint.ckpt.dev/{checkpoint_name} created")
-        status = follow.follow(
-            lambda: checkpoints.status(namespace, checkpoint_name), console, timeout=timeout + 30
-        )
-        if status.phase != Phase.Ready:
-            raise UserError(
-                f"checkpoint did not become Ready ({status.message or 'timed out'}); "
-                f"pod {namespace}/{pod} is kept"
-            )
-        restores = Restores(api)
-        restored = _restore(
-            restores, namespace, f"{pod}-move-{tag}",
-            RestoreSpec(
-                checkpoint_name=checkpoint_name, node_name=to,
-                pod_name=pod_name or f"{pod}-moved",
-            ),
-            wait=True, timeout=timeout,
-        )
-        if restored is None or restored.phase != RestorePhase.Running:
-            message = (restored.message if restored else "") or "timed out"
-            raise UserError(f"restore did not reach Running ({message}); pod {pod} is kept")
-        restores.delete_pod(namespace, pod)
     except UserError as exc:
         raise _fail(str(exc)) from None
     out.print(f"moved {namespace}/{pod} to node {to} as pod {restored.pod_name}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from kubernetes import client, config
+from kubernetes.config.kube_config import KubeConfigMerger
 from pydantic import BaseModel, ValidationError
 
 from ckpt.kubejson import json_object, response_json
@@ -20,8 +23,13 @@ class UserError(Exception):
     """A problem the user can fix; the message says how."""
 
 
-def api_client(kubeconfig: Path | None = None, context: str | None = None) -> client.ApiClient:
+def api_client(
+    kubeconfig: Path | None = None, context: str | None = None, *, retries: int | None = None
+) -> client.ApiClient:
+    """A client for the kubeconfig's context. `retries`: how often a failed connection is
+    tried again (default: the client's, 3 with backoff)."""
     configuration = client.Configuration()
+    configuration.retries = retries
     try:
         config.load_kube_config(
             config_file=str(kubeconfig) if kubeconfig else None,
@@ -33,6 +41,35 @@ def api_client(kubeconfig: Path | None = None, context: str | None = None) -> cl
             f"cannot load a kubeconfig ({exc}); pass --kubeconfig or set KUBECONFIG"
         ) from exc
     return client.ApiClient(configuration)
+
+
+def context_namespace(kubeconfig: Path | None = None, context: str | None = None) -> str:
+    """The namespace kubectl uses with this kubeconfig and context when not given one: the
+    context's `namespace`, else "default". The kubeconfig may be a list of files, as in
+    KUBECONFIG, merged by the same rules the client's loader applies."""
+    paths = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or "~/.kube/config"
+    try:
+        merged: Any = KubeConfigMerger(paths).config
+    except (OSError, yaml.YAMLError, config.ConfigException) as exc:
+        raise UserError(f"cannot read the kubeconfig {paths} ({exc})") from exc
+    if merged is None:
+        raise UserError(f"no kubeconfig at {paths}; pass --kubeconfig or set KUBECONFIG")
+    document: dict[str, Any] = merged.value
+    name = context or document.get("current-context")
+    if not name:
+        raise UserError(
+            "the kubeconfig has no current context; pass --context "
+            "(`kubectl config get-contexts` lists them)"
+        )
+    for entry in document.get("contexts") or []:
+        # The merger wraps each context of the files in a node; its value is the mapping.
+        found: Mapping[str, Any] = getattr(entry, "value", entry)
+        if found.get("name") == name:
+            return str((found.get("context") or {}).get("namespace") or "default")
+    raise UserError(
+        f"context {name!r} is not in the kubeconfig {paths}; "
+        "`kubectl config get-contexts` lists them"
+    )
 
 
 class Checkpoints:
@@ -97,6 +134,36 @@ class Checkpoints:
         return response_json(response)
 
 
+class Events:
+    """The Events about one resource, as `kubectl describe` selects them."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+
+    def about(self, resource: Mapping[str, Any]) -> list[dict[str, Any]]:
+        metadata = resource.get("metadata") or {}
+        namespace = metadata.get("namespace", "")
+        selector = ",".join(
+            f"involvedObject.{key}={value}"
+            for key, value in (
+                ("kind", resource.get("kind", "")), ("name", metadata.get("name", "")),
+                ("namespace", namespace),
+                # A resource deleted and made again under its name has another uid: its
+                # predecessor's Events are not its story.
+                ("uid", metadata.get("uid", "")),
+            )
+            if value
+        )
+        try:
+            response = self.core.list_namespaced_event(
+                namespace, field_selector=selector, _preload_content=False
+            )
+        except client.ApiException as exc:
+            doing = f"list the events of {namespace}/{metadata.get('name', '')}"
+            raise UserError(explain(exc, doing)) from exc
+        return list(response_json(response).get("items", []))
+
+
 def checkpoint_status(resource: Mapping[str, Any]) -> CheckpointStatus:
     """A Checkpoint's status as the operator wrote it (from this same model); an empty one
     until the operator first handles the resource."""
@@ -109,17 +176,17 @@ def checkpoint_spec(resource: Mapping[str, Any]) -> CheckpointSpec:
     try:
         return CheckpointSpec.from_resource(resource.get("spec") or {})
     except ValidationError as exc:
-        raise _unreadable(exc, resource, "spec", "checkpoint") from exc
+        raise unreadable(exc, resource, "spec", "checkpoint") from exc
 
 
 def read_status(model: type[S], resource: Mapping[str, Any], kind: str) -> S:
     try:
         return model.model_validate(resource.get("status") or {})
     except ValidationError as exc:
-        raise _unreadable(exc, resource, "status", kind) from exc
+        raise unreadable(exc, resource, "status", kind) from exc
 
 
-def _unreadable(
+def unreadable(
     exc: ValidationError, resource: Mapping[str, Any], part: str, kind: str
 ) -> UserError:
     metadata = resource.get("metadata") or {}

@@ -3,9 +3,11 @@ create resources and follow them; the operator does the work (no agent calls, no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
+from pydantic import ValidationError
 
 from ckpt.kubejson import json_object
 from ckpt.operator.models import GROUP, VERSION
@@ -17,7 +19,7 @@ from ckpt.operator.restore_models import (
     RestoreStatus,
 )
 from ckpt.user.follow import finished_rows
-from ckpt.user.resources import UserError, explain, read_status
+from ckpt.user.resources import UserError, explain, read_status, unreadable
 
 # The Restore's phases in order, for the progress display.
 RESTORE_STEPS = [
@@ -57,6 +59,15 @@ class Restores:
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read restore {namespace}/{name}")) from exc
 
+    def list(self, namespace: str) -> list[dict[str, Any]]:
+        try:
+            found = json_object(
+                self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, RESTORE_PLURAL)
+            )
+        except client.ApiException as exc:
+            raise UserError(explain(exc, f"list restores in {namespace}")) from exc
+        return list(found.get("items", []))
+
     def status(self, namespace: str, name: str) -> RestoreStatus:
         """The Restore's status as the operator wrote it (from this same model)."""
         return read_status(RestoreStatus, self.get(namespace, name), "restore")
@@ -67,6 +78,15 @@ class Restores:
         except client.ApiException as exc:
             if exc.status != 404:
                 raise UserError(explain(exc, f"delete pod {namespace}/{name}")) from exc
+
+
+def restore_spec(resource: Mapping[str, Any]) -> RestoreSpec:
+    """A Restore's spec, read with the apiserver's rules (the CRD is generated from this
+    same model, so only a resource of another ckpt version can fail)."""
+    try:
+        return RestoreSpec.from_resource(resource.get("spec") or {})
+    except ValidationError as exc:
+        raise unreadable(exc, resource, "spec", "restore") from exc
 
 
 def restore_rows(namespace: str, name: str, status: RestoreStatus) -> list[tuple[str, str]]:
