@@ -88,6 +88,7 @@ crd: setup
 	$(BIN)/python -m ckpt.operator.crd > crds/checkpoint.yaml
 	$(BIN)/python -m ckpt.operator.crd storagelocation > crds/storagelocation.yaml
 	$(BIN)/python -m ckpt.operator.restore_crd > crds/restore.yaml
+	$(BIN)/python -m ckpt.operator.policy_crd > crds/checkpointpolicy.yaml
 
 demo: setup tools
 	$(BIN)/python -m harness.demo

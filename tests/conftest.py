@@ -48,6 +48,7 @@ CLUSTER_MODULES = frozenset({
     "tests/cluster/test_backends_e2e.py",
     "tests/cluster/test_checkpoint_e2e.py",
     "tests/cluster/test_cluster_e2e.py",
+    "tests/cluster/test_policy_e2e.py",
     "tests/operator/test_cli.py",
     "tests/operator/test_operator_flow.py",
     "tests/operator/test_operator_resilience.py",

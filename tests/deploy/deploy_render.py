@@ -36,7 +36,15 @@ OPERATOR_RULES = {
     # StorageLocations: resolved for Checkpoints, checked periodically (status).
     *{("ckpt.dev", "storagelocations", v) for v in ("get", "list", "watch", "patch")},
     *{("ckpt.dev", "storagelocations/status", v) for v in ("get", "patch")},
+    # CheckpointPolicies: one loop each, their status; the periodic Checkpoints created, those
+    # beyond keepLast deleted.
+    *{("ckpt.dev", "checkpointpolicies", v) for v in ("get", "list", "watch", "patch")},
+    *{("ckpt.dev", "checkpointpolicies/status", v) for v in ("get", "patch")},
+    *{("ckpt.dev", "checkpoints", v) for v in ("create", "delete")},
 }
+# ClusterRole ckpt-operator-list-pods, bound by namespace admins where they enable
+# CheckpointPolicies (deploy/ binds it nowhere): the pods a policy's selector picks.
+OPERATOR_LIST_PODS_RULES = {("", "pods", "list")}
 # The Role ckpt-operator-agents in the operator's namespace: the agent pod watch.
 OPERATOR_NAMESPACE_RULES = {("", "pods", "list"), ("", "pods", "watch")}
 # The Role ckpt-operator-storage there: the storage locations' credential Secrets, by name.

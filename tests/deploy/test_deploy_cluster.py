@@ -124,6 +124,13 @@ OPERATOR_MAY = [
     ("list", "namespaces"),
     # A namespace's labels, for StorageLocations' spec.allowedNamespaces.
     ("get", "namespaces"),
+    # CheckpointPolicies: the periodic Checkpoints created, and deleted beyond keepLast; the
+    # policy's status. (Listing the pods a policy selects needs ckpt-operator-list-pods,
+    # bound in the policy's namespace: nothing here binds it.)
+    ("watch", "checkpointpolicies.ckpt.dev", "-A"),
+    ("patch", "checkpointpolicies.ckpt.dev", "--subresource=status", "-n", "team-a"),
+    ("create", "checkpoints.ckpt.dev", "-n", "default"),
+    ("delete", "checkpoints.ckpt.dev", "-n", "default"),
 ]
 OPERATOR_MAY_NOT = [
     # Before: list and watch of every pod in the cluster, and Events patched anywhere.
@@ -139,8 +146,8 @@ OPERATOR_MAY_NOT = [
     ("delete", "pods", "-n", "default"),
     ("patch", "pods", "-n", "default"),
     ("create", "pods", "--subresource=exec", "-n", "default"),
-    ("create", "checkpoints.ckpt.dev", "-n", "default"),
-    ("delete", "checkpoints.ckpt.dev", "-n", "default"),
+    ("update", "checkpointpolicies.ckpt.dev", "-n", "default"),
+    ("delete", "checkpointpolicies.ckpt.dev", "-n", "default"),
     ("get", "configmaps", "-n", NAMESPACE),
     ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE),
     ("create", "tokenreviews.authentication.k8s.io"),

@@ -15,6 +15,7 @@ import pytest
 from deploy_render import (
     AGENT_RULES,
     NAMESPACE,
+    OPERATOR_LIST_PODS_RULES,
     OPERATOR_NAMESPACE_RULES,
     OPERATOR_RULES,
     OPERATOR_STORAGE_RULES,
@@ -33,6 +34,7 @@ EXPECTED_OBJECTS = {
     ("CustomResourceDefinition", "checkpoints.ckpt.dev"),
     ("CustomResourceDefinition", "storagelocations.ckpt.dev"),
     ("CustomResourceDefinition", "restores.ckpt.dev"),
+    ("CustomResourceDefinition", "checkpointpolicies.ckpt.dev"),
     ("RuntimeClass", "ckpt"),
     ("ValidatingAdmissionPolicy", "ckpt-operator-creates-only-restored-pods"),
     ("ValidatingAdmissionPolicyBinding", "ckpt-operator-creates-only-restored-pods"),
@@ -46,6 +48,7 @@ EXPECTED_OBJECTS = {
     ("ClusterRole", "ckpt-operator"),
     ("ClusterRoleBinding", "ckpt-operator"),
     ("ClusterRole", "ckpt-user"),
+    ("ClusterRole", "ckpt-operator-list-pods"),
     ("Role", "ckpt-operator-agents"),
     ("RoleBinding", "ckpt-operator-agents"),
     ("Role", "ckpt-operator-storage"),
@@ -416,6 +419,12 @@ def test_rbac_rules_are_exactly_what_each_part_needs(manifests: list[Manifest], 
     assert storage["metadata"]["namespace"] == NAMESPACE
     assert expand(storage["rules"]) == OPERATOR_STORAGE_RULES
     assert expand(find("ClusterRole", "ckpt-agent")["rules"]) == AGENT_RULES
+    # Bound by namespace admins where they enable CheckpointPolicies, never by deploy/.
+    assert expand(find("ClusterRole", "ckpt-operator-list-pods")["rules"]) == (
+        OPERATOR_LIST_PODS_RULES
+    )
+    assert not [m for m in manifests if m["kind"] in {"ClusterRoleBinding", "RoleBinding"}
+                and m["roleRef"]["name"] == "ckpt-operator-list-pods"]
     for m in manifests:
         if m["kind"] in {"ClusterRole", "Role"}:
             for rule in m["rules"]:

@@ -10,7 +10,11 @@ import kopf
 
 from ckpt.operator import binding, locations, reconcile, retention
 from ckpt.operator.agents import AgentIndex, AgentPod
+from ckpt.operator.kube import load_api_client
 from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
+from ckpt.operator.policy import PolicyRunner
+from ckpt.operator.policy_kube import PolicyKube
+from ckpt.operator.policy_models import POLICY_PLURAL
 from ckpt.operator.restore import TERMINAL as RESTORE_TERMINAL
 from ckpt.operator.restore_clients import RestoreClients, build_restore_clients, restorer
 from ckpt.operator.restore_models import RESTORE_PLURAL
@@ -27,6 +31,7 @@ from ckpt.operator.settings import OperatorSettings
 CONFIG = OperatorSettings()
 CHECKPOINTS = (GROUP, VERSION, PLURAL)
 RESTORES = (GROUP, VERSION, RESTORE_PLURAL)
+POLICIES = (GROUP, VERSION, POLICY_PLURAL)
 
 
 def _active(status: kopf.Status, **_: Any) -> bool:
@@ -43,6 +48,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.clients = build_clients(CONFIG)
     memo.restores = build_restore_clients(CONFIG, memo.clients.kube, memo.clients.api)
     memo.agent_index = start_agent_index(CONFIG)
+    memo.policies = PolicyKube(load_api_client())
     serve_metrics(CONFIG)
 
 
@@ -177,3 +183,13 @@ async def restore_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     index: AgentIndex = memo.agent_index
     if not await restorer(memo.restores, index.agents, body, CONFIG.poll_interval).cleanup():
         raise kopf.TemporaryError("the agent holding the staged files did not answer", delay=10)
+
+
+# -- CheckpointPolicy ---------------------------------------------------------------------------
+
+
+@kopf.daemon(*POLICIES, cancellation_timeout=5.0)
+async def checkpoint_policy(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Periodic checkpoints and keep-last pruning of one policy, until it is deleted."""
+    cluster: PolicyKube = memo.policies
+    await PolicyRunner(cluster, body, operator_namespace=CONFIG.agent_namespace).run()
