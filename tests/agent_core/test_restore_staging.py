@@ -5,7 +5,6 @@ needs root."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -20,6 +19,7 @@ from ckpt.agent import archive, capture
 from ckpt.agent.models import CheckpointRequest, ContainerTarget, JobState, StageRequest
 from ckpt.agent.pipeline import PipelineContext, run_checkpoint
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
+from ckpt.agent.slots import FairSlots
 from ckpt.agent.staging import StagingError, Stagings, read_result, stage_archive
 from ckpt.operator.podtemplate import pod_template
 from harness.containers import BusyboxContainer
@@ -210,7 +210,7 @@ def test_missing_archive_is_not_found(tmp_path: Path) -> None:
 async def test_jobs_are_idempotent_and_removed_on_request(tmp_path: Path) -> None:
     url, checksum, store = _archive(tmp_path, gpu=True)
     restores = tmp_path / "restores"
-    stagings = Stagings(restores, asyncio.Semaphore(2), archive_root=store)
+    stagings = Stagings(restores, FairSlots(2), archive_root=store)
     request = _request(url, checksum)
     first = stagings.submit(request)
     assert first.state is JobState.running
@@ -224,7 +224,7 @@ async def test_jobs_are_idempotent_and_removed_on_request(tmp_path: Path) -> Non
         "containers"]["app"]["gpu"] is True
 
     # A restarted agent answers the same request from the staged folder.
-    again = Stagings(restores, asyncio.Semaphore(2), archive_root=store)
+    again = Stagings(restores, FairSlots(2), archive_root=store)
     answered = again.submit(request)
     assert (answered.state, answered.result) == (JobState.succeeded, job.result)
     assert again.get(RESTORE_ID).state is JobState.succeeded
@@ -236,7 +236,7 @@ async def test_jobs_are_idempotent_and_removed_on_request(tmp_path: Path) -> Non
 
 async def test_failed_job_says_why(tmp_path: Path) -> None:
     url, _, store = _archive(tmp_path)
-    stagings = Stagings(tmp_path / "restores", asyncio.Semaphore(1), archive_root=store)
+    stagings = Stagings(tmp_path / "restores", FairSlots(1), archive_root=store)
     job = stagings.submit(_request(url, "sha256:" + "0" * 64))
     while job.state is JobState.running:
         job = await stagings.watch(RESTORE_ID, job.phase, 5)
