@@ -36,7 +36,8 @@ deps:
 
 # Everything the suite runs, built (or found cached under .cache/) before pytest starts, so
 # that no fixture builds under a test timeout: the control plane and node binaries from
-# pinned Go modules, CRIU 4, SeaweedFS (the tests' S3 server) and the ckpt images.
+# pinned Go modules, CRIU 4.2, SeaweedFS (the tests' S3 server), the ckpt images and the
+# images of the applications tests/apps checkpoints.
 tools: deps
 	tools/criu/install.sh >/dev/null
 	tools/controlplane/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler \
@@ -44,6 +45,7 @@ tools: deps
 	for tool in containerd cri-tools cni coredns pause seaweedfs; do \
 		tools/$$tool/build.sh >/dev/null || exit 1; done
 	tools/images/build.sh >/dev/null
+	tools/apps/build.sh >/dev/null
 
 # Two workers (pytest-xdist; tests/conftest.py schedules): the tests of the local cluster in
 # one, in order (they share one cluster, and the last one stops it), every other module in
