@@ -1,5 +1,5 @@
 """What binds an API record and its archive to one Checkpoint, and the checks that a Restore or
-a deletion acts only on what the operator bound (issue 21, finding 2).
+a deletion acts only on what the operator bound.
 
 A Checkpoint's status names the API record, the archive, its StorageLocation and its node, but
 a status is only as trustworthy as everyone who may patch `checkpoints/status`. So when the
