@@ -15,7 +15,7 @@ from rich.table import Table
 from ckpt.agent.models import GpuMode
 from ckpt.operator.models import CheckpointSpec, Phase, RetainPolicy
 from ckpt.operator.restore_models import RestorePhase, RestoreSpec
-from ckpt.user import verbs
+from ckpt.user import options, verbs
 
 # The commands import ckpt.user.resources and ckpt.user.restore themselves: they bring the
 # Kubernetes client (about 0.7 s to import), which `ckpt --help` and the service subcommands
@@ -39,21 +39,12 @@ def _fail(message: str) -> typer.Exit:
 def checkpoint(
     pod: Annotated[str, typer.Argument(help="The running pod to checkpoint.")],
     namespace: Namespace = "default",
-    name: Annotated[
-        str | None, typer.Option(help="Name of the Checkpoint (default: POD-<random>).")
-    ] = None,
-    container: Annotated[
-        list[str] | None,
-        typer.Option("--container", "-c", help="Only these containers (repeatable)."),
-    ] = None,
-    gpu: Annotated[GpuMode, typer.Option(help="GPU state: auto, required or none.")] = (
-        GpuMode.auto
-    ),
-    stop: Annotated[bool, typer.Option(help="Stop the pod's containers after the dump.")] = False,
+    name: options.CheckpointName = None,
+    container: options.Containers = None,
+    gpu: options.Gpu = GpuMode.auto,
+    stop: options.Stop = False,
     timeout: Annotated[int, typer.Option(help="Seconds until the checkpoint fails.")] = 900,
-    retain: Annotated[
-        RetainPolicy, typer.Option(help="Retain or Delete the archive with the resource.")
-    ] = RetainPolicy.Retain,
+    retain: options.Retain = RetainPolicy.Retain,
     wait: Annotated[bool, typer.Option(help="Follow it until Ready or Failed.")] = True,
     kubeconfig: Kubeconfig = None,
     context: Context = None,

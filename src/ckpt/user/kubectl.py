@@ -27,7 +27,7 @@ from typer.core import TyperGroup
 from ckpt.agent.models import GpuMode
 from ckpt.operator.models import GROUP, KIND, VERSION, CheckpointSpec, Phase, RetainPolicy
 from ckpt.operator.restore_models import RestorePhase, RestoreSpec
-from ckpt.user import completion, verbs
+from ckpt.user import completion, options, verbs
 from ckpt.user.kinds import Kind, kind_of
 from ckpt.user.printing import (
     GetOutput,
@@ -205,21 +205,12 @@ def checkpoint(
         autocompletion=completion.pod_names,
     )],
     namespace: Namespace = None,
-    name: Annotated[
-        str | None, typer.Option(help="Name of the Checkpoint (default: POD-<random>).")
-    ] = None,
-    container: Annotated[
-        list[str] | None,
-        typer.Option("--container", "-c", help="Only these containers (repeatable)."),
-    ] = None,
-    gpu: Annotated[GpuMode, typer.Option(help="GPU state: auto, required or none.")] = (
-        GpuMode.auto
-    ),
-    stop: Annotated[bool, typer.Option(help="Stop the pod's containers after the dump.")] = False,
+    name: options.CheckpointName = None,
+    container: options.Containers = None,
+    gpu: options.Gpu = GpuMode.auto,
+    stop: options.Stop = False,
     timeout: Timeout = 900,
-    retain: Annotated[
-        RetainPolicy, typer.Option(help="Retain or Delete the archive with the resource.")
-    ] = RetainPolicy.Retain,
+    retain: options.Retain = RetainPolicy.Retain,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow it until Ready or Failed, with progress.")
     ] = False,
