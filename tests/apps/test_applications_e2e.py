@@ -181,7 +181,7 @@ def test_an_established_connection_is_reset_and_the_restored_client_reconnects(
 
 SIDECAR_POD = {
     "initContainers": [
-        {"name": "setup", "command": ["sh", "-c", "echo prepared > /work/setup"]},
+        {"name": "setup", "command": ["sh", "-c", "echo prepared > /data/setup"]},
         # A native sidecar (restartPolicy Always in initContainers, Kubernetes >= 1.29).
         {"name": "sidecar", "restartPolicy": "Always", "command": ["sh", "-c", e2e.COUNTER]},
     ],
@@ -198,9 +198,9 @@ def test_init_container_and_native_sidecar(
     image = cluster_nodes.busybox_image
     spec = {
         "nodeName": nodes[0], "terminationGracePeriodSeconds": e2e.QUICK_STOP,
-        "volumes": [{"name": "work", "emptyDir": {}}],
+        "volumes": [{"name": "data", "emptyDir": {}}],
         **{kind: [{**c, "image": image, "imagePullPolicy": "IfNotPresent",
-                   "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+                   "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
                   for c in containers]
            for kind, containers in SIDECAR_POD.items()},
     }

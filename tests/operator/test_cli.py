@@ -28,6 +28,7 @@ from harness.cluster import e2e
 from harness.cluster.deploy import NAMESPACE
 from harness.cluster.fixtures import ClusterUnderTest
 from harness.controlplane import Cluster, kubectl_binary
+from harness.describe_text import sections
 
 # The module's first test starts the cluster (when none runs) and installs ckpt from its images:
 # minutes on a cold 2-core machine, more than the suite's default per-test timeout.
@@ -156,22 +157,6 @@ def _kubectl_ckpt(
     )
 
 
-def _story(text: str) -> dict[str, dict[str, str]]:
-    """describe's `Key:  value` lines by section (top-level ones under "")."""
-    sections: dict[str, dict[str, str]] = {"": {}}
-    current = ""
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(":")
-        if line.startswith(" "):
-            sections[current][key] = value.strip()
-        elif value.strip():
-            sections[""][key] = value.strip()
-        else:
-            current = key
-            sections[current] = {}
-    return sections
-
-
 def test_kubectl_ckpt_checkpoint_ls_describe_and_restore(
     kube: Cluster, cluster_nodes: ClusterUnderTest, namespace: str, tmp_path: Path
 ) -> None:
@@ -208,7 +193,7 @@ def test_kubectl_ckpt_checkpoint_ls_describe_and_restore(
     e2e.event_reasons(kube, namespace, "Checkpoint", "from-plugin")
     described = _kubectl_ckpt(kubeconfig, "describe", "checkpoint", "from-plugin")
     assert described.returncode == 0, described.stderr
-    story = _story(described.stdout)
+    story = sections(described.stdout)
     assert story[""]["Kind"] == "Checkpoint" and story[""]["Namespace"] == namespace
     assert story["Status"]["Phase"] == "Ready" and story["Status"]["Node"] == node
     assert story["Archive"]["Checksum"] == item["status"]["checksum"]
@@ -233,7 +218,7 @@ def test_kubectl_ckpt_checkpoint_ls_describe_and_restore(
     # The counter goes on from its value at the checkpoint: restored from memory.
     assert at_checkpoint <= ticks[0] <= at_ready + 1, (at_checkpoint, at_ready, ticks[:5])
 
-    restore_story = _story(
+    restore_story = sections(
         _kubectl_ckpt(kubeconfig, "describe", "restore/from-plugin-back").stdout
     )
     assert restore_story["Status"]["Phase"] == "Running"

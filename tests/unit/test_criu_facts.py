@@ -37,8 +37,8 @@ def test_no_error_line_gives_no_reason() -> None:
 
 def test_node_paths_are_hidden_and_the_containers_own_paths_stay() -> None:
     log = ("(00.2) Error (criu/files-reg.c:1): Can't lookup mount=42 for fd=1 "
-           "path=/var/lib/ckpt/agent/work/ckpt-1/images/app/x and /dev/nvidia0\n")
-    reason = failure_reason(log, host_paths=("/var/lib/ckpt/agent/work",))
+           "path=/var/lib/ckpt/jobs/ckpt-1/images/app/x and /dev/nvidia0\n")
+    reason = failure_reason(log, host_paths=("/var/lib/ckpt/jobs",))
     assert reason == "Can't lookup mount=42 for fd=1 path=<node path> and /dev/nvidia0"
 
 

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from ckpt.user import completion, resources, restore
 from ckpt.user.kubectl import app
 from ckpt.user.resources import UserError
+from harness.describe_text import sections
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -536,22 +537,6 @@ def test_migrate_moves_the_pod_or_keeps_it(
 # describe.
 
 
-def _sections(text: str) -> dict[str, dict[str, str]]:
-    """describe's `Key:  value` lines by section (top-level ones under "")."""
-    sections: dict[str, dict[str, str]] = {"": {}}
-    current = ""
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(":")
-        if line.startswith(" "):
-            sections[current][key] = value.strip()
-        elif value.strip():
-            sections[""][key] = value.strip()
-        else:
-            current = key
-            sections[current] = {}
-    return sections
-
-
 def _story(cluster: FakeCluster) -> None:
     cluster.add("checkpoints", "team-a", "c1",
                 {"podName": "web", "gpu": "auto", "leaveRunning": True, "timeoutSeconds": 900,
@@ -574,12 +559,12 @@ def test_describe_checkpoint_tells_its_story(cluster: FakeCluster) -> None:
     result = run("describe", "checkpoint", "c1")
     assert result.exit_code == 0, result.output
     text = result.stdout
-    sections = [line for line in text.splitlines() if line and not line.startswith(" ")]
-    assert [line.split(":")[0] for line in sections] == [
+    headings = [line for line in text.splitlines() if line and not line.startswith(" ")]
+    assert [line.split(":")[0] for line in headings] == [
         "Name", "Namespace", "Kind", "Created", "Spec", "Status", "Timings", "Archive",
         "Conditions", "Restores", "Events",
     ]
-    story = _sections(text)
+    story = sections(text)
     assert story[""]["Kind"] == "Checkpoint" and story[""]["Namespace"] == "team-a"
     assert story["Spec"]["Retain Policy"] == "Delete" and story["Spec"]["Pod"] == "web"
     assert story["Status"]["Phase"] == "Ready"
@@ -615,7 +600,7 @@ def test_describe_checkpoint_tells_its_story(cluster: FakeCluster) -> None:
 
 def test_describe_restore_and_a_checkpoint_not_handled_yet(cluster: FakeCluster) -> None:
     _story(cluster)
-    story = _sections(run("describe", "rst", "back").stdout)
+    story = sections(run("describe", "rst", "back").stdout)
     assert story[""]["Kind"] == "Restore" and story[""]["Events"] == "<none>"
     assert story["Spec"] == {"Checkpoint": "c1", "Pod Name": "web-again",
                              "Node": "the operator's choice"}
@@ -625,7 +610,7 @@ def test_describe_restore_and_a_checkpoint_not_handled_yet(cluster: FakeCluster)
     assert story["Archive"]["Checkpoint"] == "c1 (Ready)"
     assert story["Archive"]["Checksum"] == "sha256:abc123"
 
-    orphan = _sections(run("describe", "restore/unrelated").stdout)
+    orphan = sections(run("describe", "restore/unrelated").stdout)
     assert orphan["Archive"] == {"checkpoint c9 not found": ""}
     assert orphan["Status"]["Phase"] == "not yet handled by the operator"
 
@@ -633,8 +618,8 @@ def test_describe_restore_and_a_checkpoint_not_handled_yet(cluster: FakeCluster)
     cluster.events_forbidden = True
     unlisted = run("describe", "restore", "back")
     assert unlisted.exit_code == 0
-    assert _sections(unlisted.stdout)[""]["Events"].startswith("<unavailable: could not list")
-    assert _sections(unlisted.stdout)["Status"]["Phase"] == "Running"
+    assert sections(unlisted.stdout)[""]["Events"].startswith("<unavailable: could not list")
+    assert sections(unlisted.stdout)["Status"]["Phase"] == "Running"
 
     cluster.add("checkpoints", "team-a", "new", {"podName": "web"})
     fresh = run("describe", "checkpoints.ckpt.dev", "new").stdout

@@ -76,12 +76,8 @@ def list_(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")
     ] = False,
-    api_url: Annotated[
-        str | None, typer.Option(envvar="CKPT_API_URL", help="Checkpoints API to join with.")
-    ] = None,
-    api_token: Annotated[
-        str | None, typer.Option(envvar="CKPT_API_TOKEN", help="Token of that API.")
-    ] = None,
+    api_url: options.ApiUrl = None,
+    api_token: options.ApiToken = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:

@@ -1,5 +1,5 @@
-"""The options of a checkpoint as both front ends spell them (`ckpt checkpoint` and
-`kubectl ckpt checkpoint`): one declaration, so their names, help and defaults never drift."""
+"""Options both front ends share (`ckpt` and `kubectl ckpt`): one declaration, so their names,
+help and defaults never drift."""
 
 from __future__ import annotations
 
@@ -21,4 +21,11 @@ Gpu = Annotated[GpuMode, typer.Option(help="GPU state: auto, required or none.")
 Stop = Annotated[bool, typer.Option(help="Stop the pod's containers after the dump.")]
 Retain = Annotated[
     RetainPolicy, typer.Option(help="Retain or Delete the archive with the resource.")
+]
+# The checkpoints API that `ls` / `list` join their rows with.
+ApiUrl = Annotated[
+    str | None, typer.Option(envvar="CKPT_API_URL", help="Checkpoints API to join with.")
+]
+ApiToken = Annotated[
+    str | None, typer.Option(envvar="CKPT_API_TOKEN", help="Token of that API.")
 ]
