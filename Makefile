@@ -76,8 +76,8 @@ test-fast-nonroot: setup
 wrapper:
 	cd cmd/ckpt-runc && CGO_ENABLED=0 go build -trimpath -o ../../.cache/bin/ckpt-runc .
 
-# ruff, mypy --strict over src/ (settings in pyproject.toml) and the import-linter contracts;
-# gofmt and go vet over the node wrapper; shellcheck over the build and CI scripts.
+# ruff, mypy --strict over src/ and harness/ (settings in pyproject.toml), the import-linter
+# layers; gofmt and go vet over the node wrapper; shellcheck over the build and CI scripts.
 lint: setup deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -87,10 +87,10 @@ lint: setup deps
 	find tools .ci -name '*.sh' -o -path .ci/run | sort | xargs shellcheck -x
 
 crd: setup
-	$(BIN)/python -m ckpt.operator.crd > crds/checkpoint.yaml
-	$(BIN)/python -m ckpt.operator.crd storagelocation > crds/storagelocation.yaml
-	$(BIN)/python -m ckpt.operator.restore_crd > crds/restore.yaml
-	$(BIN)/python -m ckpt.operator.policy_crd > crds/checkpointpolicy.yaml
+	$(BIN)/python -m ckpt.apis.crd > crds/checkpoint.yaml
+	$(BIN)/python -m ckpt.apis.crd storagelocation > crds/storagelocation.yaml
+	$(BIN)/python -m ckpt.apis.restore_crd > crds/restore.yaml
+	$(BIN)/python -m ckpt.apis.policy_crd > crds/checkpointpolicy.yaml
 
 demo: setup tools
 	$(BIN)/python -m harness.demo

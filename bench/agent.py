@@ -36,9 +36,9 @@ from pathlib import Path
 from bench.stats import median, ratio
 from ckpt.agent import pipeline
 from ckpt.agent.context import build_context
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, StageRequest
 from ckpt.agent.settings import AgentSettings
 from ckpt.agent.staging import stage_archive
+from ckpt.contract.agent import CheckpointRequest, ContainerTarget, StageRequest
 from harness.containers import BusyboxContainer, Runc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

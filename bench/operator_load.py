@@ -74,7 +74,7 @@ from kubernetes import client, watch
 
 from bench.simulated_stack import LocalStack
 from bench.stats import median, median_and_max, percentile
-from ckpt.operator.models import GROUP, PLURAL, VERSION
+from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION
 from ckpt.operator.settings import OperatorSettings
 from harness.containers import BusyboxContainer, Runc
 from harness.controlplane import Cluster, LocalControlPlane

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import median, ratio, run_footer
-from ckpt.agent import archive
+from ckpt.storage import archive
 from harness.cluster import e2e
 from harness.cluster.cluster import LocalKubeCluster
 from harness.cluster.images import BUSYBOX_IMAGE

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from ckpt.operator.models import GROUP, PLURAL
+from ckpt.apis.checkpoint import GROUP, PLURAL
 from harness.containers import BusyboxContainer, Runc
 from harness.controlplane import Cluster, free_port, write_kubeconfig
 from harness.identities import AGENT_SERVER_NAME, agent_certificate, token_for

@@ -34,12 +34,12 @@ import pyrage
 from pydantic import SecretStr
 
 from bench.stats import median, ratio
-from ckpt.agent import archive
-from ckpt.agent.models import StageRequest
+from ckpt.agent.pipeline import container_entry
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
 from ckpt.agent.staging import stage_archive
-from ckpt.storage import objects
-from ckpt.storage.models import Destination, LocationType
+from ckpt.apis.storagelocation import Destination, LocationType
+from ckpt.contract.agent import StageRequest
+from ckpt.storage import archive, objects
 from harness.s3 import SeaweedS3
 
 MiB = 1 << 20
@@ -94,7 +94,7 @@ def pipeline_upload(dest: Destination, dumped: DumpedContainer, cid: str) -> tup
     store = objects.open_location(dest)
     key = dest.key_for("bench", cid)
     meta = archive.ArchiveMetadata(checkpoint_id=cid, namespace="bench", pod="bench",
-                                   runtime="runc", containers=[archive.container_entry(dumped)])
+                                   runtime="runc", containers=[container_entry(dumped)])
     t = time.monotonic()
     with store.open_write(key) as w:
         digest, size = archive.write_archive(w, [dumped], meta, recipients=dest.recipients)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -90,7 +91,7 @@ class Cluster:
             raise KubectlError(proc.returncode, proc.args, output=proc.stdout, stderr=proc.stderr)
         return proc
 
-    def api_client(self, token: str | None = None):  # -> kubernetes.client.ApiClient
+    def api_client(self, token: str | None = None) -> Any:  # kubernetes.client.ApiClient
         """An official-client ApiClient; with `token`, it authenticates as that bearer instead."""
         from kubernetes import client, config
 
@@ -128,6 +129,8 @@ class Cluster:
                 )
             )
             response = core.create_namespaced_service_account_token(name, namespace, request)
+            if response.status is None:
+                raise RuntimeError(f"no token issued for {namespace}/{name}")
             return str(response.status.token)
 
     def kubeconfig_for_token(self, token: str, path: Path) -> Path:

@@ -45,7 +45,7 @@ def _free_port_pair(bind: str) -> int:
     for _ in range(200):
         with socket.socket() as s:
             s.bind((bind, 0))
-            port = s.getsockname()[1]
+            port: int = s.getsockname()[1]
         if port + 10000 > 65535:
             continue
         with socket.socket() as s2:
@@ -189,8 +189,9 @@ class SeaweedS3:
     # -- an S3 client independent of the code under test (boto3) ---------------------------
 
     def client(self, *, access_key: str | None = None, secret_key: str | None = None) -> Any:
-        import boto3
-        from botocore.config import Config
+        # boto3 ships no type hints: this client is an independent checker, typed Any.
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
 
         return boto3.client(
             "s3",

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -474,9 +475,9 @@ class LocalKubeCluster:
         for name in ("kube-apiserver", "etcd"):
             if name in records:
                 host.stop_process(records[name])
-        baseline = state.get("baseline", {})
-        host.remove_new_chains(dict(baseline.get("chains", {})))  # type: ignore[union-attr]
-        for key, value in dict(baseline.get("sysctls", {})).items():  # type: ignore[union-attr]
+        baseline: dict[str, Any] = dict(state.get("baseline", {}))  # type: ignore[call-overload]
+        host.remove_new_chains(dict(baseline.get("chains", {})))
+        for key, value in dict(baseline.get("sysctls", {})).items():
             host.write_sysctl(key, str(value))
         host.remove_local_address(str(state.get("address", f"{API_ADDRESS}/32")))
         leftover = _mounts_under(self.workdir)

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from ckpt.api.client import Checkpoint, SyncCheckpointsClient
+from ckpt.contract.checkpoints_client import Checkpoint, SyncCheckpointsClient
 from harness.cluster.deploy import NAMESPACE, OPERATOR_API_SECRET
 from harness.cluster.object_store import FILE_LOCATION
 from harness.controlplane import Cluster, kubectl_binary
@@ -435,7 +435,7 @@ def restored_pods(kube: Cluster, namespace: str, restore: str) -> list[dict[str,
 # kubelet checkpoint's own rootfs-diff.tar is in the kubelet's format), as JSON on stdout.
 _ARCHIVE_REPORT = """
 import json, sys, tarfile, zstandard
-from ckpt.agent import archive
+from ckpt.storage import archive
 path = sys.argv[1]
 with open(path, "rb") as f:
     size = archive.verify_checksum(f, sys.argv[2])

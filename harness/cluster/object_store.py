@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ckpt.storage import models as sl
+from ckpt.apis import storagelocation as sl
 from harness.s3 import SeaweedS3
 
 # The name of its process in state.json's records.

@@ -1,9 +1,9 @@
 """Errors shared by every ckpt service and client: one body shape, four typed failures.
 
 Servers (the checkpoints API and the node agent) answer every error with `ErrorBody`, built by
-`error_response`. Clients (`ckpt.api.client`, `ckpt.agent.client`) turn an error answer back
-into one of the `ServiceError` classes below, so callers branch on the type instead of
-comparing status numbers:
+`error_response`. Clients (`ckpt.contract.checkpoints_client`, `ckpt.contract.agent_client`)
+turn an error answer back into one of the `ServiceError` classes below, so callers branch on
+the type instead of comparing status numbers:
 
 - `NotFound` (404): the thing is not there (or no longer);
 - `Conflict` (409): it exists in another state, or with another request under the same key;

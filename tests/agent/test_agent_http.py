@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ckpt.agent.client import AgentClient
+from ckpt.contract.agent_client import AgentClient
 from ckpt.errors import NotFound
 from ckpt.operator.agents import AgentPod
 from harness.controlplane import Cluster, free_port

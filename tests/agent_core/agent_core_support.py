@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ckpt.agent.gpu import ProcessState
-from ckpt.agent.models import CheckpointResult, StageRequest
 from ckpt.agent.staging import stage_archive
+from ckpt.contract.agent import CheckpointResult, StageRequest
 
 
 class Progress:

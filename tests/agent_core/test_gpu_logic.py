@@ -12,8 +12,8 @@ from agent_core_support import FakeCuda, Progress
 
 from ckpt.agent import gpu as gpu_mod
 from ckpt.agent.gpu import GpuDriver, GpuError, ProcessState
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, GpuMode
 from ckpt.agent.pipeline import GpuRequiredError, PipelineContext, run_checkpoint
+from ckpt.contract.agent import CheckpointRequest, ContainerTarget, GpuMode
 from harness.containers import BusyboxContainer
 
 GPU_REASON = "needs an NVIDIA GPU with libcuda.so.1"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from agent_core_support import Progress, staged_images
 
-from ckpt.agent.models import CheckpointRequest, ContainerTarget
 from ckpt.agent.pipeline import PipelineContext, run_checkpoint
 from ckpt.agent.runtimes.process import DEFAULT_ARGS
+from ckpt.contract.agent import CheckpointRequest, ContainerTarget
 from harness.containers import pid_alive
 
 # Needs CRIU on real processes, as root.

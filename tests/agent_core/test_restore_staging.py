@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from agent_core_support import Progress
 
-from ckpt.agent import archive, capture
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, JobState, StageRequest
-from ckpt.agent.pipeline import PipelineContext, run_checkpoint
+from ckpt.agent import capture
+from ckpt.agent.pipeline import PipelineContext, container_entry, run_checkpoint
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
 from ckpt.agent.slots import FairSlots
 from ckpt.agent.staging import StagingError, Stagings, read_result, stage_archive
+from ckpt.contract.agent import CheckpointRequest, ContainerTarget, JobState, StageRequest
 from ckpt.operator.podtemplate import pod_template
+from ckpt.storage import archive
 from harness.containers import BusyboxContainer
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +90,7 @@ def _archive(tmp: Path, *, gpu: bool = False) -> tuple[str, str, Path]:
     dumped = [DumpedContainer(container=ResolvedContainer(ref=ref, pid=4242), images_dir=images)]
     metadata = archive.ArchiveMetadata(
         checkpoint_id="42", namespace="demo", pod="counter", runtime="runc",
-        cuda_pids=[4242] if gpu else [], containers=[archive.container_entry(d) for d in dumped],
+        cuda_pids=[4242] if gpu else [], containers=[container_entry(d) for d in dumped],
         capture=section,
     )
     store = tmp / "store"

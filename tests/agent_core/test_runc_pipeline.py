@@ -13,11 +13,11 @@ import pytest
 import zstandard
 from agent_core_support import Progress, staged_images
 
-from ckpt.agent.models import CheckpointRequest, ContainerTarget
 from ckpt.agent.pipeline import PipelineContext, archive_name, run_checkpoint
 from ckpt.agent.runtimes.base import DumpedContainer, ResolvedContainer
 from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.store import PARTIAL_SUFFIX, path_of
+from ckpt.contract.agent import CheckpointRequest, ContainerTarget
 from harness.containers import BusyboxContainer, Pod, Runc, pid_alive
 
 # Needs runc and CRIU, as root.

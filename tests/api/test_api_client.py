@@ -1,4 +1,4 @@
-"""`ckpt.api.client` against a real server, and its retry policy."""
+"""`ckpt.contract.checkpoints_client` against a real server, and its retry policy."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import httpx
 import pytest
 from api_support import Running
 
-from ckpt.api.client import CheckpointsClient, SyncCheckpointsClient
-from ckpt.api.models import CheckpointStatus
+from ckpt.contract.checkpoints_api import CheckpointStatus
+from ckpt.contract.checkpoints_client import CheckpointsClient, SyncCheckpointsClient
 from ckpt.errors import Conflict, NotFound, Rejected, ServiceError, Unavailable
 from ckpt.retry import Backoff
 from harness.controlplane import free_port

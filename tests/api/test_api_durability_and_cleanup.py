@@ -18,10 +18,10 @@ from api_support import Backend, InProcessApiServer
 from ckpt.api import migrate
 from ckpt.api.cleanup import purge_deprecated
 from ckpt.api.db import Database
-from ckpt.api.models import CheckpointInfo
 from ckpt.api.service import CheckpointService
 from ckpt.api.tables import Base, Tenant, utcnow
 from ckpt.api.tokens import create_token
+from ckpt.contract.checkpoints_api import CheckpointInfo
 from harness.postgres import ApiServer
 
 

@@ -119,7 +119,7 @@ def test_list_pages_are_capped(paged: Served) -> None:
 
 
 def test_the_client_gets_every_page(paged: Served) -> None:
-    from ckpt.api.client import SyncCheckpointsClient
+    from ckpt.contract.checkpoints_client import SyncCheckpointsClient
 
     server, db = paged
     with SyncCheckpointsClient(server.base_url, create_token(db, "paged-client")) as client:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import json
 
+from ckpt.apis import storagelocation as sl
 from ckpt.operator.locations import Locations, secret_values
-from ckpt.storage import models as sl
 from harness.cluster.object_store import (
     CREDENTIALS_SECRET,
     FILE_LOCATION,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, watch
 
-from ckpt.operator.models import GROUP, PLURAL, VERSION
+from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION
 from harness.controlplane import Cluster
 
 # Needs the test apiserver.

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from ckpt.operator.models import GROUP, VERSION
-from ckpt.operator.policy_models import POLICY_PLURAL, CheckpointPolicyStatus, LineageStatus
+from ckpt.apis.checkpoint import GROUP, VERSION
+from ckpt.apis.policy import POLICY_PLURAL, CheckpointPolicyStatus, LineageStatus
 from harness.controlplane import Cluster
 
 # Needs the test apiserver.

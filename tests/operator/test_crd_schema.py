@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from kubernetes import client
 from pydantic import ValidationError
 
-from ckpt.operator import crd
-from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec
+from ckpt.apis import crd
+from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION, CheckpointSpec
 from harness.controlplane import Cluster
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "checkpoint.yaml"
@@ -23,7 +23,7 @@ CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "checkpoint.yaml"
 
 def test_committed_crd_is_what_the_models_generate() -> None:
     assert CRD_FILE.read_text() == crd.render(), (
-        "crds/checkpoint.yaml is stale: run `python -m ckpt.operator.crd > crds/checkpoint.yaml`"
+        "crds/checkpoint.yaml is stale: run `python -m ckpt.apis.crd > crds/checkpoint.yaml`"
     )
 
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from ckpt.agent.models import GpuMode
+from ckpt.apis.checkpoint import CheckpointSpec, CheckpointStatus
+from ckpt.contract.agent import GpuMode
 from ckpt.operator.agents import AgentIdentity, AgentPod, agent_from_pod, choose_agent
 from ckpt.operator.conditions import get_condition, set_condition
-from ckpt.operator.models import CheckpointSpec, CheckpointStatus
 from ckpt.operator.target import Blocked, needs_gpu, resolve_target
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ckpt.storage.models import Destination, LocationType
+from ckpt.apis.storagelocation import Destination, LocationType
 from harness.s3 import SeaweedS3
 
 

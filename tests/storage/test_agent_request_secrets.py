@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from ckpt.agent.client import AgentClient
-from ckpt.agent.models import CheckpointRequest, ContainerTarget
-from ckpt.storage.models import Destination, LocationType, S3Credentials
+from ckpt.apis.storagelocation import Destination, LocationType, S3Credentials
+from ckpt.contract.agent import CheckpointRequest, ContainerTarget
+from ckpt.contract.agent_client import AgentClient
 
 AGE_KEY = "AGE-SECRET-KEY-1" + "Q" * 58
 

@@ -14,14 +14,14 @@ from pydantic import SecretStr
 
 from ckpt.agent.criu import CriuInfo, criu_version
 from ckpt.agent.gpu import GpuDriver
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, StageRequest, StageResult
 from ckpt.agent.pipeline import PipelineContext, run_checkpoint
 from ckpt.agent.runtimes.process import ProcessRuntime
 from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.staging import StagingError, stage_archive
 from ckpt.agent.store import FileStore
+from ckpt.apis.storagelocation import Destination
+from ckpt.contract.agent import CheckpointRequest, ContainerTarget, StageRequest, StageResult
 from ckpt.storage import crypto
-from ckpt.storage.models import Destination
 from harness.containers import BusyboxContainer, Runc, pid_alive
 from harness.fixtures import busybox_container, criu_bin, runc_cli
 from harness.s3 import SeaweedS3

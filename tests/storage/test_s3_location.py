@@ -15,14 +15,14 @@ import pyrage
 import pytest
 from pydantic import SecretStr
 
-from ckpt.agent import archive
-from ckpt.agent.models import StageRequest, StageResult
+from ckpt.agent.pipeline import container_entry
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
 from ckpt.agent.staging import STAGE_JSON, StagingError, stage_archive
+from ckpt.apis.storagelocation import Destination
+from ckpt.contract.agent import StageRequest, StageResult
 from ckpt.operator.locations import Locations, check
 from ckpt.operator.retention import delete_through_location
-from ckpt.storage import crypto, objects
-from ckpt.storage.models import Destination
+from ckpt.storage import archive, crypto, objects
 from harness.s3 import SeaweedS3
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _dumped(tmp: Path, mib: int) -> DumpedContainer:
 def _meta(d: DumpedContainer, cid: str) -> archive.ArchiveMetadata:
     return archive.ArchiveMetadata(
         checkpoint_id=cid, namespace="ns", pod="p", runtime="runc",
-        containers=[archive.container_entry(d)],
+        containers=[container_entry(d)],
     )
 
 

@@ -18,12 +18,12 @@ import pytest
 import zstandard
 from pydantic import SecretStr, ValidationError
 
-from ckpt.agent import archive
+from ckpt.agent.pipeline import container_entry
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
+from ckpt.apis.checkpoint import CheckpointSpec
+from ckpt.apis.storagelocation import Destination, LocationType, StorageLocationSpec
 from ckpt.operator.locations import LocationError, Locations, check
-from ckpt.operator.models import CheckpointSpec
-from ckpt.storage import crypto
-from ckpt.storage.models import Destination, LocationType, StorageLocationSpec
+from ckpt.storage import archive, crypto
 from ckpt.storage.objects import FileLocationStore, StorageError
 
 # CRIU's common image magic (0x54564319, little-endian), as every *.img file starts with it.
@@ -43,7 +43,7 @@ def _images(tmp: Path, size: int = 3 << 20) -> DumpedContainer:
 def _metadata(d: DumpedContainer) -> archive.ArchiveMetadata:
     return archive.ArchiveMetadata(
         checkpoint_id="ck1", namespace="ns", pod="p", runtime="runc",
-        containers=[archive.container_entry(d)],
+        containers=[container_entry(d)],
     )
 
 

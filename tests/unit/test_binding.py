@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from ckpt.apis.storagelocation import Destination, LocationType
 from ckpt.operator.binding import Claim, NotBound, check_archive
-from ckpt.storage.models import Destination, LocationType
 
 ID = "9e8d7c6b-5a49-3827-1605-f4e3d2c1b0a9"
 S3 = Destination(location="shared", type=LocationType.s3, bucket="ckpt", prefix="team/ckpts")

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from ckpt.agent.models import CheckpointJob, CheckpointRequest, CheckpointResult, JobState
-from ckpt.api.models import Checkpoint
-from ckpt.api.models import CheckpointStatus as ApiStatus
+from ckpt.apis.checkpoint import CheckpointSpec, CheckpointStatus, Phase
+from ckpt.contract.agent import CheckpointJob, CheckpointRequest, CheckpointResult, JobState
+from ckpt.contract.checkpoints_api import Checkpoint
+from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, Rejected, ServiceError, Unavailable
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import ACCEPTED, READY, get_condition
 from ckpt.operator.locations import Locations
-from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
 from ckpt.operator.reconcile import (
     LONG_POLL,
     Checkpointer,

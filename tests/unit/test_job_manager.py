@@ -13,15 +13,15 @@ import pytest
 from ckpt.agent.errors import AgentError
 from ckpt.agent.jobs import CANCELLED, INTERRUPTED, QUEUED, SHUT_DOWN, JobManager, Progress
 from ckpt.agent.metrics import AgentMetrics
-from ckpt.agent.models import (
+from ckpt.agent.pipeline import PipelineError
+from ckpt.agent.staging import Stagings
+from ckpt.contract.agent import (
     CheckpointRequest,
     CheckpointResult,
     ContainerTarget,
     JobState,
     StageRequest,
 )
-from ckpt.agent.pipeline import PipelineError
-from ckpt.agent.staging import Stagings
 
 pytestmark = pytest.mark.looptime
 

@@ -146,7 +146,7 @@ class FakeRestores:
         return self.cluster.get("restores", namespace, name)
 
     def status(self, namespace: str, name: str) -> Any:
-        from ckpt.operator.restore_models import RestoreStatus
+        from ckpt.apis.restore import RestoreStatus
 
         return resources.read_status(RestoreStatus, self.get(namespace, name), "restore")
 
@@ -397,8 +397,8 @@ def test_ls_with_nothing_to_list(cluster: FakeCluster) -> None:
 def test_ls_joins_the_checkpoints_api_where_a_token_is_given(
     cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ckpt.api import client as api_client
-    from ckpt.api.models import Checkpoint
+    from ckpt.contract import checkpoints_client as api_client
+    from ckpt.contract.checkpoints_api import Checkpoint
 
     asked: list[tuple[str, str, list[str]]] = []
 

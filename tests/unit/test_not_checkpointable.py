@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from test_checkpointer import NS, POD, World, running_pod
 
+from ckpt.apis.checkpoint import CheckpointSpec, Phase
 from ckpt.operator.conditions import ACCEPTED, get_condition
-from ckpt.operator.models import CheckpointSpec, Phase
 from ckpt.operator.target import NotCheckpointable, resolve_target
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ckpt.operator import policy_crd
-from ckpt.operator.policy_models import (
+from ckpt.apis import policy_crd
+from ckpt.apis.policy import (
     DURATION,
     CheckpointPolicySpec,
     CheckpointPolicyStatus,
@@ -32,7 +32,7 @@ def _schema() -> dict[str, Any]:
 def test_committed_crd_is_what_the_models_generate() -> None:
     assert CRD_FILE.read_text() == policy_crd.render(), (
         "crds/checkpointpolicy.yaml is stale: run "
-        "`python -m ckpt.operator.policy_crd > crds/checkpointpolicy.yaml` (or `make crd`)"
+        "`python -m ckpt.apis.policy_crd > crds/checkpointpolicy.yaml` (or `make crd`)"
     )
     assert "checkpointpolicy.yaml" in KUSTOMIZATION.read_text()
 

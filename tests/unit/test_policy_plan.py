@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from ckpt.apis.checkpoint import CheckpointSpec
+from ckpt.apis.policy import CheckpointPolicySpec
 from ckpt.operator.lineage import lineage_of
-from ckpt.operator.models import CheckpointSpec
 from ckpt.operator.policy import (
     CheckpointView,
     Plan,
@@ -27,7 +28,6 @@ from ckpt.operator.policy import (
     selector_string,
     slot_offset,
 )
-from ckpt.operator.policy_models import CheckpointPolicySpec
 
 NS, POLICY, POLICY_UID = "team-a", "train", "policy-uid"
 NOW = dt.datetime(2026, 12, 7, 12, 0, 0, tzinfo=dt.UTC)

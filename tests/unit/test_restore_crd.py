@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ckpt.operator import restore_crd
-from ckpt.operator.restore_models import RestoreSpec, RestoreStatus
+from ckpt.apis import restore_crd
+from ckpt.apis.restore import RestoreSpec, RestoreStatus
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "restore.yaml"
 
@@ -20,7 +20,7 @@ def _schema() -> dict:
 def test_committed_crd_is_what_the_models_generate() -> None:
     assert CRD_FILE.read_text() == restore_crd.render(), (
         "crds/restore.yaml is stale: run "
-        "`python -m ckpt.operator.restore_crd > crds/restore.yaml`"
+        "`python -m ckpt.apis.restore_crd > crds/restore.yaml`"
     )
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from ckpt.agent.models import JobState, StageJob, StageRequest, StageResult, StageTimings
-from ckpt.api.models import Checkpoint
-from ckpt.api.models import CheckpointStatus as ApiStatus
+from ckpt.apis.restore import RestorePhase, RestoreSpec, RestoreStatus
+from ckpt.apis.storagelocation import Destination, LocationType
+from ckpt.contract.agent import JobState, StageJob, StageRequest, StageResult, StageTimings
+from ckpt.contract.checkpoints_api import Checkpoint
+from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, Unavailable
 from ckpt.operator import binding
 from ckpt.operator.agents import AgentPod
@@ -31,8 +33,6 @@ from ckpt.operator.restore import (
     verify_with_api,
 )
 from ckpt.operator.restore_clients import locator
-from ckpt.operator.restore_models import RestorePhase, RestoreSpec, RestoreStatus
-from ckpt.storage.models import Destination, LocationType
 
 UID = "0b6c5a4e-1111-2222-3333-444455556666"
 # The Checkpoint's metadata.uid and its record's id in the checkpoints API.

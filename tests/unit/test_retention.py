@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from ckpt.api.models import Checkpoint
-from ckpt.api.models import CheckpointStatus as ApiStatus
+from ckpt.apis.checkpoint import CheckpointSpec, CheckpointStatus, Phase, RetainPolicy
+from ckpt.contract.checkpoints_api import Checkpoint
+from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, Unavailable
 from ckpt.operator import binding
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.locations import Locations
-from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase, RetainPolicy
 from ckpt.operator.reconcile import Resource
 from ckpt.operator.retention import RetentionError, release
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ckpt.operator import crd
+from ckpt.apis import crd
+from ckpt.apis.storagelocation import LabelSelector, StorageLocationSpec
 from ckpt.operator.locations import NOT_ALLOWED, LocationError, Locations
-from ckpt.storage.models import LabelSelector, StorageLocationSpec
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "storagelocation.yaml"
 

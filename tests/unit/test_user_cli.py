@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from ckpt.apis.restore import RestoreSpec, RestoreStatus
 from ckpt.cli import app
-from ckpt.operator.restore_models import RestoreSpec, RestoreStatus
 from ckpt.user import resources, restore
 from ckpt.user.resources import UserError, checkpoint_status, read_status
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from ckpt.agent.criu import find_criu
 from ckpt.agent.gpu import GpuDriver
-from ckpt.agent.models import CheckpointRequest, ContainerTarget, GpuMode, StageRequest
 from ckpt.agent.pipeline import PipelineContext, run_checkpoint
 from ckpt.agent.runtimes.base import process_tree
 from ckpt.agent.runtimes.process import DEFAULT_ARGS, ProcessRuntime
 from ckpt.agent.staging import stage_archive
 from ckpt.agent.store import FileStore
+from ckpt.contract.agent import CheckpointRequest, ContainerTarget, GpuMode, StageRequest
 
 HERE = Path(__file__).resolve().parent
 

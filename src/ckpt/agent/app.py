@@ -26,7 +26,12 @@ from ckpt.agent.gpu import GpuError
 from ckpt.agent.gpu_restore import GpuRestoreServer
 from ckpt.agent.jobs import CANCELLED, JobManager
 from ckpt.agent.metrics import AgentMetrics
-from ckpt.agent.models import (
+from ckpt.agent.platform import platform_string
+from ckpt.agent.runtimes.runc import RuncRuntime
+from ckpt.agent.settings import AgentSettings
+from ckpt.agent.staging import Stagings
+from ckpt.agent.store import store_for_location
+from ckpt.contract.agent import (
     AgentInfo,
     CheckpointJob,
     CheckpointRequest,
@@ -36,11 +41,6 @@ from ckpt.agent.models import (
     StageJob,
     StageRequest,
 )
-from ckpt.agent.platform import platform_string
-from ckpt.agent.runtimes.runc import RuncRuntime
-from ckpt.agent.settings import AgentSettings
-from ckpt.agent.staging import Stagings
-from ckpt.agent.store import store_for_location
 from ckpt.errors import error_response
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ from pathlib import Path
 from ckpt.agent import cgroups, proc
 from ckpt.agent.criu import find_criu, kernel_features
 from ckpt.agent.gpu import GpuDriver
-from ckpt.agent.models import CheckpointRequest
 from ckpt.agent.pipeline import PipelineContext
 from ckpt.agent.runtimes.base import ContainerRef, Runtime, RuntimeError_
 from ckpt.agent.runtimes.kubelet import SA_CA, KubeletRuntime
@@ -21,6 +20,7 @@ from ckpt.agent.runtimes.process import ProcessRuntime
 from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.settings import AgentSettings
 from ckpt.agent.store import FileStore, open_store
+from ckpt.contract.agent import CheckpointRequest
 
 log = logging.getLogger(__name__)
 

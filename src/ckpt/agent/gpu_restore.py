@@ -29,10 +29,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ckpt.agent.gpu import GpuDriver, GpuError
-from ckpt.agent.models import RESTORE_ANNOTATION
 from ckpt.agent.runtimes.base import process_tree
 from ckpt.agent.runtimes.runc import CONTAINERD_POD_ANNOTATIONS, annotations_of
 from ckpt.agent.staging import RESTORE_JSON
+from ckpt.contract.agent import RESTORE_ANNOTATION
 
 log = logging.getLogger(__name__)
 

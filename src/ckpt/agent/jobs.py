@@ -22,15 +22,15 @@ from pathlib import Path
 
 from ckpt.agent.errors import AgentError
 from ckpt.agent.metrics import AgentMetrics
-from ckpt.agent.models import (
+from ckpt.agent.pipeline import PipelineError
+from ckpt.agent.records import JobRecord, RecordStore, utcnow
+from ckpt.agent.slots import FairSlots
+from ckpt.contract.agent import (
     CheckpointJob,
     CheckpointRequest,
     CheckpointResult,
     JobState,
 )
-from ckpt.agent.pipeline import PipelineError
-from ckpt.agent.records import JobRecord, RecordStore, utcnow
-from ckpt.agent.slots import FairSlots
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,7 @@ class _Track:
         else:
             job.result = result
             job.bytes_done = result.size_bytes
+            self._manager.metrics.archive_written(result.size_bytes)
             self._finish(key, entry, JobState.succeeded, None)
 
     def _finish(self, key: str, entry: _Entry, state: JobState, error: str | None) -> None:

@@ -31,15 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckpt.agent import archive, capture
+from ckpt.agent import capture
 from ckpt.agent.criu import CriuInfo
 from ckpt.agent.gpu import GpuDriver, GpuError
-from ckpt.agent.models import (
-    CheckpointRequest,
-    CheckpointResult,
-    GpuMode,
-    Timings,
-)
 from ckpt.agent.platform import platform_string
 from ckpt.agent.runtimes.base import (
     ContainerRef,
@@ -50,8 +44,14 @@ from ckpt.agent.runtimes.base import (
     frozen,
 )
 from ckpt.agent.store import FileStore
-from ckpt.storage import crypto
-from ckpt.storage.models import Destination, LocationType
+from ckpt.apis.storagelocation import Destination, LocationType
+from ckpt.contract.agent import (
+    CheckpointRequest,
+    CheckpointResult,
+    GpuMode,
+    Timings,
+)
+from ckpt.storage import archive, crypto
 from ckpt.storage.objects import LocationStore, StorageError, open_location
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ def _metadata(
         gpu_driver_version=ctx.gpu.driver_version() if cuda_pids else None,
         cuda_pids=cuda_pids,
         created_at=dt.datetime.now(dt.UTC).isoformat(),
-        containers=[archive.container_entry(d) for d in dumped],
+        containers=[container_entry(d) for d in dumped],
     )
 
 
@@ -414,3 +414,20 @@ async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any
         with contextlib.suppress(Exception):
             await task
         raise
+
+
+def container_entry(d: DumpedContainer) -> archive.ContainerEntry:
+    """The metadata entry of one dumped container."""
+    c = d.container
+    images = f"containers/{c.name}"
+    if d.images_subdir:
+        images += f"/{d.images_subdir}"
+    return archive.ContainerEntry(
+        name=c.name,
+        container_id=c.ref.container_id,
+        pid=c.pid,
+        bundle=str(c.bundle) if c.bundle else None,
+        images=images,
+        restore_runtime=d.restore_runtime,
+        extra=c.extra,
+    )

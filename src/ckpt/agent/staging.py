@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ckpt.agent import archive
 from ckpt.agent.capture import diff_member_ok
 from ckpt.agent.errors import AgentError
-from ckpt.agent.models import JobState, StageJob, StageRequest, StageResult, StageTimings
+from ckpt.agent.metrics import AgentMetrics
 from ckpt.agent.pipeline import NODE_LOCAL
 from ckpt.agent.slots import FairSlots
-from ckpt.storage import crypto
+from ckpt.contract.agent import JobState, StageJob, StageRequest, StageResult, StageTimings
+from ckpt.storage import archive, crypto
 from ckpt.storage.objects import ObjectNotFound, StorageError, open_location
 
 log = logging.getLogger(__name__)
@@ -315,11 +315,17 @@ class _Entry:
 class Stagings:
     """The staging jobs of one agent, sharing its job slots with checkpoints."""
 
-    def __init__(self, root: Path, slots: FairSlots, *, archive_root: Path) -> None:
+    def __init__(
+        self, root: Path, slots: FairSlots, *, archive_root: Path,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.root = root
         self.slots = slots
         self.archive_root = archive_root
         self.entries: dict[str, _Entry] = {}
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.track_storage({"restores": root, "archives": archive_root})
 
     def submit(self, request: StageRequest) -> StageJob:
         entry = self.entries.get(request.restore_id)
@@ -422,6 +428,8 @@ class Stagings:
             job.state, job.error = JobState.failed, str(exc) or type(exc).__name__
         else:
             job.state, job.phase, job.result = JobState.succeeded, "staged", result
+            if self.metrics is not None:
+                self.metrics.staged_bytes.inc(result.size_bytes)
             log.info("staged restore %s in %d ms", job.restore_id, result.timings.total)
         entry.notify()
 

@@ -10,17 +10,17 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
-from . import errors, migrate, openapi
-from .auth import BearerAuthMiddleware
-from .body import BodyDecodingMiddleware, BodyGateMiddleware
-from .cleanup import run_periodically, run_wal_checkpoints
-from .db import Database, is_sqlite
-from .metrics import ApiMetrics, MetricsMiddleware
-from .ratelimit import RateLimiter
-from .routes import ops, router
-from .service import CheckpointService
-from .settings import ApiSettings
-from .tokens import TokenResolver
+from ckpt.api import errors, migrate, openapi
+from ckpt.api.auth import BearerAuthMiddleware
+from ckpt.api.body import BodyDecodingMiddleware, BodyGateMiddleware
+from ckpt.api.cleanup import run_periodically, run_wal_checkpoints
+from ckpt.api.db import Database, is_sqlite
+from ckpt.api.metrics import ApiMetrics, MetricsMiddleware
+from ckpt.api.ratelimit import RateLimiter
+from ckpt.api.routes import ops, router
+from ckpt.api.service import CheckpointService
+from ckpt.api.settings import ApiSettings
+from ckpt.api.tokens import TokenResolver
 
 log = logging.getLogger(__name__)
 

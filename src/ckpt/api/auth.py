@@ -19,9 +19,9 @@ from fastapi import Request
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import error_response, unauthorized
-from .ratelimit import RateLimiter, retry_after_header
-from .tokens import TokenResolver
+from ckpt.api.errors import error_response, unauthorized
+from ckpt.api.ratelimit import RateLimiter, retry_after_header
+from ckpt.api.tokens import TokenResolver
 
 PROTECTED_PREFIX = "/v2/"
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_response
+from ckpt.api.errors import error_response
 
 IDENTITY = "identity"
 # x-gzip: RFC 9110 says a recipient should treat it as gzip.

@@ -9,9 +9,9 @@ import anyio
 import anyio.to_thread
 from sqlalchemy import delete
 
-from .db import Database
-from .models import CheckpointStatus
-from .tables import CheckpointRow, utcnow
+from ckpt.api.db import Database
+from ckpt.api.tables import CheckpointRow, utcnow
+from ckpt.contract.checkpoints_api import CheckpointStatus
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .settings import ApiSettings
+from ckpt.api.settings import ApiSettings
 
 if TYPE_CHECKING:
-    from .db import Database
+    from ckpt.api.db import Database
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of tenants.")
@@ -47,7 +47,7 @@ def serve(
     """Run the API service (applies database migrations first)."""
     import uvicorn
 
-    from .app import create_app
+    from ckpt.api.app import create_app
 
     settings = _settings(database, host=host, port=port)
     uvicorn.run(
@@ -78,8 +78,8 @@ def parse_duration(text: str) -> timedelta:
 
 @contextmanager
 def _database(database: str | None) -> Iterator[Database]:
-    from . import migrate
-    from .db import Database
+    from ckpt.api import migrate
+    from ckpt.api.db import Database
 
     settings = _settings(database)
     db = Database(settings.database_url, settings)
@@ -105,7 +105,7 @@ def token_create(
     database: DatabaseOption = None,
 ) -> None:
     """Create a token for TENANT (and the tenant if new); print only the token."""
-    from .tokens import create_token
+    from ckpt.api.tokens import create_token
 
     if not tenant.strip() or len(tenant) > 253:
         raise typer.BadParameter("must be 1 to 253 characters", param_hint="--tenant")
@@ -126,8 +126,8 @@ def token_list(
     database: DatabaseOption = None,
 ) -> None:
     """List tokens (never their values, which are not stored): id, tenant, state, times (UTC)."""
-    from .tables import utcnow
-    from .tokens import list_tokens
+    from ckpt.api.tables import utcnow
+    from ckpt.api.tokens import list_tokens
 
     with _database(database) as db:
         records = list_tokens(db, tenant)
@@ -152,7 +152,7 @@ def token_revoke(
 ) -> None:
     """Revoke a token: it stops working at once for new servers, within the token cache time
     (CKPT_API_TOKEN_CACHE_SECONDS) for running ones."""
-    from .tokens import TOKEN_PREFIX, revoke_token
+    from ckpt.api.tokens import TOKEN_PREFIX, revoke_token
 
     with _database(database) as db:
         if token.startswith(TOKEN_PREFIX):

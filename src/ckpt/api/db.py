@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .settings import ApiSettings
+from ckpt.api.settings import ApiSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")

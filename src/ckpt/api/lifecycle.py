@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .models import CheckpointStatus as S
+from ckpt.contract.checkpoints_api import CheckpointStatus as S
 
 _INFO_FROM = frozenset({S.initializing, S.updated_info})
 # `ready` is absent on purpose: a ready checkpoint only accepts an exact repeat (a retried

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from .auth import PROTECTED_PREFIX, bearer_scheme
+from ckpt.api.auth import PROTECTED_PREFIX, bearer_scheme
 
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 

@@ -12,12 +12,18 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import TypeAdapter
 
-from .auth import tenant_of
-from .db import Database
-from .errors import ApiException
-from .models import ApiError, Checkpoint, CheckpointInfo, StorableText, UploadedBody
-from .service import CheckpointService
-from .settings import LIST_LIMIT_CEILING
+from ckpt.api.auth import tenant_of
+from ckpt.api.db import Database
+from ckpt.api.errors import ApiException
+from ckpt.api.service import CheckpointService
+from ckpt.api.settings import LIST_LIMIT_CEILING
+from ckpt.contract.checkpoints_api import (
+    ApiError,
+    Checkpoint,
+    CheckpointInfo,
+    StorableText,
+    UploadedBody,
+)
 
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")

@@ -34,11 +34,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from . import lifecycle
-from .db import Database
-from .errors import ApiException, not_found
-from .models import Checkpoint, CheckpointInfo, CheckpointStatus, UploadedBody
-from .tables import CheckpointRow, utcnow
+from ckpt.api import lifecycle
+from ckpt.api.db import Database
+from ckpt.api.errors import ApiException, not_found
+from ckpt.api.tables import CheckpointRow, utcnow
+from ckpt.contract.checkpoints_api import Checkpoint, CheckpointInfo, CheckpointStatus, UploadedBody
 
 S = CheckpointStatus
 _T = CheckpointRow.__table__

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from .db import Database
-from .tables import Tenant, Token, utcnow
+from ckpt.api.db import Database
+from ckpt.api.tables import Tenant, Token, utcnow
 
 TOKEN_PREFIX = "ckpt_"  # noqa: S105 - a public marker that makes leaked tokens greppable
 

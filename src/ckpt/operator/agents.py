@@ -1,5 +1,5 @@
 """The node agents: which ones the operator may trust and which one serves a node (their
-client is `ckpt.agent.client`).
+client is `ckpt.contract.agent_client`).
 
 An agent is trusted only when the operator can prove the pod is its own (`AgentIdentity`):
 in the operator's namespace, controlled by one of its two DaemonSets, running as the agent

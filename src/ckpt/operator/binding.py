@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ckpt.api.models import Checkpoint
-from ckpt.storage.models import Destination, LocationType
+from ckpt.apis.storagelocation import Destination, LocationType
+from ckpt.contract.checkpoints_api import Checkpoint
 
 # Keys of the API record's info that bind it (written by `Checkpointer._record`), and where
 # it was taken (node, agent pod).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Protocol
 
-from ckpt.operator.models import Condition
+from ckpt.apis.checkpoint import Condition
 
 # The condition types, in the order the flow sets them.
 ACCEPTED = "Accepted"

@@ -8,16 +8,16 @@ from typing import Any
 
 import kopf
 
+from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
+from ckpt.apis.policy import POLICY_PLURAL
+from ckpt.apis.restore import RESTORE_PLURAL
 from ckpt.operator import binding, locations, reconcile, retention
 from ckpt.operator.agents import AgentIndex, AgentPod
 from ckpt.operator.kube import load_api_client
-from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
 from ckpt.operator.policy import PolicyRunner
 from ckpt.operator.policy_kube import PolicyKube
-from ckpt.operator.policy_models import POLICY_PLURAL
 from ckpt.operator.restore import TERMINAL as RESTORE_TERMINAL
 from ckpt.operator.restore_clients import RestoreClients, build_restore_clients, restorer
-from ckpt.operator.restore_models import RESTORE_PLURAL
 from ckpt.operator.runtime import (
     Clients,
     KopfReporter,

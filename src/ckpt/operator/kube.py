@@ -12,10 +12,10 @@ from typing import Any
 
 from kubernetes import client, config
 
+from ckpt.apis import storagelocation as sl
+from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION, CheckpointStatus
 from ckpt.kubejson import json_object, response_json
 from ckpt.operator.locations import secret_values
-from ckpt.operator.models import GROUP, PLURAL, VERSION, CheckpointStatus
-from ckpt.storage import models as sl
 
 
 def load_api_client() -> client.ApiClient:

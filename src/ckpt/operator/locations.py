@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from ckpt.storage import models as sl
+from ckpt.apis import storagelocation as sl
 from ckpt.storage.objects import LocationStore, StorageError, open_location
 
 GetLocation = Callable[[str], Awaitable[Mapping[str, Any] | None]]

@@ -39,10 +39,8 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from ckpt.operator.conditions import set_condition
-from ckpt.operator.lineage import Lineage, lineage_of
-from ckpt.operator.models import GROUP, KIND, VERSION, CheckpointSpec, Phase, RetainPolicy
-from ckpt.operator.policy_models import (
+from ckpt.apis.checkpoint import GROUP, KIND, VERSION, CheckpointSpec, Phase, RetainPolicy
+from ckpt.apis.policy import (
     LINEAGE_LABEL,
     MAX_POLICY_NAME,
     MAX_STATUS_LINEAGES,
@@ -53,8 +51,10 @@ from ckpt.operator.policy_models import (
     CheckpointPolicyStatus,
     LineageStatus,
 )
-from ckpt.operator.restore_models import RestorePhase
-from ckpt.storage.models import LabelSelector, SelectorOperator
+from ckpt.apis.restore import RestorePhase
+from ckpt.apis.storagelocation import LabelSelector, SelectorOperator
+from ckpt.operator.conditions import set_condition
+from ckpt.operator.lineage import Lineage, lineage_of
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 import urllib3
 from kubernetes import client
 
+from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION
+from ckpt.apis.policy import POLICY_LABEL, POLICY_PLURAL
+from ckpt.apis.restore import RESTORE_PLURAL
 from ckpt.kubejson import json_object, response_json
-from ckpt.operator.models import GROUP, PLURAL, VERSION
 from ckpt.operator.policy import ClusterError
-from ckpt.operator.policy_models import POLICY_LABEL, POLICY_PLURAL
-from ckpt.operator.restore_models import RESTORE_PLURAL
 
 # Seconds one call may take; the round is retried at the next resync.
 REQUEST_TIMEOUT = 30

@@ -20,10 +20,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ckpt.agent.client import AgentClient
-from ckpt.agent.models import CheckpointJob, CheckpointRequest, JobState, Timings
-from ckpt.api.client import CheckpointsClient
-from ckpt.api.models import CheckpointStatus as ApiStatus
+from ckpt.apis.checkpoint import CheckpointSpec, CheckpointStatus, Phase
+from ckpt.apis.storagelocation import Destination
+from ckpt.contract.agent import CheckpointJob, CheckpointRequest, JobState, Timings
+from ckpt.contract.agent_client import AgentClient
+from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
+from ckpt.contract.checkpoints_client import CheckpointsClient
 from ckpt.errors import NotFound, ServiceError, Unavailable
 from ckpt.operator import binding, metrics
 from ckpt.operator.agents import AgentPod, choose_agent
@@ -36,11 +38,9 @@ from ckpt.operator.conditions import (
     set_condition,
 )
 from ckpt.operator.locations import NOT_ALLOWED, LocationError, Locations
-from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
 from ckpt.operator.podtemplate import pod_template
 from ckpt.operator.target import Blocked, NotCheckpointable, Target, resolve_target
 from ckpt.retry import Backoff, retry
-from ckpt.storage.models import Destination
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

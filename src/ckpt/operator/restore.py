@@ -30,14 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from ckpt.agent.models import RESTORE_ANNOTATION, JobState, StageJob, StageRequest
-from ckpt.api.models import CheckpointStatus as ApiStatus
-from ckpt.errors import NotFound, ServiceError
-from ckpt.operator import binding, placement
-from ckpt.operator.agents import AgentPod
-from ckpt.operator.conditions import set_condition
-from ckpt.operator.locations import LocationError
-from ckpt.operator.restore_models import (
+from ckpt.apis.restore import (
     RESTORE_NAME_LABEL,
     RESTORED_FROM_LABEL,
     RUNTIME_CLASS,
@@ -46,7 +39,14 @@ from ckpt.operator.restore_models import (
     RestoreStatus,
     RestoreTimings,
 )
-from ckpt.storage.models import Destination, LocationType
+from ckpt.apis.storagelocation import Destination, LocationType
+from ckpt.contract.agent import RESTORE_ANNOTATION, JobState, StageJob, StageRequest
+from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
+from ckpt.errors import NotFound, ServiceError
+from ckpt.operator import binding, placement
+from ckpt.operator.agents import AgentPod
+from ckpt.operator.conditions import set_condition
+from ckpt.operator.locations import LocationError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

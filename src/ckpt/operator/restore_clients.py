@@ -14,16 +14,18 @@ from typing import Any, cast
 import kopf
 from kubernetes import client
 
-from ckpt.agent.client import AgentAddress, AgentClient
-from ckpt.agent.models import StageJob, StageRequest
-from ckpt.api.client import CheckpointsClient
+from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION
+from ckpt.apis.restore import RESTORE_PLURAL, RestoreSpec, RestoreStatus
+from ckpt.apis.storagelocation import REVEAL_SECRETS, Destination
+from ckpt.contract.agent import StageJob, StageRequest
+from ckpt.contract.agent_client import AgentAddress, AgentClient
+from ckpt.contract.checkpoints_client import CheckpointsClient
 from ckpt.errors import NotFound
 from ckpt.kubejson import json_object, response_json
 from ckpt.operator import locations
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.kube import Kube, load_api_client
 from ckpt.operator.locations import Locations
-from ckpt.operator.models import GROUP, PLURAL, VERSION
 from ckpt.operator.restore import (
     CheckpointFacts,
     PodExists,
@@ -32,9 +34,7 @@ from ckpt.operator.restore import (
     RestoreResource,
     verify_with_api,
 )
-from ckpt.operator.restore_models import RESTORE_PLURAL, RestoreSpec, RestoreStatus
 from ckpt.operator.settings import OperatorSettings
-from ckpt.storage.models import REVEAL_SECRETS, Destination
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,17 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from ckpt.agent.client import AgentAddress, AgentClient
-from ckpt.api.client import CheckpointsClient
-from ckpt.api.models import Checkpoint
-from ckpt.api.models import CheckpointStatus as ApiStatus
+from ckpt.apis.checkpoint import CheckpointStatus, RetainPolicy
+from ckpt.apis.storagelocation import LocationType
+from ckpt.contract.agent_client import AgentAddress, AgentClient
+from ckpt.contract.checkpoints_api import Checkpoint
+from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
+from ckpt.contract.checkpoints_client import CheckpointsClient
 from ckpt.errors import Conflict, NotFound, ServiceError
 from ckpt.operator import binding
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.locations import LocationError, Locations
-from ckpt.operator.models import CheckpointStatus, RetainPolicy
 from ckpt.operator.reconcile import Resource
-from ckpt.storage.models import LocationType
 from ckpt.storage.objects import StorageError
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import kopf
 from prometheus_client import start_http_server
 
-from ckpt.api.client import CheckpointsClient
+from ckpt.apis.checkpoint import CheckpointStatus
+from ckpt.contract.checkpoints_client import CheckpointsClient
 from ckpt.operator.agents import AgentIdentity, AgentIndex
 from ckpt.operator.kube import Kube, load_api_client
-from ckpt.operator.models import CheckpointStatus
 from ckpt.operator.retention import ArchiveClient
 from ckpt.operator.settings import OperatorSettings
 

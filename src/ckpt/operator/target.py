@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt.agent.models import ContainerTarget, GpuMode
-from ckpt.operator.models import CheckpointSpec
+from ckpt.apis.checkpoint import CheckpointSpec
+from ckpt.contract.agent import ContainerTarget, GpuMode
 
 GPU_RESOURCE = "nvidia.com/gpu"
 

@@ -1,1 +1,1 @@
-"""Storage locations shared by the operator and the agent: models, object access, encryption."""
+"""Where archives live and what they are: the archive format, object access, encryption."""

@@ -35,7 +35,7 @@ import obstore
 import obstore.exceptions as obx
 from obstore.store import S3Store
 
-from ckpt.storage.models import Destination, LocationType
+from ckpt.apis.storagelocation import Destination, LocationType
 
 if TYPE_CHECKING:
     # These obstore types exist in its stubs only, not at run time.

@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ckpt.agent.models import GpuMode
-from ckpt.operator.models import CheckpointSpec, Phase, RetainPolicy
-from ckpt.operator.restore_models import RestorePhase, RestoreSpec
+from ckpt.apis.checkpoint import CheckpointSpec, Phase, RetainPolicy
+from ckpt.apis.restore import RestorePhase, RestoreSpec
+from ckpt.contract.agent import GpuMode
 from ckpt.user import options, verbs
 
 # The commands import ckpt.user.resources and ckpt.user.restore themselves: they bring the

@@ -103,8 +103,8 @@ def _names(ctx: typer.Context, plural: str, incomplete: str) -> list[str]:
     import urllib3
     from kubernetes import client
 
+    from ckpt.apis.checkpoint import GROUP, VERSION
     from ckpt.kubejson import json_object, response_json
-    from ckpt.operator.models import GROUP, VERSION
     from ckpt.user.resources import UserError, api_client, context_namespace
 
     kubeconfig, context = ctx.params.get("kubeconfig"), ctx.params.get("context")

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ckpt.operator.models import CheckpointStatus, Condition
-from ckpt.operator.restore_models import RestoreStatus
+from ckpt.apis.checkpoint import CheckpointStatus, Condition
+from ckpt.apis.restore import RestoreStatus
 from ckpt.user.printing import columns, fields
 from ckpt.user.resources import checkpoint_spec, checkpoint_status, read_status
 from ckpt.user.restore import restore_spec

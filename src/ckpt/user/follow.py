@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ckpt.operator.models import CheckpointStatus, Phase
-from ckpt.operator.restore_models import RestoreStatus
+from ckpt.apis.checkpoint import CheckpointStatus, Phase
+from ckpt.apis.restore import RestoreStatus
 
 TERMINAL = {Phase.Ready, Phase.Failed}
 # The flow's phases in order; the bar shows how far along the checkpoint is.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from ckpt.operator.models import GROUP
+from ckpt.apis.checkpoint import GROUP
 
 
 class Kind(StrEnum):
@@ -13,7 +13,7 @@ class Kind(StrEnum):
     restore = "restore"
 
 
-# The CRDs' short names (ckpt.operator.crd, ckpt.operator.restore_crd).
+# The CRDs' short names (ckpt.apis.crd, ckpt.apis.restore_crd).
 _SHORT = {Kind.checkpoint: "ckpt", Kind.restore: "rst"}
 
 KINDS: dict[str, Kind] = {

@@ -24,9 +24,9 @@ from rich.console import Console
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from ckpt.agent.models import GpuMode
-from ckpt.operator.models import GROUP, KIND, VERSION, CheckpointSpec, Phase, RetainPolicy
-from ckpt.operator.restore_models import RestorePhase, RestoreSpec
+from ckpt.apis.checkpoint import GROUP, KIND, VERSION, CheckpointSpec, Phase, RetainPolicy
+from ckpt.apis.restore import RestorePhase, RestoreSpec
+from ckpt.contract.agent import GpuMode
 from ckpt.user import completion, options, verbs
 from ckpt.user.kinds import Kind, kind_of
 from ckpt.user.printing import (

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ckpt.agent.models import GpuMode
-from ckpt.operator.models import RetainPolicy
+from ckpt.apis.checkpoint import RetainPolicy
+from ckpt.contract.agent import GpuMode
 
 CheckpointName = Annotated[
     str | None, typer.Option(help="Name of the Checkpoint (default: POD-<random>).")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ckpt.operator.models import GROUP
+from ckpt.apis.checkpoint import GROUP
 
 # What kubectl prints for a cell without a value: a whitespace-free placeholder, so that
 # scripts splitting rows on whitespace keep the columns where they are.

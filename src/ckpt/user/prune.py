@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase, RetainPolicy
+from ckpt.apis.checkpoint import CheckpointSpec, CheckpointStatus, Phase, RetainPolicy
 from ckpt.user.resources import checkpoint_spec, checkpoint_status
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")

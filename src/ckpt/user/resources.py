@@ -13,8 +13,8 @@ from kubernetes import client, config
 from kubernetes.config.kube_config import KubeConfigMerger
 from pydantic import BaseModel, ValidationError
 
+from ckpt.apis.checkpoint import GROUP, KIND, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
 from ckpt.kubejson import json_object, response_json
-from ckpt.operator.models import GROUP, KIND, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
 
 S = TypeVar("S", bound=BaseModel)
 

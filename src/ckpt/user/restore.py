@@ -9,15 +9,15 @@ from typing import Any
 from kubernetes import client
 from pydantic import ValidationError
 
-from ckpt.kubejson import json_object
-from ckpt.operator.models import GROUP, VERSION
-from ckpt.operator.restore_models import (
+from ckpt.apis.checkpoint import GROUP, VERSION
+from ckpt.apis.restore import (
     RESTORE_KIND,
     RESTORE_PLURAL,
     RestorePhase,
     RestoreSpec,
     RestoreStatus,
 )
+from ckpt.kubejson import json_object
 from ckpt.user.follow import finished_rows
 from ckpt.user.resources import UserError, explain, read_status, unreadable
 

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from ckpt.operator.models import CheckpointSpec, CheckpointStatus, Phase
-from ckpt.operator.restore_models import RestorePhase, RestoreSpec, RestoreStatus
+from ckpt.apis.checkpoint import CheckpointSpec, CheckpointStatus, Phase
+from ckpt.apis.restore import RestorePhase, RestoreSpec, RestoreStatus
 
 if TYPE_CHECKING:
     # Imported where used: they bring the Kubernetes client (about 0.7 s to import), which
     # help, completion and the service subcommands do not need.
     from kubernetes import client
 
-    from ckpt.api.models import Checkpoint as ApiRecord
+    from ckpt.contract.checkpoints_api import Checkpoint as ApiRecord
     from ckpt.user.resources import Checkpoints
     from ckpt.user.restore import Restores
 
@@ -224,7 +224,7 @@ def _api_records(
     ids = [s.checkpoint_id for s in statuses if s.checkpoint_id]
     if not (url and token and ids):
         return {}
-    from ckpt.api.client import SyncCheckpointsClient
+    from ckpt.contract.checkpoints_client import SyncCheckpointsClient
     from ckpt.errors import ServiceError
 
     try:

@@ -81,6 +81,10 @@ class DumpedContainer:
     # archive is restored by runc); recorded in the archive.
     restore_runtime: str | None = None
 
+    @property
+    def name(self) -> str:
+        return self.container.name
+
 
 class Runtime(ABC):
     """One container runtime backend.

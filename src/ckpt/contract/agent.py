@@ -1,4 +1,8 @@
-"""The node agent's v1 HTTP API: the single source of its request and response schemas."""
+"""The node agent's v1 HTTP API: the single source of its request and response schemas.
+
+The agent serves them and the operator sends them; the GPU mode and the phase timings belong to
+the Checkpoint resource (ckpt.apis.checkpoint) and are re-exported here for the agent.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ckpt.storage.models import Destination
-
-
-class GpuMode(StrEnum):
-    auto = "auto"
-    required = "required"
-    none = "none"
+from ckpt.apis.checkpoint import GpuMode as GpuMode
+from ckpt.apis.checkpoint import Timings as Timings
+from ckpt.apis.storagelocation import Destination
 
 
 class JobState(StrEnum):
@@ -47,16 +47,6 @@ class CheckpointRequest(BaseModel):
     # The pod as a template for a Restore (ckpt.agent.capture.pod_template), written into the
     # archive as pod.json; None: a Restore takes the Checkpoint status's copy instead.
     pod_template: dict[str, Any] | None = None
-
-
-class Timings(BaseModel):
-    """Milliseconds spent in each phase of a job."""
-
-    freeze: int = 0
-    gpu: int = 0
-    dump: int = 0
-    store: int = 0
-    total: int = 0
 
 
 class CheckpointResult(BaseModel):

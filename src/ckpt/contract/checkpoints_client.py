@@ -1,8 +1,9 @@
 """Client of the checkpoints API (README.md, "The checkpoints API"): async first, with a sync
 wrapper.
 
-Schemas come from `ckpt.api.models`, so client and server cannot drift apart. Error answers
-become the typed errors of `ckpt.errors` (`NotFound`, `Conflict`, `Rejected`, `Unavailable`).
+Schemas come from `ckpt.contract.checkpoints_api`, so client and server cannot drift apart.
+Error answers become the typed errors of `ckpt.errors` (`NotFound`, `Conflict`, `Rejected`,
+`Unavailable`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from uuid import UUID, uuid4
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from ckpt.api.models import ApiError, Checkpoint, CheckpointInfo, UploadedBody
+from ckpt.contract.checkpoints_api import ApiError, Checkpoint, CheckpointInfo, UploadedBody
 from ckpt.errors import ServiceError, Unavailable, error_for
 from ckpt.retry import Backoff, retry
 

@@ -10,7 +10,22 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ckpt.agent.models import GpuMode, Timings
+
+class GpuMode(StrEnum):
+    auto = "auto"
+    required = "required"
+    none = "none"
+
+
+class Timings(BaseModel):
+    """Milliseconds spent in each phase of a job."""
+
+    freeze: int = 0
+    gpu: int = 0
+    dump: int = 0
+    store: int = 0
+    total: int = 0
+
 
 GROUP = "ckpt.dev"
 VERSION = "v1alpha1"

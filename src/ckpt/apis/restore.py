@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ckpt.operator.models import DNS_SUBDOMAIN, Condition, _CamelModel
+from ckpt.apis.checkpoint import DNS_SUBDOMAIN, Condition, _CamelModel
 
 RESTORE_PLURAL = "restores"
 RESTORE_KIND = "Restore"

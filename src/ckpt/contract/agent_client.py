@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from ckpt.agent.models import CheckpointJob, CheckpointRequest
+from ckpt.apis.storagelocation import REVEAL_SECRETS
+from ckpt.contract.agent import CheckpointJob, CheckpointRequest
 from ckpt.errors import NotFound, Unavailable, error_for
-from ckpt.storage.models import REVEAL_SECRETS
 
 __all__ = ["AgentAddress", "AgentClient"]
 

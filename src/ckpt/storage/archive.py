@@ -41,7 +41,6 @@ from typing import Any, BinaryIO, Final, Literal, Protocol, cast, runtime_checka
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ckpt.agent.runtimes.base import DumpedContainer
 from ckpt.storage import crypto, pipes
 
 FORMAT_VERSION: Final = 1
@@ -138,21 +137,25 @@ def parse_metadata(raw: bytes) -> ArchiveMetadata:
         ) from None
 
 
-def container_entry(d: DumpedContainer) -> ContainerEntry:
-    """The metadata entry of one dumped container."""
-    c = d.container
-    images = f"containers/{c.name}"
-    if d.images_subdir:
-        images += f"/{d.images_subdir}"
-    return ContainerEntry(
-        name=c.name,
-        container_id=c.ref.container_id,
-        pid=c.pid,
-        bundle=str(c.bundle) if c.bundle else None,
-        images=images,
-        restore_runtime=d.restore_runtime,
-        extra=c.extra,
-    )
+
+class DumpedImages(Protocol):
+    """One container's dump as the writer reads it (the agent's runtimes produce these).
+
+    Exactly one of ``images_dir`` (a directory of CRIU images) or ``source_tar`` (an existing
+    uncompressed tar whose members are copied as they are) is set.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def images_dir(self) -> Path | None: ...
+    @property
+    def source_tar(self) -> Path | None: ...
+    @property
+    def delete_source_after(self) -> bool: ...
+    @property
+    def images_subdir(self) -> str: ...
+
 
 
 # ----------------------------------------------------------------------------- writing
@@ -227,7 +230,7 @@ def _safe_name(name: str) -> str:
 
 def write_archive(
     sink: Any,
-    dumped: list[DumpedContainer],
+    dumped: Sequence[DumpedImages],
     metadata: ArchiveMetadata,
     *,
     compression: str = "zstd",
@@ -265,7 +268,7 @@ def write_archive(
 
 def _write_tar(
     hashing: Any,
-    dumped: list[DumpedContainer],
+    dumped: Sequence[DumpedImages],
     metadata: ArchiveMetadata,
     compression: str,
     level: int,
@@ -296,13 +299,13 @@ def _write_tar(
         info.mode = 0o644
         tar.addfile(info, io.BytesIO(meta))
         for d in dumped:
-            prefix = f"containers/{d.container.name}"
+            prefix = f"containers/{d.name}"
             if d.images_dir is not None:
                 _add_dir(tar, d.images_dir, prefix, cancel)
             elif d.source_tar is not None:
                 _copy_tar(tar, d.source_tar, prefix, cancel)
             else:
-                raise ArchiveError(f"container {d.container.name}: nothing was dumped")
+                raise ArchiveError(f"container {d.name}: nothing was dumped")
         # What the Restore flow captured (ckpt.agent.capture): pod.json, layer diffs and
         # emptyDirs, each a regular file under its archive name.
         for arcname, path in extra_files:

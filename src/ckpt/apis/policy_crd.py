@@ -1,7 +1,7 @@
 """Generates the CheckpointPolicy CRD from the pydantic models (same generator as the
 Checkpoint's).
 
-`python -m ckpt.operator.policy_crd > crds/checkpointpolicy.yaml` writes it; a test checks that
+`python -m ckpt.apis.policy_crd > crds/checkpointpolicy.yaml` writes it; a test checks that
 the committed file is exactly what this module generates.
 """
 
@@ -12,14 +12,14 @@ from typing import Any
 
 import yaml
 
-from ckpt.operator.crd import (
+from ckpt.apis.checkpoint import GROUP, VERSION
+from ckpt.apis.crd import (
     conditions_as_map,
     crd_document,
     printer_column,
     structural_schema,
 )
-from ckpt.operator.models import GROUP, VERSION
-from ckpt.operator.policy_models import (
+from ckpt.apis.policy import (
     DURATION,
     EMPTY_SELECTOR,
     EVERY_FORMAT,
@@ -100,7 +100,7 @@ def _printer_columns() -> list[dict[str, Any]]:
 
 def render() -> str:
     header = (
-        "# Generated from ckpt.operator.policy_models (python -m ckpt.operator.policy_crd); "
+        "# Generated from ckpt.apis.policy (python -m ckpt.apis.policy_crd); "
         "do not edit.\n"
     )
     return header + yaml.safe_dump(policy_crd(), sort_keys=False, width=100)

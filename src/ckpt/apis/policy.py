@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from ckpt.operator.models import DNS_SUBDOMAIN, Condition, _CamelModel, _integral
-from ckpt.storage.models import LabelSelector
+from ckpt.apis.checkpoint import DNS_SUBDOMAIN, Condition, _CamelModel, _integral
+from ckpt.apis.storagelocation import LabelSelector
 
 POLICY_PLURAL = "checkpointpolicies"
 POLICY_KIND = "CheckpointPolicy"

@@ -1,6 +1,6 @@
 """Generates the Restore CRD from the pydantic models (same generator as the Checkpoint's).
 
-`python -m ckpt.operator.restore_crd > crds/restore.yaml` writes it; a test checks that the
+`python -m ckpt.apis.restore_crd > crds/restore.yaml` writes it; a test checks that the
 committed file is exactly what this module generates.
 """
 
@@ -11,14 +11,14 @@ from typing import Any
 
 import yaml
 
-from ckpt.operator.crd import (
+from ckpt.apis.checkpoint import GROUP, VERSION
+from ckpt.apis.crd import (
     conditions_as_map,
     crd_document,
     printer_column,
     structural_schema,
 )
-from ckpt.operator.models import GROUP, VERSION
-from ckpt.operator.restore_models import (
+from ckpt.apis.restore import (
     RESTORE_KIND,
     RESTORE_PLURAL,
     RestoreSpec,
@@ -60,7 +60,7 @@ def _printer_columns() -> list[dict[str, Any]]:
 
 def render() -> str:
     header = (
-        "# Generated from ckpt.operator.restore_models (python -m ckpt.operator.restore_crd); "
+        "# Generated from ckpt.apis.restore (python -m ckpt.apis.restore_crd); "
         "do not edit.\n"
     )
     return header + yaml.safe_dump(restore_crd(), sort_keys=False, width=100)

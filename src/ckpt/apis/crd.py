@@ -1,6 +1,6 @@
 """Generates the Checkpoint CRD from the pydantic models, so the two cannot drift.
 
-`python -m ckpt.operator.crd > crds/checkpoint.yaml` writes it; a test checks that the committed
+`python -m ckpt.apis.crd > crds/checkpoint.yaml` writes it; a test checks that the committed
 file is exactly what this module generates.
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from ckpt.operator.models import (
+from ckpt.apis import storagelocation as sl
+from ckpt.apis.checkpoint import (
     GROUP,
     KIND,
     PLURAL,
@@ -20,7 +21,6 @@ from ckpt.operator.models import (
     CheckpointSpec,
     CheckpointStatus,
 )
-from ckpt.storage import models as sl
 
 # JSON-schema keywords pydantic emits that a structural CRD schema does not accept.
 _DROPPED = {"title", "additionalProperties", "$defs"}
@@ -226,8 +226,8 @@ def storage_location_crd() -> dict[str, Any]:
 
 def render_storage_location() -> str:
     header = (
-        "# Generated from ckpt.storage.models "
-        "(python -m ckpt.operator.crd storagelocation); do not edit.\n"
+        "# Generated from ckpt.apis.storagelocation "
+        "(python -m ckpt.apis.crd storagelocation); do not edit.\n"
     )
     return header + yaml.dump(
         storage_location_crd(), Dumper=_NoAliases, sort_keys=False, width=100
@@ -242,7 +242,7 @@ class _NoAliases(yaml.SafeDumper):
 
 
 def render() -> str:
-    header = "# Generated from ckpt.operator.models (python -m ckpt.operator.crd); do not edit.\n"
+    header = "# Generated from ckpt.apis.checkpoint (python -m ckpt.apis.crd); do not edit.\n"
     return header + yaml.safe_dump(checkpoint_crd(), sort_keys=False, width=100)
 
 

@@ -1,5 +1,6 @@
 """Wire schemas of the checkpoints API: the single source for the server, its OpenAPI
-document and `ckpt.api.client`. Only pydantic is imported here so clients stay light."""
+document and `ckpt.contract.checkpoints_client`. Only pydantic is imported here, so that
+clients stay light."""
 
 from __future__ import annotations
 
