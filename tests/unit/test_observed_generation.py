@@ -62,7 +62,7 @@ class _Kube:
 
 async def test_the_operator_timer_writes_the_resources_generation() -> None:
     kube = _Kube()
-    memo = SimpleNamespace(clients=SimpleNamespace(kube=kube))
+    memo = SimpleNamespace(clients=SimpleNamespace(kube=kube, locations=LOCATIONS))
     await handlers.storage_location_available(
         name="local", spec={"type": "file"}, status={},
         meta={"name": "local", "generation": 4}, memo=memo,

@@ -1,4 +1,4 @@
-"""The Restore flow with small fakes and a virtual clock: no cluster, no agent, no root."""
+"""The Restore flow with small fakes and looptime's virtual clock: no cluster, no agent, no root."""
 
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, Unavailable
 from ckpt.operator import binding
 from ckpt.operator.agents import AgentPod
+from ckpt.operator.flow import Clock, Failure, Waiting
+from ckpt.operator.kube import PodExists
 from ckpt.operator.locations import LocationError, Locations
 from ckpt.operator.restore import (
     CheckpointFacts,
-    PodExists,
-    Refused,
     RestoreDeps,
     Restorer,
     RestoreResource,
-    Waiting,
     checkpoint_facts,
     choose_node,
     restored_pod,
@@ -45,30 +44,14 @@ CHECKSUM = "sha256:" + "ab" * 32
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-        self._waiters: list[tuple[float, asyncio.Future[None]]] = []
+pytestmark = pytest.mark.looptime
 
-    def monotonic(self) -> float:
-        return self.t
 
-    def now(self) -> dt.datetime:
-        return START + dt.timedelta(seconds=self.t)
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-        for when, waiter in self._waiters:
-            if when <= self.t and not waiter.done():
-                waiter.set_result(None)
-        await asyncio.sleep(0)
-
-    async def reached(self, when: float) -> None:
-        """Returns once the flow under test has slept past `when`."""
-        if self.t < when:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append((when, waiter))
-            await waiter
+async def reached(when: float) -> None:
+    """Returns once the loop's (virtual) clock is at `when`: the flow under test has run
+    every step it would take until then."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(when - loop.time(), 0))
 
 
 def _node(name: str, *, ready: bool = True, arch: str = "amd64", gpu: str | None = None) -> dict:
@@ -259,7 +242,8 @@ class World:
         locate: Callable[[str | None], Awaitable[Destination | None]] | None = None,
         **spec: Any,
     ) -> None:
-        self.clock = Clock()
+        # The flow's wall clock starts at START with the loop's virtual time.
+        self.clock = Clock(epoch=START)
         self.location = location
         self.located: list[str | None] = []
         self._locate = locate
@@ -431,7 +415,7 @@ async def test_status_not_bound_to_this_checkpoint_by_the_api_is_refused(
         assert ids == [checkpoint["status"]["checkpointId"]]
         return records
 
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(Failure) as refused:
         await verify_with_api(listed, checkpoint_facts("counter-1", checkpoint), "demo", S3)
     assert refused.value.reason == reason
     # Nothing of the other namespace is told.
@@ -445,7 +429,7 @@ async def test_status_bound_to_this_checkpoint_by_the_api_passes() -> None:
 
     await verify_with_api(listed, checkpoint_facts("counter-1", _checkpoint()), "demo", S3)
     # The same Checkpoint seen from another namespace's Restore is not bound to it.
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(Failure) as refused:
         await verify_with_api(listed, checkpoint_facts("counter-1", _checkpoint()), "other", S3)
     assert refused.value.reason == "BindingMismatch"
 
@@ -479,7 +463,7 @@ async def test_waits_for_a_missing_checkpoint_then_restores_it() -> None:
     world = World(checkpoint={})
     world.kube.checkpoint = None
     task = asyncio.create_task(world.run())
-    await world.clock.reached(10)
+    await reached(10)
     assert not world.kube.creates and not world.stager.posts
     assert world.report.saved[-1].message == "waiting: checkpoint counter-1 does not exist"
     assert _condition(world.report.saved[-1], "CheckpointReady") == (
@@ -502,7 +486,7 @@ async def test_a_checkpoint_never_ready_fails_at_the_deadline(
     world.kube.checkpoint = checkpoint
     status = await world.run()
     assert (status.phase, _condition(status, "Running")[1]) == (RestorePhase.Failed, reason)
-    assert world.clock.t <= 300
+    assert asyncio.get_running_loop().time() <= 300
     assert not world.kube.creates and not world.stager.posts
 
 
@@ -708,10 +692,10 @@ async def test_agent_killed_while_staging_is_left_for_its_replacement() -> None:
     stager = UnreachableAgent(steps=3)
     world = World(stager=stager)
     task = asyncio.create_task(world.run())
-    await world.clock.reached(0.5)
+    await reached(0.5)
     stager.dead.add("agent-a")
     # Still listed (terminating, not yet gone from the index): retried, no new staging.
-    await world.clock.reached(4)
+    await reached(4)
     assert [name for name, _ in stager.posts] == ["agent-a"]
     assert stager.failed_calls >= 2
     world.agents = [_agent("agent-a2", "node-1"), _agent("agent-b", "node-2")]
@@ -782,7 +766,7 @@ async def test_terminal_restore_retries_a_cleanup_the_agent_missed() -> None:
 async def test_waits_while_the_named_node_has_no_ready_agent() -> None:
     world = World(nodeName="node-2", agents=[_agent("agent-b", "node-2", ready=False)])
     task = asyncio.create_task(world.run())
-    await world.clock.reached(20)
+    await reached(20)
     assert _condition(world.report.saved[-1], "NodeChosen") == ("False", "NoAgent")
     world.agents = [_agent("agent-b", "node-2")]
     assert (await task).phase is RestorePhase.Running
@@ -811,7 +795,7 @@ def test_choose_node_prefers_the_source_node_then_names() -> None:
     assert _choose(_facts(), None, cordoned, agents) == "n2"
     with pytest.raises(Waiting):
         _choose(_facts(), None, [_node("n1")], [_agent("a1", "n1", ready=False)])
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(Failure) as refused:
         _choose(_facts(platform="linux/arm64"), None, nodes, agents)
     assert refused.value.reason == "NoCompatibleNode"
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from test_restore_flow import _agent, _facts, _node
 
+from ckpt.operator.flow import Failure
 from ckpt.operator.placement import refusal, tolerates
-from ckpt.operator.restore import Refused, choose_node
+from ckpt.operator.restore import choose_node
 
 GPU_POOL = {"key": "pool", "value": "gpu", "effect": "NoSchedule"}
 
@@ -54,7 +55,7 @@ def test_a_named_tainted_node_is_refused_and_an_unnamed_one_skipped() -> None:
     nodes = [tainted("n1", GPU_POOL), _node("n2")]
     agents = [_agent("a1", "n1"), _agent("a2", "n2")]
     facts = _facts(node="n1")
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(Failure) as refused:
         choose_node(facts, "n1", nodes, agents)
     assert refused.value.reason == "NodeTainted"
     # The source node is preferred, but its taint keeps the Pod off: the other node.

@@ -54,7 +54,7 @@ class Node:
         self.calls: list[str] = []
         self.down: set[str] = set()
 
-    async def delete_archive_of(self, agent: AgentPod, checkpoint_id: str) -> None:
+    async def delete_archive(self, agent: AgentPod, checkpoint_id: str) -> None:
         self.calls.append(agent.name)
         if agent.name in self.down:
             raise Unavailable(f"agent {agent.ref} unreachable: ConnectError()")

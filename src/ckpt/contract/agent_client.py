@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import httpx
 
 from ckpt.apis.storagelocation import REVEAL_SECRETS
-from ckpt.contract.agent import CheckpointJob, CheckpointRequest
+from ckpt.contract.agent import CheckpointJob, CheckpointRequest, StageJob, StageRequest
 from ckpt.errors import NotFound, Unavailable, error_for
 
 __all__ = ["AgentAddress", "AgentClient"]
@@ -109,9 +109,35 @@ class AgentClient:
         await self._call("DELETE", agent, f"/v1/checkpoints/{checkpoint_id}")
 
     async def delete_archive(self, agent: AgentAddress, checkpoint_id: str) -> None:
+        """Deletes the archive the agent's job `checkpoint_id` stored. A 404 is raised with
+        the agent's code, which the caller must tell apart: `gone` (the job is known, its
+        archive is not there), `not_found` (this agent does not know the job: another agent
+        pod wrote it, or its record expired), `no_archive` (the job stored none)."""
+        await self._call("DELETE", agent, f"/v1/archives/{checkpoint_id}")
+
+    # -- staging a Restore's archive (`/v1/restores`) ---------------------------------------
+
+    async def start_staging(self, agent: AgentAddress, request: StageRequest) -> StageJob:
+        """Starts staging, or answers the job already there for this restore id."""
+        response = await self._call(
+            "POST", agent, "/v1/restores",
+            request.model_dump(mode="json", context={REVEAL_SECRETS: True}),
+        )
+        return StageJob.model_validate_json(response.content)
+
+    async def staging_job(
+        self, agent: AgentAddress, restore_id: str, *, wait: float = 0,
+        phase: str | None = None,
+    ) -> StageJob:
+        """The staging job; with `wait`, answered once its phase is no longer `phase`."""
+        params = {"wait": wait, "phase": phase} if wait and phase is not None else None
+        response = await self._call("GET", agent, f"/v1/restores/{restore_id}", params=params)
+        return StageJob.model_validate_json(response.content)
+
+    async def delete_staging(self, agent: AgentAddress, restore_id: str) -> None:
         # Already gone is what we wanted.
         with contextlib.suppress(NotFound):
-            await self._call("DELETE", agent, f"/v1/archives/{checkpoint_id}")
+            await self._call("DELETE", agent, f"/v1/restores/{restore_id}")
 
 
 def _message(response: httpx.Response) -> tuple[str, str | int | None]:

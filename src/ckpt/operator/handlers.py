@@ -17,7 +17,7 @@ from ckpt.operator.kube import load_api_client
 from ckpt.operator.policy import PolicyRunner
 from ckpt.operator.policy_kube import PolicyKube
 from ckpt.operator.restore import TERMINAL as RESTORE_TERMINAL
-from ckpt.operator.restore_clients import RestoreClients, build_restore_clients, restorer
+from ckpt.operator.restore_clients import restorer
 from ckpt.operator.runtime import (
     Clients,
     KopfReporter,
@@ -46,7 +46,6 @@ def _ready(status: kopf.Status, **_: Any) -> bool:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings, CONFIG)
     memo.clients = build_clients(CONFIG)
-    memo.restores = build_restore_clients(CONFIG, memo.clients.kube, memo.clients.api)
     memo.agent_index = start_agent_index(CONFIG)
     memo.policies = PolicyKube(load_api_client())
     serve_metrics(CONFIG)
@@ -55,7 +54,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.clients.aclose()
-    await memo.restores.aclose()
     index: AgentIndex = memo.agent_index
     index.stop()
 
@@ -85,11 +83,11 @@ async def checkpoint(
         get_pod=clients.kube.get_pod,
         agent_pods=index.agents,
         poll_interval=CONFIG.poll_interval,
-        locations=locations.from_kube(clients.kube, CONFIG.agent_namespace),
+        locations=clients.locations,
     )
     current = CheckpointStatus.model_validate(dict(status))
     await reconcile.Checkpointer(
-        deps, checkpoint_resource(body), current, KopfReporter(clients, body)
+        deps, checkpoint_resource(body), current, KopfReporter(clients.kube, body, PLURAL)
     ).run()
 
 
@@ -102,7 +100,7 @@ async def sync(
     api_status = await reconcile.sync_api_status(clients.api, current)
     if api_status and api_status != current.api_status:
         current.api_status = api_status
-        await KopfReporter(clients, body).save(current)
+        await KopfReporter(clients.kube, body, PLURAL).save(current)
 
 
 @kopf.on.delete(*CHECKPOINTS, retries=6, backoff=5)
@@ -124,7 +122,7 @@ async def _release(
             checkpoint_resource(body),
             CheckpointStatus.model_validate(dict(status)),
             clients.api, clients.agents, agents,
-            locations=locations.from_kube(clients.kube, CONFIG.agent_namespace),
+            locations=clients.locations,
         )
     except retention.RetentionError as exc:
         raise kopf.TemporaryError(str(exc), delay=10) from exc
@@ -144,8 +142,7 @@ async def storage_location_available(
 ) -> None:
     """Checks each StorageLocation periodically (Available condition, lastChecked)."""
     clients: Clients = memo.clients
-    found = locations.from_kube(clients.kube, CONFIG.agent_namespace)
-    checked = await locations.check(found, name, spec, meta.get("generation"))
+    checked = await locations.check(clients.locations, name, spec, meta.get("generation"))
     result = locations.merge_condition(dict(status), checked)
     await clients.kube.patch_storage_location_status(
         name, result.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -166,22 +163,21 @@ def _restore_staged(status: kopf.Status, **_: Any) -> bool:
 
 @kopf.daemon(*RESTORES, when=_restore_active, cancellation_timeout=5.0)
 async def restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    clients: RestoreClients = memo.restores
     index: AgentIndex = memo.agent_index
-    await restorer(clients, index.agents, body, CONFIG.poll_interval).run()
+    await restorer(memo.clients, index.agents, body, CONFIG.poll_interval).run()
 
 
 @kopf.timer(*RESTORES, when=_restore_staged, interval=CONFIG.sync_interval)
 async def restore_cleanup(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     index: AgentIndex = memo.agent_index
-    await restorer(memo.restores, index.agents, body, CONFIG.poll_interval).cleanup()
+    await restorer(memo.clients, index.agents, body, CONFIG.poll_interval).cleanup()
 
 
 @kopf.on.delete(*RESTORES, retries=3, backoff=5)
 async def restore_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Removes the staged files; the restored Pod stays (it carries no ownerReference)."""
     index: AgentIndex = memo.agent_index
-    if not await restorer(memo.restores, index.agents, body, CONFIG.poll_interval).cleanup():
+    if not await restorer(memo.clients, index.agents, body, CONFIG.poll_interval).cleanup():
         raise kopf.TemporaryError("the agent holding the staged files did not answer", delay=10)
 
 

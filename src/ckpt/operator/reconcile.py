@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from ckpt.apis.checkpoint import CheckpointSpec, CheckpointStatus, Phase
 from ckpt.apis.storagelocation import Destination
@@ -26,7 +25,7 @@ from ckpt.contract.agent import CheckpointJob, CheckpointRequest, JobState, Timi
 from ckpt.contract.agent_client import AgentClient
 from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
 from ckpt.contract.checkpoints_client import CheckpointsClient
-from ckpt.errors import NotFound, ServiceError, Unavailable
+from ckpt.errors import NotFound, ServiceError
 from ckpt.operator import binding, metrics
 from ckpt.operator.agents import AgentPod, choose_agent
 from ckpt.operator.conditions import (
@@ -34,52 +33,31 @@ from ckpt.operator.conditions import (
     DUMPED,
     READY,
     REGISTERED,
-    now_rfc3339,
     set_condition,
+)
+from ckpt.operator.flow import (
+    LONG_POLL,
+    LOOP_CLOCK,
+    AgentGone,
+    Clock,
+    Failure,
+    Flow,
+    Reporter,
+    Waiting,
+    parse_time,
 )
 from ckpt.operator.locations import NOT_ALLOWED, LocationError, Locations
 from ckpt.operator.podtemplate import pod_template
 from ckpt.operator.target import Blocked, NotCheckpointable, Target, resolve_target
-from ckpt.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 TERMINAL = frozenset({Phase.Ready, Phase.Failed})
-# Seconds an agent may hold a job-status request open until the job's phase changes.
-LONG_POLL = 10.0
 # Tries of a dump whose agent stopped under it, before the checkpoint fails.
 DUMP_ATTEMPTS = 3
 _UNRECORDED = frozenset({ApiStatus.initializing, ApiStatus.updated_info})
 # Agent phases during which the archive is being written to the store.
 STORING_PHASES = frozenset({"storing"})
-# Outages of the API or an agent are retried until the resource's deadline ends the flow.
-API_BACKOFF = Backoff(first=1.0, cap=15.0)
-AGENT_BACKOFF = Backoff(first=1.0, cap=10.0)
-# A missing target or agent is checked again from `poll_interval` on, doubling up to this.
-BLOCKED_CAP = 5.0
-
-
-class Failure(Exception):
-    """The checkpoint cannot succeed; it ends Failed with this reason and message."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-class _AgentGone(Exception):
-    """The agent pod a call went to stopped answering and is no longer listed (deleted or
-    replaced): its job died with it, and the dump starts over on the node's current agent."""
-
-
-class Reporter(Protocol):
-    """Where the flow writes what it does: the resource's status and its Events."""
-
-    async def save(self, status: CheckpointStatus) -> None: ...
-
-    def event(self, kind: str, reason: str, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -106,18 +84,25 @@ class Dependencies:
     poll_interval: float = 0.5
     # StorageLocations; None (or no location at all) means each agent's node-local folder.
     locations: Locations | None = None
+    clock: Clock = LOOP_CLOCK
 
 
-class Checkpointer:
+class Checkpointer(Flow[CheckpointStatus]):
     """Drives one Checkpoint from wherever its status says it is to Ready or Failed."""
 
     def __init__(
-        self, deps: Dependencies, resource: Resource, status: CheckpointStatus, report: Reporter
+        self,
+        deps: Dependencies,
+        resource: Resource,
+        status: CheckpointStatus,
+        report: Reporter[CheckpointStatus],
     ) -> None:
+        super().__init__(
+            status, report, label=f"{resource.namespace}/{resource.name}",
+            agent_pods=deps.agent_pods, poll_interval=deps.poll_interval, clock=deps.clock,
+        )
         self.deps = deps
         self.res = resource
-        self.status = status
-        self.report = report
         self._target: Target | None = None
         # When this process began the checkpoint: the total in status is timed from here,
         # and from the (coarser) startedAt only when a restarted operator took it over.
@@ -127,19 +112,9 @@ class Checkpointer:
         if self.status.phase in TERMINAL:
             return self.status
         self.status.observed_generation = self.res.generation
-        remaining = (self.res.deadline - _utcnow()).total_seconds()
-        try:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                await self._flow()
-        except TimeoutError:
-            await self._cancel_job()
-            await self._fail(
-                "Timeout",
-                f"not Ready within {self.res.spec.timeout_seconds}s"
-                + (f"; last: {self.status.message}" if self.status.message else ""),
-            )
-        except Failure as failure:
-            await self._fail(failure.reason, failure.message)
+        await self.drive(
+            self._flow, self.res.deadline, f"not Ready within {self.res.spec.timeout_seconds}s"
+        )
         return self.status
 
     async def _flow(self) -> None:
@@ -158,22 +133,22 @@ class Checkpointer:
         stopped by then (leaveRunning: false), which must not look like a missing target."""
 
         async def resolve() -> tuple[Target | None, AgentPod]:
-            if self.status.checkpoint_id and self.status.agent:
-                return None, self._recorded_agent()
-            pod = await self.deps.get_pod(self.res.namespace, self.res.spec.pod_name)
-            target = resolve_target(self.res.spec, self.res.namespace, pod)
-            if pod is not None and self.status.pod_template is None:
-                # What a Restore creates the new Pod from; saved with the next status write.
-                self.status.pod_template = pod_template(pod)
-            return target, choose_agent(target.node, self.deps.agent_pods(), target.needs_gpu)
+            try:
+                if self.status.checkpoint_id and self.status.agent:
+                    return None, self._recorded_agent()
+                pod = await self.deps.get_pod(self.res.namespace, self.res.spec.pod_name)
+                target = resolve_target(self.res.spec, self.res.namespace, pod)
+                if pod is not None and self.status.pod_template is None:
+                    # What a Restore creates the new Pod from; saved with the next status write.
+                    self.status.pod_template = pod_template(pod)
+                return target, choose_agent(
+                    target.node, self.deps.agent_pods(), target.needs_gpu
+                )
+            except Blocked as blocked:
+                raise Waiting(ACCEPTED, blocked.reason, blocked.message) from blocked
 
-        async def blocked(exc: Exception) -> None:
-            assert isinstance(exc, Blocked)
-            await self._blocked(exc)
-
-        backoff = Backoff(first=self.deps.poll_interval, cap=BLOCKED_CAP)
         try:
-            target, agent = await retry(resolve, backoff, retry_on=Blocked, on_retry=blocked)
+            target, agent = await self.until(resolve, kind="Warning")
         except NotCheckpointable as exc:
             set_condition(self.status, ACCEPTED, False, exc.reason, exc.message)
             raise Failure(exc.reason, exc.message) from exc
@@ -205,19 +180,12 @@ class Checkpointer:
                 return agent
         raise Blocked("NoAgent", f"agent {self.status.agent}, which holds the dump, is gone")
 
-    async def _blocked(self, blocked: Blocked) -> None:
-        changed = set_condition(self.status, ACCEPTED, False, blocked.reason, blocked.message)
-        self.status.message = f"waiting: {blocked.message}"
-        if changed:
-            self.report.event("Warning", blocked.reason, blocked.message)
-            await self.report.save(self.status)
-
     async def _accepted(self, target: Target, agent: AgentPod) -> None:
         self._target = target
-        self._began = time.monotonic()
+        self._began = self.clock.monotonic()
         self.status.node_name = target.node
         self.status.agent = agent.ref
-        self.status.started_at = self.status.started_at or now_rfc3339(precise=True)
+        self.status.started_at = self.status.started_at or self.clock.stamp()
         self.status.message = f"checkpointing on node {target.node}"
         set_condition(
             self.status, ACCEPTED, True, "Accepted",
@@ -237,7 +205,7 @@ class Checkpointer:
     # -- register -----------------------------------------------------------------------------
 
     async def _register(self) -> None:
-        checkpoint_id = await self._api(
+        checkpoint_id = await self.call_api(
             "create",
             lambda: self.deps.api.create(
                 idempotency_key=self.res.uid, name=f"{self.res.namespace}/{self.res.name}"
@@ -295,7 +263,7 @@ class Checkpointer:
             self.report.event(
                 "Warning", "Retrying", f"agent {agent.ref}: {job.error}; attempt {attempt}"
             )
-            if self._target is None or not self._agent_listed(agent):
+            if self._target is None or not self.agent_listed(agent):
                 self.status.agent = None
                 agent = await self._accept()
             job = await self._attempt(agent)
@@ -318,18 +286,11 @@ class Checkpointer:
         failed, retryable attempt."""
         try:
             return await self._follow_job(agent, await self._start_or_find_job(agent))
-        except _AgentGone as gone:
+        except AgentGone as gone:
             return CheckpointJob(
                 checkpoint_id=str(self.status.checkpoint_id), state=JobState.failed,
                 error=str(gone), retryable=True,
             )
-
-    def _agent_listed(self, agent: AgentPod) -> bool:
-        """Whether `agent` is still an agent pod (not deleted), ready or not."""
-        return any(
-            a.name == agent.name and a.namespace == agent.namespace
-            for a in self.deps.agent_pods()
-        )
 
     async def _follow_job(self, agent: AgentPod, job: CheckpointJob) -> CheckpointJob:
         """Follows the agent's job (long polls) until it succeeds or fails."""
@@ -343,11 +304,11 @@ class Checkpointer:
                     agent, checkpoint_id, wait=LONG_POLL, phase=phase
                 )
 
-            job = await self._agent_call(poll, agent)
+            job = await self.call_agent(poll, agent)
             if job.state is JobState.running and (job.phase, job.bytes_done) == seen:
                 # Nothing changed within the long poll (or an agent without long polls
                 # answered at once): don't spin.
-                await asyncio.sleep(self.deps.poll_interval)
+                await self.pause()
         return job
 
     async def _start_or_find_job(self, agent: AgentPod) -> CheckpointJob:
@@ -356,7 +317,7 @@ class Checkpointer:
             # not resolved again unless the agent lost the job.
             checkpoint_id = str(self.status.checkpoint_id)
             try:
-                return await self._agent_call(
+                return await self.call_agent(
                     lambda: self.deps.agents.checkpoint_job(agent, checkpoint_id), agent
                 )
             except NotFound:
@@ -364,7 +325,7 @@ class Checkpointer:
                 agent = await self._accept()
         # The POST is idempotent by checkpoint id: a job already there is answered as is.
         destination = await self._destination()
-        return await self._agent_call(
+        return await self.call_agent(
             lambda: self.deps.agents.start_checkpoint(agent, self._agent_request(destination)),
             agent,
         )
@@ -385,7 +346,7 @@ class Checkpointer:
         assert result is not None
         self.status.phase = Phase.Uploading
         checkpoint_id = str(self.status.checkpoint_id)
-        records = await self._api("list", lambda: self.deps.api.list([checkpoint_id]))
+        records = await self.call_api("list", lambda: self.deps.api.list([checkpoint_id]))
         current = records[0].status if records else None
         if current is None:
             raise Failure("ApiRecordGone", f"checkpoint {checkpoint_id} is not in the API")
@@ -410,12 +371,12 @@ class Checkpointer:
                 "size_bytes": result.size_bytes,
                 "timings": result.timings.model_dump(),
             }
-            await self._api(
+            await self.call_api(
                 "put_info",
                 lambda: self.deps.api.put_info(checkpoint_id, result.gpu, result.platform, info),
             )
         if current is not ApiStatus.ready:
-            await self._api(
+            await self.call_api(
                 "uploaded",
                 lambda: self.deps.api.uploaded(
                     checkpoint_id, result.restore_path, checksum=result.checksum
@@ -426,10 +387,10 @@ class Checkpointer:
         result = job.result
         assert result is not None
         if self._began is not None:
-            total_ms = int((time.monotonic() - self._began) * 1000)
+            total_ms = int((self.clock.monotonic() - self._began) * 1000)
         else:
-            started = _parse_time(self.status.started_at) or self.res.created
-            total_ms = int((_utcnow() - started).total_seconds() * 1000)
+            started = parse_time(self.status.started_at) or self.res.created
+            total_ms = int((self.clock.now() - started).total_seconds() * 1000)
         self.status.phase = Phase.Ready
         self.status.message = ""
         self.status.api_status = ApiStatus.ready.value
@@ -439,7 +400,7 @@ class Checkpointer:
         self.status.checksum = result.checksum
         self.status.size_bytes = result.size_bytes
         self.status.size = _human(result.size_bytes)
-        self.status.completed_at = now_rfc3339(precise=True)
+        self.status.completed_at = self.clock.stamp()
         self.status.timings = Timings(**{**result.timings.model_dump(), "total": total_ms})
         set_condition(self.status, READY, True, "Ready", f"restore from {result.restore_path}")
         # Event and metrics first: once status says Ready, kopf stops this daemon (its `when`
@@ -449,7 +410,7 @@ class Checkpointer:
         metrics.DURATION.observe(total_ms / 1000)
         await self.report.save(self.status)
 
-    async def _cancel_job(self) -> None:
+    async def before_timeout(self) -> None:
         """At the deadline, a dump still running on the agent is stopped: its archive would
         never be recorded, and its containers stay frozen for nothing."""
         if not (self.status.checkpoint_id and self.status.agent):
@@ -462,10 +423,10 @@ class Checkpointer:
             # The job may be finished, or unknown to the agent: nothing left to stop.
             log.info("%s/%s: no job cancelled: %s", self.res.namespace, self.res.name, exc)
 
-    async def _fail(self, reason: str, message: str) -> None:
+    async def fail(self, reason: str, message: str) -> None:
         self.status.phase = Phase.Failed
         self.status.message = message
-        self.status.completed_at = now_rfc3339()
+        self.status.completed_at = self.clock.stamp(precise=False)
         set_condition(self.status, READY, False, reason, message)
         metrics.CHECKPOINTS.labels("Failed", reason).inc()
         self.report.event("Warning", reason, message)
@@ -493,63 +454,6 @@ class Checkpointer:
             return self.status.api_status
         return ApiStatus.deprecated.value
 
-    # -- transient failures -------------------------------------------------------------------
-
-    async def _api(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Calls the API until it answers; a 4xx is final, outages wait for the deadline."""
-
-        async def transient(exc: Exception) -> None:
-            metrics.API_ERRORS.labels(what).inc()
-            await self._transient("ApiUnavailable", f"checkpoints API {what} failed: {exc}")
-
-        before = self.status.message
-        try:
-            answer = await retry(call, API_BACKOFF, retry_on=Unavailable, on_retry=transient)
-        except ServiceError as exc:
-            metrics.API_ERRORS.labels(what).inc()
-            raise Failure("ApiRejected", f"checkpoints API refused {what}: {exc}") from exc
-        # The outage is over: the next status write must not still say "retrying".
-        self.status.message = before
-        return answer
-
-    async def _agent_call(
-        self, call: Callable[[], Awaitable[T]], agent: AgentPod | None = None
-    ) -> T:
-        """Calls an agent until it answers; `NotFound` goes to the caller, other 4xx fail the
-        checkpoint, outages wait for the deadline, unless `agent` is no longer listed
-        (`_AgentGone`: calls to a deleted pod's address would go unanswered until then)."""
-
-        async def transient(exc: Exception) -> None:
-            metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
-            if agent is not None and not self._agent_listed(agent):
-                raise _AgentGone(f"agent {agent.ref} is gone ({exc})") from exc
-            await self._transient("AgentUnavailable", str(exc))
-
-        before = self.status.message
-        try:
-            answer = await retry(call, AGENT_BACKOFF, retry_on=Unavailable, on_retry=transient)
-        except NotFound as exc:
-            metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
-            raise
-        except ServiceError as exc:
-            metrics.AGENT_ERRORS.labels(_status_label(exc)).inc()
-            raise Failure("AgentRejected", str(exc)) from exc
-        self.status.message = before
-        return answer
-
-    async def _transient(self, reason: str, message: str) -> None:
-        log.warning("%s/%s: %s", self.res.namespace, self.res.name, message)
-        if self.status.message != f"retrying: {message}":
-            self.status.message = f"retrying: {message}"
-            self.report.event("Warning", reason, message)
-            # Status writes go to the apiserver, not the failing service, so this is safe.
-            await self.report.save(self.status)
-
-
-def _status_label(exc: Exception) -> str:
-    status = exc.status if isinstance(exc, ServiceError) else None
-    return str(status or "transport")
-
 
 async def sync_api_status(api: CheckpointsClient, status: CheckpointStatus) -> str | None:
     """The API's current status of a Ready checkpoint ("absent" once cleanup removed it)."""
@@ -557,16 +461,6 @@ async def sync_api_status(api: CheckpointsClient, status: CheckpointStatus) -> s
         return None
     records = await api.list([status.checkpoint_id])
     return records[0].status.value if records else "absent"
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _human(size: int) -> str:

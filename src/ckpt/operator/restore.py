@@ -19,16 +19,14 @@ labelled `ckpt.dev/restore-name` to find it; `kubectl delete pod` stops it.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import datetime as dt
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ckpt.apis.restore import (
     RESTORE_NAME_LABEL,
@@ -46,10 +44,21 @@ from ckpt.errors import NotFound, ServiceError
 from ckpt.operator import binding, placement
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import set_condition
+from ckpt.operator.flow import (
+    LONG_POLL,
+    LOOP_CLOCK,
+    AgentGone,
+    Clock,
+    Failure,
+    Flow,
+    Reporter,
+    Waiting,
+    parse_time,
+)
+from ckpt.operator.kube import PodExists
 from ckpt.operator.locations import LocationError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 TERMINAL = frozenset({RestorePhase.Running, RestorePhase.Failed})
 # Condition types, in the order the flow sets them.
@@ -58,7 +67,6 @@ NODE_CHOSEN = "NodeChosen"
 STAGED = "Staged"
 POD_CREATED = "PodCreated"
 RUNNING = "Running"
-LONG_POLL = 10.0
 # Staging attempts whose agent stopped under them (restart, rollout) before the Restore fails.
 STAGE_ATTEMPTS = 3
 # Labels of GPU nodes (NVIDIA GPU feature discovery) and of a node's architecture.
@@ -71,40 +79,6 @@ _FATAL_WAITING = frozenset({
     "CreateContainerError", "CreateContainerConfigError", "RunContainerError",
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff",
 })
-
-
-class Refused(Exception):
-    """The Restore cannot succeed; it ends Failed with this reason, and no Pod is created."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-class Waiting(Exception):
-    """Not yet: the condition names what is missing, and the flow tries again."""
-
-    def __init__(self, condition: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.condition = condition
-        self.reason = reason
-        self.message = message
-
-
-class _AgentGone(Exception):
-    """The agent pod a staging call went to stopped answering and is no longer listed
-    (deleted or replaced): the staging starts over on the node's current agent."""
-
-
-class PodExists(Exception):
-    """A create found a Pod of that name already there (HTTP 409)."""
-
-
-class Reporter(Protocol):
-    async def save(self, status: RestoreStatus) -> None: ...
-
-    def event(self, kind: str, reason: str, message: str) -> None: ...
 
 
 class RestoreKube(Protocol):
@@ -131,25 +105,6 @@ class Stager(Protocol):
     async def delete_staging(self, agent: AgentPod, restore_id: str) -> None: ...
 
 
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-
-    def now(self) -> dt.datetime: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class RealClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
 async def _node_local(_: str | None) -> Destination | None:
     return None
 
@@ -171,23 +126,23 @@ async def verify_with_api(
     must be this namespace's key of that record in `location` (the status's location,
     resolved)."""
     if not facts.checkpoint_id:
-        raise Refused("CheckpointNotRecorded", f"checkpoint {facts.name} has no API id")
+        raise Failure("CheckpointNotRecorded", f"checkpoint {facts.name} has no API id")
     try:
         records = await list_records([facts.checkpoint_id])
     except (ServiceError, OSError) as exc:
         raise Waiting(CHECKPOINT_READY, "ApiUnavailable", f"checkpoints API: {exc}") from exc
     if not records:
-        raise Refused(
+        raise Failure(
             "CheckpointNotRecorded", f"checkpoint {facts.checkpoint_id} is not in the API"
         )
     record = records[0]
     if record.status is not ApiStatus.ready:
-        raise Refused(
+        raise Failure(
             "CheckpointNotRecorded",
             f"checkpoint {facts.checkpoint_id} is {record.status} in the API, not ready",
         )
     if record.checksum != facts.checksum:
-        raise Refused(
+        raise Failure(
             "ChecksumMismatch",
             f"checkpoint {facts.name}: its status names another archive than the API records",
         )
@@ -200,7 +155,7 @@ async def verify_with_api(
         binding.check_record(record, claim)
         binding.check_archive(claim, location)
     except binding.NotBound as exc:
-        raise Refused(exc.reason, exc.message) from exc
+        raise Failure(exc.reason, exc.message) from exc
 
 
 @dataclass
@@ -208,13 +163,13 @@ class RestoreDeps:
     kube: RestoreKube
     stager: Stager
     agent_pods: Callable[[], Iterable[AgentPod]]
-    clock: Clock = field(default_factory=RealClock)
+    clock: Clock = LOOP_CLOCK
     # The checkpoint's StorageLocation resolved for the agent (credentials, age identities);
     # None: node-local archives. Raises LocationError when it cannot be used.
     locate: Callable[[str | None], Awaitable[Destination | None]] = _node_local
     # Checks the Checkpoint's status against the checkpoints API record the operator bound
     # to it (`verify_with_api`), given the Restore's namespace and the status's location
-    # resolved: raises Refused on a mismatch, Waiting while the API is unreachable.
+    # resolved: raises Failure on a mismatch, Waiting while the API is unreachable.
     verify: Callable[[CheckpointFacts, str, Destination | None], Awaitable[None]] = _trusted
     poll_interval: float = 0.5
     # A Restore not Running this long after its creation fails (reason Timeout).
@@ -258,28 +213,28 @@ class CheckpointFacts:
 
 
 def checkpoint_facts(name: str, checkpoint: Mapping[str, Any] | None) -> CheckpointFacts:
-    """The Ready Checkpoint's facts; `Waiting` while it is not Ready, `Refused` when it failed
+    """The Ready Checkpoint's facts; `Waiting` while it is not Ready, `Failure` when it failed
     or cannot be restored as a Pod."""
     if checkpoint is None:
         raise Waiting(CHECKPOINT_READY, "CheckpointNotFound", f"checkpoint {name} does not exist")
     status = checkpoint.get("status") or {}
     phase = status.get("phase") or "Pending"
     if phase == "Failed":
-        raise Refused(
+        raise Failure(
             "CheckpointFailed", f"checkpoint {name} failed: {status.get('message') or 'no reason'}"
         )
     if phase != "Ready":
         raise Waiting(CHECKPOINT_READY, "CheckpointNotReady", f"checkpoint {name} is {phase}")
     template = status.get("podTemplate")
     if not template:
-        raise Refused(
+        raise Failure(
             "NoPodTemplate",
             f"checkpoint {name} holds no pod template (taken by a ckpt without Pod restore); "
             "take a new checkpoint",
         )
     missing = [k for k in ("restorePath", "checksum", "nodeName") if not status.get(k)]
     if missing:
-        raise Refused("CheckpointIncomplete", f"checkpoint {name} lacks {', '.join(missing)}")
+        raise Failure("CheckpointIncomplete", f"checkpoint {name} lacks {', '.join(missing)}")
     return CheckpointFacts(
         name=name,
         checkpoint_id=str(status.get("checkpointId") or ""),
@@ -360,7 +315,7 @@ def choose_node(
     Ready with an agent, else the first (by name) Ready, compatible node with an agent.
 
     A node-local archive (`node_local`) is only on the source node: no other is chosen
-    unless named. Raises `Refused` when no node could ever do (named node missing or
+    unless named. Raises `Failure` when no node could ever do (named node missing or
     incompatible; no compatible node in the cluster) and `Waiting` while a compatible node
     lacks a ready agent.
     """
@@ -369,10 +324,10 @@ def choose_node(
     if requested:
         node = by_name.get(requested)
         if node is None:
-            raise Refused("NodeNotFound", f"node {requested} does not exist")
+            raise Failure("NodeNotFound", f"node {requested} does not exist")
         problem = incompatibility(facts, node)
         if problem:
-            raise Refused(*problem)
+            raise Failure(*problem)
         agent = _agent_on(requested, agents, facts.needs_gpu)
         if not _node_ready(node) or agent is None:
             raise Waiting(
@@ -387,12 +342,12 @@ def choose_node(
         reasons = {p[0] for p in problems if p}
         reason = "GpuNodeRequired" if reasons == {"GpuNodeRequired"} else "NoCompatibleNode"
         detail = "; ".join(p[1] for p in problems if p) or "the cluster has no nodes"
-        raise Refused(reason, f"no node can restore checkpoint {facts.name}: {detail}")
+        raise Failure(reason, f"no node can restore checkpoint {facts.name}: {detail}")
     order = sorted(compatible, key=lambda n: (n != facts.node, n))
     if node_local:
         order = [n for n in order if n == facts.node]
         if not order:
-            raise Refused(
+            raise Failure(
                 "NoCompatibleNode",
                 f"checkpoint {facts.name}'s archive is node-local on {facts.node}, which cannot "
                 "restore it; name a node that reaches it (spec.nodeName) or use object storage",
@@ -472,17 +427,19 @@ def _pod_running(pod: Mapping[str, Any]) -> bool:
 # -- the flow -------------------------------------------------------------------------------
 
 
-class Restorer:
+class Restorer(Flow[RestoreStatus]):
     """Drives one Restore from wherever its status says it is to Running or Failed."""
 
     def __init__(
         self, deps: RestoreDeps, resource: RestoreResource, status: RestoreStatus,
-        report: Reporter,
+        report: Reporter[RestoreStatus],
     ) -> None:
+        super().__init__(
+            status, report, label=f"restore {resource.namespace}/{resource.name}",
+            agent_pods=deps.agent_pods, poll_interval=deps.poll_interval, clock=deps.clock,
+        )
         self.deps = deps
         self.res = resource
-        self.status = status
-        self.report = report
         self._began: float | None = None
         self._location: Destination | None = None
         self._template: Mapping[str, Any] | None = None
@@ -495,78 +452,42 @@ class Restorer:
         if self.status.phase in TERMINAL:
             await self.cleanup()
             return self.status
-        remaining = (self.deadline - self.deps.clock.now()).total_seconds()
-        try:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                await self._flow()
-        except TimeoutError:
-            await self._fail(
-                "Timeout",
-                f"not Running within {self.deps.timeout_seconds:g}s"
-                + (f"; last: {self.status.message}" if self.status.message else ""),
-            )
-        except Refused as refused:
-            await self._fail(refused.reason, refused.message)
+        await self.drive(
+            self._flow, self.deadline, f"not Running within {self.deps.timeout_seconds:g}s"
+        )
         if self.status.phase in TERMINAL:
             await self.cleanup()
         return self.status
 
     async def _flow(self) -> None:
-        self._began = self.deps.clock.monotonic()
+        self._began = self.clock.monotonic()
         if not self.status.started_at:
-            self.status.started_at = self._stamp()
+            self.status.started_at = self.clock.stamp()
         self.status.observed_generation = self.res.generation
         pod_name = self.res.spec.target_pod()
-        facts = await self._until(self._checkpoint)
+        facts = await self.until(self._checkpoint)
         try:
             self._location = await self.deps.locate(facts.storage_location)
         except LocationError as exc:
-            raise Refused(exc.reason, exc.message) from exc
+            raise Failure(exc.reason, exc.message) from exc
         location = self._location
-        await self._until(lambda: self.deps.verify(facts, self.res.namespace, location))
+        await self.until(lambda: self.deps.verify(facts, self.res.namespace, location))
         existing = await self.deps.kube.get_pod(self.res.namespace, pod_name)
         if existing is not None and not self._ours(existing):
-            raise Refused(
+            raise Failure(
                 "PodExists",
                 f"pod {self.res.namespace}/{pod_name} exists and is not this Restore's; "
                 "delete it or set spec.podName",
             )
         if existing is None:
-            node, agent = await self._until(lambda: self._choose(facts))
+            node, agent = await self.until(lambda: self._choose(facts))
             await self._stage(facts, node, agent)
             existing = await self._create_pod(facts, pod_name, node)
         await self._follow_pod(pod_name)
 
-    def _stamp(self) -> str:
-        """Now on the flow's clock, RFC 3339 with milliseconds (timings are read off it)."""
-        return self.deps.clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleeps on the flow's clock; past the deadline the wait ends as a timeout."""
-        if self.deps.clock.now() + dt.timedelta(seconds=seconds) > self.deadline:
-            raise TimeoutError
-        await self.deps.clock.sleep(seconds)
-
     def _ours(self, pod: Mapping[str, Any]) -> bool:
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         return bool(annotations.get(RESTORE_ANNOTATION) == self.res.uid)
-
-    async def _until(self, step: Callable[[], Awaitable[T]]) -> T:
-        """Runs `step` until it stops `Waiting`, saying what it waits for in status."""
-        delay = self.deps.poll_interval
-        while True:
-            try:
-                return await step()
-            except Waiting as waiting:
-                changed = set_condition(
-                    self.status, waiting.condition, False, waiting.reason, waiting.message
-                )
-                self.status.message = f"waiting: {waiting.message}"
-                if changed:
-                    self.report.event("Normal", waiting.reason, waiting.message)
-                    await self.report.save(self.status)
-                await self._sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _checkpoint(self) -> CheckpointFacts:
         name = self.res.spec.checkpoint_name
@@ -628,11 +549,11 @@ class Restorer:
         job: StageJob | None = None
         for attempt in range(1, STAGE_ATTEMPTS + 1):
             try:
-                started = await self._agent_call(
+                started = await self.call_agent(
                     functools.partial(self.deps.stager.start_staging, agent, request), agent
                 )
                 job = await self._follow_stage(agent, started, request)
-            except _AgentGone as gone:
+            except AgentGone as gone:
                 # Deleted or replaced without answering (killed, evicted, its graceful stop
                 # outrun): calls to its address would go unanswered until the deadline.
                 job = StageJob(
@@ -646,7 +567,7 @@ class Restorer:
             self.report.event(
                 "Warning", "Retrying", f"staging on {node}: {job.error}; attempt {attempt + 1}"
             )
-            _, agent = await self._until(lambda: self._choose(facts))
+            _, agent = await self.until(lambda: self._choose(facts))
         assert job is not None
         if job.state is JobState.failed or job.result is None:
             reason = {
@@ -654,7 +575,7 @@ class Restorer:
                 "not_found": "ArchiveNotFound",
                 "bad_archive": "BadArchive",
             }.get(job.error_code or "", "StagingFailed")
-            raise Refused(reason, f"agent on node {node}: {job.error or 'no result'}")
+            raise Failure(reason, f"agent on node {node}: {job.error or 'no result'}")
         result = job.result
         if result.pod_template is not None:
             # From the verified archive: the Checkpoint's status copy only gated the start.
@@ -680,13 +601,10 @@ class Restorer:
         self, agent: AgentPod, job: StageJob, request: StageRequest
     ) -> StageJob:
         while job.state is JobState.running:
-            message = f"staging on node {agent.node}: {job.phase or 'started'}"
-            if message != self.status.message:
-                self.status.message = message
-                await self.report.save(self.status)
+            await self.say(f"staging on node {agent.node}: {job.phase or 'started'}")
             seen = job.phase
             try:
-                job = await self._agent_call(
+                job = await self.call_agent(
                     functools.partial(
                         self.deps.stager.staging_job,
                         agent, self.res.uid, wait=LONG_POLL, phase=seen,
@@ -695,43 +613,12 @@ class Restorer:
                 )
             except NotFound:
                 # The agent lost the job (a new agent pod without it): the POST starts it over.
-                job = await self._agent_call(
+                job = await self.call_agent(
                     functools.partial(self.deps.stager.start_staging, agent, request), agent
                 )
             if job.state is JobState.running and job.phase == seen:
-                await self._sleep(self.deps.poll_interval)
+                await self.pause()
         return job
-
-    async def _agent_call(
-        self, call: Callable[[], Awaitable[T]], agent: AgentPod | None = None
-    ) -> T:
-        """`call` until it answers. An unreachable `agent` is retried while it is still an
-        agent pod; once it is deleted or replaced, `_AgentGone`."""
-        delay = 1.0
-        while True:
-            try:
-                return await call()
-            except NotFound:
-                raise
-            except ServiceError as exc:
-                if not exc.retryable:
-                    raise Refused("AgentRejected", str(exc)) from exc
-                if agent is not None and not self._agent_listed(agent):
-                    raise _AgentGone(f"agent {agent.ref} is gone ({exc})") from exc
-                message = f"retrying: {exc}"
-                if self.status.message != message:
-                    self.status.message = message
-                    self.report.event("Warning", "AgentUnavailable", str(exc))
-                    await self.report.save(self.status)
-            await self._sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    def _agent_listed(self, agent: AgentPod) -> bool:
-        """Whether `agent` is still an agent pod (not deleted), ready or not."""
-        return any(
-            a.name == agent.name and a.namespace == agent.namespace
-            for a in self.deps.agent_pods()
-        )
 
     # -- the Pod ------------------------------------------------------------------------------
 
@@ -750,7 +637,7 @@ class Restorer:
         except PodExists:
             found = await self.deps.kube.get_pod(self.res.namespace, pod_name)
             if found is None or not self._ours(found):
-                raise Refused(
+                raise Failure(
                     "PodExists", f"pod {self.res.namespace}/{pod_name} appeared meanwhile"
                 ) from None
             created = found
@@ -760,37 +647,34 @@ class Restorer:
 
     async def _follow_pod(self, pod_name: str) -> None:
         self.status.pod_name = pod_name
-        t_pod = self.deps.clock.monotonic()
+        t_pod = self.clock.monotonic()
         if self.status.phase is not RestorePhase.Restoring:
             self.status.phase = RestorePhase.Restoring
             await self.report.save(self.status)
         while True:
             pod = await self.deps.kube.get_pod(self.res.namespace, pod_name)
             if pod is None or not self._ours(pod):
-                raise Refused("PodGone", f"pod {self.res.namespace}/{pod_name} was deleted")
+                raise Failure("PodGone", f"pod {self.res.namespace}/{pod_name} was deleted")
             problem = pod_problem(pod)
             if problem:
-                raise Refused("RestoreFailed", f"pod {pod_name}: {problem}")
+                raise Failure("RestoreFailed", f"pod {pod_name}: {problem}")
             if _pod_running(pod):
                 break
-            message = f"pod {pod_name}: {(pod.get('status') or {}).get('phase', 'Pending')}"
-            if message != self.status.message:
-                self.status.message = message
-                await self.report.save(self.status)
-            await self._sleep(self.deps.poll_interval)
+            await self.say(f"pod {pod_name}: {(pod.get('status') or {}).get('phase', 'Pending')}")
+            await self.pause()
         await self._running(pod, t_pod)
 
     async def _running(self, pod: Mapping[str, Any], t_pod: float) -> None:
-        now = self.deps.clock.monotonic()
+        now = self.clock.monotonic()
         timings = self.status.timings or RestoreTimings()
         timings.restore = int((now - t_pod) * 1000)
-        started = _parse_time(self.status.started_at) or self.res.created
-        timings.total = int((self.deps.clock.now() - started).total_seconds() * 1000)
+        started = parse_time(self.status.started_at) or self.res.created
+        timings.total = int((self.clock.now() - started).total_seconds() * 1000)
         self.status.timings = timings
         self.status.phase = RestorePhase.Running
         self.status.message = ""
         self.status.node_name = (pod.get("spec") or {}).get("nodeName") or self.status.node_name
-        self.status.completed_at = self._stamp()
+        self.status.completed_at = self.clock.stamp()
         set_condition(self.status, RUNNING, True, "Running", f"pod {self.status.pod_name}")
         self.report.event(
             "Normal", "Restored",
@@ -800,10 +684,10 @@ class Restorer:
         )
         await self.report.save(self.status)
 
-    async def _fail(self, reason: str, message: str) -> None:
+    async def fail(self, reason: str, message: str) -> None:
         self.status.phase = RestorePhase.Failed
         self.status.message = message
-        self.status.completed_at = self._stamp()
+        self.status.completed_at = self.clock.stamp()
         set_condition(self.status, RUNNING, False, reason, message)
         self.report.event("Warning", reason, message)
         await self.report.save(self.status)
@@ -834,9 +718,3 @@ class Restorer:
         self.status.staged = False
         await self.report.save(self.status)
         return True
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

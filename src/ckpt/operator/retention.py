@@ -23,7 +23,6 @@ from typing import Protocol
 
 from ckpt.apis.checkpoint import CheckpointStatus, RetainPolicy
 from ckpt.apis.storagelocation import LocationType
-from ckpt.contract.agent_client import AgentAddress, AgentClient
 from ckpt.contract.checkpoints_api import Checkpoint
 from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
 from ckpt.contract.checkpoints_client import CheckpointsClient
@@ -45,20 +44,10 @@ class RetentionError(Exception):
 
 
 class ArchiveAgents(Protocol):
-    """The agent call a node-local archive's deletion needs (`ArchiveClient`)."""
+    """The agent call a node-local archive's deletion needs (`AgentClient.delete_archive`:
+    its 404s carry the agent's code)."""
 
-    async def delete_archive_of(self, agent: AgentPod, checkpoint_id: str) -> None: ...
-
-
-class ArchiveClient(AgentClient):
-    """The agent client with an archive delete that tells its 404s apart."""
-
-    async def delete_archive_of(self, agent: AgentAddress, checkpoint_id: str) -> None:
-        """Deletes the archive the agent's job `checkpoint_id` stored. Unlike
-        `AgentClient.delete_archive`, a 404 is raised with the agent's code: `gone` (the job
-        is known, its archive is not there), `not_found` (this agent does not know the job),
-        `no_archive` (the job stored none)."""
-        await self._call("DELETE", agent, f"/v1/archives/{checkpoint_id}")
+    async def delete_archive(self, agent: AgentPod, checkpoint_id: str) -> None: ...
 
 
 async def release(
@@ -183,7 +172,7 @@ async def _delete_on_node(
     answers: list[str] = []
     for agent in candidates:
         try:
-            await agents.delete_archive_of(agent, checkpoint_id)
+            await agents.delete_archive(agent, checkpoint_id)
         except NotFound as exc:
             if exc.code == ARCHIVE_GONE:
                 return f"{url} was already gone"

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 import kopf
 from prometheus_client import start_http_server
+from pydantic import BaseModel
 
-from ckpt.apis.checkpoint import CheckpointStatus
+from ckpt.contract.agent_client import AgentClient
 from ckpt.contract.checkpoints_client import CheckpointsClient
+from ckpt.operator import locations
 from ckpt.operator.agents import AgentIdentity, AgentIndex
 from ckpt.operator.kube import Kube, load_api_client
-from ckpt.operator.retention import ArchiveClient
+from ckpt.operator.locations import Locations
 from ckpt.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,13 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) ->
 
 @dataclass
 class Clients:
+    """The long-lived clients every flow shares (one connection pool each)."""
+
     api: CheckpointsClient
-    # The checkpoint calls, and the archive delete of `retainPolicy: Delete`.
-    agents: ArchiveClient
+    agents: AgentClient
     kube: Kube
+    # StorageLocations (cluster-scoped) and their Secrets in the operator's namespace.
+    locations: Locations
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -53,13 +58,15 @@ class Clients:
 
 
 def build_clients(config: OperatorSettings) -> Clients:
+    kube = Kube(load_api_client())
     return Clients(
         api=CheckpointsClient(config.api_url, config.api_token.get_secret_value()),
-        agents=ArchiveClient(
+        agents=AgentClient(
             config.agent_token_file, scheme=config.agent_scheme, ca_file=config.agent_ca_file,
             server_name=config.agent_server_name,
         ),
-        kube=Kube(load_api_client()),
+        kube=kube,
+        locations=locations.from_kube(kube, config.agent_namespace),
     )
 
 
@@ -86,15 +93,16 @@ def serve_metrics(config: OperatorSettings) -> None:
 
 
 class KopfReporter:
-    """The flow's `Reporter`: status through the status subresource, Events through kopf
-    (which posts them in the background), and the same lines in the operator's log."""
+    """A flow's `Reporter` for the resource in `body` (of `plural`): status through the status
+    subresource, Events through kopf (which posts them in the background), and the same lines
+    in the operator's log."""
 
-    def __init__(self, clients: Clients, body: kopf.Body) -> None:
-        self._clients, self._body = clients, body
+    def __init__(self, kube: Kube, body: kopf.Body, plural: str) -> None:
+        self._kube, self._body, self._plural = kube, body, plural
 
-    async def save(self, status: CheckpointStatus) -> None:
+    async def save(self, status: BaseModel) -> None:
         meta = self._body.metadata
-        await self._clients.kube.patch_status(meta.namespace or "", meta.name or "", status)
+        await self._kube.patch_status(self._plural, meta.namespace or "", meta.name or "", status)
 
     def event(self, kind: str, reason: str, message: str) -> None:
         kopf.event(self._body, type=kind, reason=reason, message=message)
