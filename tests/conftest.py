@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,27 +40,29 @@ _DESELECTED = pytest.StashKey[list[str]]()
 # Stops the cluster: the last test, so that a cluster this session started need not be
 # brought back (its start and deploy take more than a minute).
 CLUSTER_DOWN_MODULE = "tests/cluster/test_cluster_down.py"
-# The modules whose tests use the local cluster with nodes (the `cluster_nodes` fixture).
-# Under `pytest -n N` (`make test`) they form one unit of work, run by one worker in order:
-# they share one cluster, some reconfigure ckpt on it, and the last one stops it.
-# pytest_collection_modifyitems refuses a cluster test in a module missing here.
-CLUSTER_MODULES = frozenset({
-    "tests/apps/test_applications_e2e.py",
-    "tests/cluster/test_backends_e2e.py",
-    "tests/cluster/test_checkpoint_e2e.py",
-    "tests/cluster/test_cluster_e2e.py",
-    "tests/cluster/test_policy_e2e.py",
-    "tests/operator/test_cli.py",
-    "tests/operator/test_operator_flow.py",
-    "tests/operator/test_operator_resilience.py",
-    "tests/restore/test_restore_e2e.py",
-    "tests/restore/test_restore_faults.py",
-    "tests/restore/test_restore_pod_shapes.py",
-    "tests/security/test_admission_attacks.py",
-    "tests/security/test_cluster_attacks.py",
-    "tests/storage/test_cluster_storage.py",
-    CLUSTER_DOWN_MODULE,
-})
+# The tests that use the local cluster with nodes (the `cluster_nodes` fixture, directly or
+# through another fixture) form one group, found from their fixtures at collection: under
+# `pytest -n N` (`make test`) the group is one unit of work, run by one worker in order (they
+# share one cluster, some reconfigure ckpt on it, and the last one stops it).
+CLUSTER_GROUP = "local-cluster"
+# The scheduler (in the controller, which collects nothing) learns the group from the workers
+# through this file: xdist's own group marker travels as a nodeid suffix that pytest 9's
+# nodes no longer take (pytest-xdist 3.8 writes `_nodeid`, pytest 9 reads `_id`).
+_GROUP_FILE_ENV = "CKPT_TEST_CLUSTER_GROUP_FILE"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    # Set before the workers start (xdist spawns them at session start): they inherit it.
+    fd, name = tempfile.mkstemp(prefix="ckpt-cluster-tests-")
+    os.close(fd)
+    os.environ[_GROUP_FILE_ENV] = name
+    config.add_cleanup(lambda: Path(name).unlink(missing_ok=True))
+
+
+def _uses_cluster(item: pytest.Item) -> bool:
+    return "cluster_nodes" in getattr(item, "fixturenames", ())
 
 
 def _module(nodeid: str) -> str:
@@ -70,14 +73,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The cluster's tests first (the longest unit of work starts at once), test_cluster_down
     last. Against a --kubeconfig cluster, tests marked `local_cluster` are deselected (not
     skipped): what they need exists only on the local cluster this harness starts."""
-    for item in items:
-        if ("cluster_nodes" in getattr(item, "fixturenames", ())
-                and _module(item.nodeid) not in CLUSTER_MODULES):
-            raise pytest.UsageError(
-                f"{item.nodeid} uses the local cluster: add its module to CLUSTER_MODULES in "
-                "tests/conftest.py, so that `pytest -n` runs it in the cluster's worker"
-            )
-    items.sort(key=lambda item: (_module(item.nodeid) not in CLUSTER_MODULES,
+    group_file = os.environ.get(_GROUP_FILE_ENV)
+    if group_file and hasattr(config, "workerinput"):
+        # Every worker collects the same tests, and writes the same names.
+        worker = config.workerinput["workerid"]
+        partial = Path(f"{group_file}.{worker}")
+        partial.write_text("\n".join(i.nodeid for i in items if _uses_cluster(i)))
+        partial.replace(group_file)
+    items.sort(key=lambda item: (not _uses_cluster(item),
                                  _module(item.nodeid) == CLUSTER_DOWN_MODULE))  # stable
     if _existing_kubeconfig(config) is None:
         return
@@ -107,14 +110,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under `pytest -n N`: every module is a unit of work for one worker (module fixtures
-    start their servers once), and the cluster's modules are one unit together, in
-    collection order (the order above: it starts first, and test_cluster_down ends it)."""
+    start their servers once), and the cluster's tests are one unit together, in collection
+    order (the order above: it starts first, and test_cluster_down ends it)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModulesAndTheCluster(LoadScopeScheduling):
+        _cluster: frozenset[str] | None = None
+
         def _split_scope(self, nodeid: str) -> str:
-            module = _module(nodeid)
-            return "local-cluster" if module in CLUSTER_MODULES else module
+            # Called once all workers collected (and so wrote the group file).
+            if self._cluster is None:
+                self._cluster = frozenset(
+                    Path(os.environ[_GROUP_FILE_ENV]).read_text().splitlines()
+                )
+            return CLUSTER_GROUP if nodeid in self._cluster else _module(nodeid)
 
     # Units in collection order, not largest first.
     config.option.loadscopereorder = False
@@ -156,3 +165,4 @@ def cluster_namespace(ckpt_cluster: Cluster) -> Iterator[str]:
     """A fresh namespace on the cluster with real nodes, deleted after the test."""
     with fresh_namespace(ckpt_cluster) as name:
         yield name
+
