@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from ckpt.agent.runtimes import kubelet
-from ckpt.agent.runtimes.base import ContainerNotFound, ContainerRef, RuntimeError_
+from ckpt.agent.runtimes.base import ContainerNotFound, ContainerRef, ContainerRuntimeError
 from ckpt.agent.runtimes.kubelet import KubeletRuntime
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -91,7 +91,7 @@ async def test_a_refusal_names_the_status_and_not_the_kubelets_words(
     answer: Callable[[Handler], list[httpx.Request]], tmp_path: Path, code: int
 ) -> None:
     answer(lambda r: httpx.Response(code, text="criu failed: /var/lib/secret/path"))
-    with pytest.raises(RuntimeError_) as caught:
+    with pytest.raises(ContainerRuntimeError) as caught:
         await _dump(KubeletRuntime(token="t"), tmp_path)
     message = str(caught.value)
     assert f"HTTP {code}" in message and "team a/web/app" in message
@@ -112,7 +112,7 @@ async def test_an_answer_without_an_archive(
     answer: Callable[[Handler], list[httpx.Request]], tmp_path: Path, body: bytes
 ) -> None:
     answer(lambda r: httpx.Response(200, content=body))
-    with pytest.raises(RuntimeError_, match="unexpected answer"):
+    with pytest.raises(ContainerRuntimeError, match="unexpected answer"):
         await _dump(KubeletRuntime(token="t"), tmp_path)
 
 
@@ -120,7 +120,7 @@ async def test_an_archive_the_agent_cannot_read(
     answer: Callable[[Handler], list[httpx.Request]], tmp_path: Path
 ) -> None:
     answer(lambda r: httpx.Response(200, json={"items": [str(tmp_path / "elsewhere.tar")]}))
-    with pytest.raises(RuntimeError_, match="not readable by the agent"):
+    with pytest.raises(ContainerRuntimeError, match="not readable by the agent"):
         await _dump(KubeletRuntime(token="t"), tmp_path)
 
 
@@ -131,9 +131,9 @@ async def test_unreachable_and_without_a_token(
         raise httpx.ConnectError("connection refused", request=request)
 
     answer(refuse)
-    with pytest.raises(RuntimeError_, match="unreachable"):
+    with pytest.raises(ContainerRuntimeError, match="unreachable"):
         await _dump(KubeletRuntime(token="t"), tmp_path)
-    with pytest.raises(RuntimeError_, match="no token for the kubelet"):
+    with pytest.raises(ContainerRuntimeError, match="no token for the kubelet"):
         await _dump(KubeletRuntime(token_file=tmp_path / "missing"), tmp_path)
 
 
@@ -141,6 +141,6 @@ async def test_stopping_the_container_is_refused_before_any_call(
     answer: Callable[[Handler], list[httpx.Request]], tmp_path: Path
 ) -> None:
     seen = answer(lambda r: httpx.Response(200, content=json.dumps({"items": []})))
-    with pytest.raises(RuntimeError_, match="always leaves the container running"):
+    with pytest.raises(ContainerRuntimeError, match="always leaves the container running"):
         await _dump(KubeletRuntime(token="t"), tmp_path, leave_running=False)
     assert seen == []

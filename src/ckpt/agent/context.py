@@ -14,7 +14,7 @@ from ckpt.agent import cgroups, proc
 from ckpt.agent.criu import find_criu, kernel_features
 from ckpt.agent.gpu import GpuDriver
 from ckpt.agent.pipeline import PipelineContext
-from ckpt.agent.runtimes.base import ContainerRef, Runtime, RuntimeError_
+from ckpt.agent.runtimes.base import ContainerRef, ContainerRuntimeError, Runtime
 from ckpt.agent.runtimes.kubelet import SA_CA, KubeletRuntime
 from ckpt.agent.runtimes.process import ProcessRuntime
 from ckpt.agent.runtimes.runc import RuncRuntime
@@ -133,7 +133,7 @@ async def thaw_interrupted(
                     "resumed container %s left frozen by interrupted job %s",
                     target.container_id, request.checkpoint_id,
                 )
-            except (RuntimeError_, OSError) as exc:
+            except (ContainerRuntimeError, OSError) as exc:
                 log.info("container %s of job %s: %s", target.container_id,
                          request.checkpoint_id, exc)
 

@@ -37,10 +37,10 @@ from ckpt.agent.gpu import GpuDriver, GpuError
 from ckpt.agent.platform import platform_string
 from ckpt.agent.runtimes.base import (
     ContainerRef,
+    ContainerRuntimeError,
     DumpedContainer,
     ResolvedContainer,
     Runtime,
-    RuntimeError_,
     frozen,
 )
 from ckpt.agent.store import FileStore
@@ -164,7 +164,7 @@ async def run_checkpoint(
         )
         try:
             resolved.append(await rt.resolve(ref))
-        except RuntimeError_ as exc:
+        except ContainerRuntimeError as exc:
             raise PipelineError(f"container {target.name!r}: {exc}") from exc
 
     cuda_pids = _select_cuda_pids(request.gpu, ctx.gpu, rt, resolved)
@@ -252,7 +252,7 @@ async def _dump_all(
                 for c in resolved:
                     dumped.append(await rt.dump(c, job_dir, leave_running=request.leave_running))
                 timings.dump = _ms(t)
-        except RuntimeError_ as exc:
+        except ContainerRuntimeError as exc:
             raise PipelineError(f"dump failed: {exc}") from exc
         ok = True
     finally:

@@ -64,10 +64,6 @@ class StagingError(Exception):
         self.code = code
 
 
-class _Cancelled(Exception):
-    pass
-
-
 Progress = Callable[[str], None]
 
 
@@ -116,8 +112,8 @@ def stage_archive(
             raise StagingError("not_found", f"archive not found: {exc}") from exc
         except archive.ChecksumError as exc:
             raise StagingError("checksum_mismatch", str(exc)) from exc
-        except archive.Cancelled as exc:
-            raise _Cancelled() from exc
+        except archive.Cancelled:
+            raise  # an ArchiveError, but not a bad archive
         except StorageError as exc:
             raise StagingError("fetch_failed", f"fetching the archive failed: {exc}") from exc
         except (archive.ArchiveError, crypto.CryptoError) as exc:
@@ -185,7 +181,7 @@ def _ms(start: float) -> int:
 
 def _check(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
-        raise _Cancelled()
+        raise archive.Cancelled("cancelled while staging")
 
 
 def _safe_relative(name: str) -> str:
@@ -421,7 +417,7 @@ class Stagings:
         except StagingError as exc:
             log.warning("staging %s failed: %s", job.restore_id, exc)
             job.state, job.error, job.error_code = JobState.failed, str(exc), exc.code
-        except (_Cancelled, archive.Cancelled):
+        except archive.Cancelled:
             job.state, job.error, job.retryable = JobState.failed, "cancelled", True
         except Exception as exc:
             log.exception("staging %s failed", job.restore_id)

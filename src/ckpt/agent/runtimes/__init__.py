@@ -4,11 +4,11 @@ from ckpt.agent.runtimes.base import (
     ContainerNotFound,
     ContainerNotRunning,
     ContainerRef,
+    ContainerRuntimeError,
     DumpedContainer,
     NotThePodsContainer,
     ResolvedContainer,
     Runtime,
-    RuntimeError_,
     frozen,
 )
 
@@ -16,10 +16,10 @@ __all__ = [
     "ContainerNotFound",
     "ContainerNotRunning",
     "ContainerRef",
+    "ContainerRuntimeError",
     "DumpedContainer",
     "NotThePodsContainer",
     "ResolvedContainer",
     "Runtime",
-    "RuntimeError_",
     "frozen",
 ]

@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import Any
 
 
-class RuntimeError_(Exception):
+class ContainerRuntimeError(Exception):
     """A runtime operation failed; the message is meant for the job's ``error`` field."""
 
 
-class ContainerNotFound(RuntimeError_):
+class ContainerNotFound(ContainerRuntimeError):
     """The named container does not exist under this runtime."""
 
 
-class ContainerNotRunning(RuntimeError_):
+class ContainerNotRunning(ContainerRuntimeError):
     """The container exists but is not running (or paused) and cannot be dumped."""
 
 
-class NotThePodsContainer(RuntimeError_):
+class NotThePodsContainer(ContainerRuntimeError):
     """The runtime's own records say the container belongs to another pod (or to none)."""
 
 
@@ -173,7 +173,7 @@ async def frozen(
             except Exception as exc:  # keep thawing the others
                 errors.append(exc)
         if errors and not body_failed:
-            raise RuntimeError_(f"thaw failed: {errors[0]}") from errors[0]
+            raise ContainerRuntimeError(f"thaw failed: {errors[0]}") from errors[0]
 
 
 async def _shielded(coro: Any) -> Any:

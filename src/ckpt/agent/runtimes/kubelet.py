@@ -20,10 +20,10 @@ import httpx
 from ckpt.agent.runtimes.base import (
     ContainerNotFound,
     ContainerRef,
+    ContainerRuntimeError,
     DumpedContainer,
     ResolvedContainer,
     Runtime,
-    RuntimeError_,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class KubeletRuntime(Runtime):
         try:
             return self.token_file.read_text().strip()
         except OSError as exc:
-            raise RuntimeError_(f"no token for the kubelet: {exc}") from exc
+            raise ContainerRuntimeError(f"no token for the kubelet: {exc}") from exc
 
     async def resolve(self, ref: ContainerRef) -> ResolvedContainer:
         if not (ref.namespace and ref.pod and ref.name):
@@ -80,7 +80,7 @@ class KubeletRuntime(Runtime):
         self, container: ResolvedContainer, work_dir: Path, *, leave_running: bool
     ) -> DumpedContainer:
         if not leave_running:
-            raise RuntimeError_(
+            raise ContainerRuntimeError(
                 "the kubelet checkpoint API always leaves the container running; "
                 "use the runc backend for leave_running=false"
             )
@@ -95,14 +95,16 @@ class KubeletRuntime(Runtime):
                 )
         except httpx.HTTPError as exc:
             log.error("kubelet checkpoint %s: %r", url, exc)
-            raise RuntimeError_(f"the kubelet's checkpoint API is unreachable: {exc!r}") from exc
+            raise ContainerRuntimeError(
+                f"the kubelet's checkpoint API is unreachable: {exc!r}"
+            ) from exc
         if resp.status_code == 404:
             raise ContainerNotFound(f"kubelet: {ref.namespace}/{ref.pod}/{ref.name} not found")
         if resp.status_code != 200:
             # The kubelet's answer carries CRIU's messages and host paths: log them only.
             log.error("kubelet checkpoint %s: HTTP %s: %s", url, resp.status_code,
                       resp.text[:2000])
-            raise RuntimeError_(
+            raise ContainerRuntimeError(
                 f"the kubelet refused the checkpoint of {ref.namespace}/{ref.pod}/{ref.name} "
                 f"(HTTP {resp.status_code}); the node agent's log has its answer"
             )
@@ -110,13 +112,15 @@ class KubeletRuntime(Runtime):
             items = resp.json()["items"]
             reported = Path(items[0])
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise RuntimeError_(
+            raise ContainerRuntimeError(
                 f"kubelet checkpoint: unexpected answer {resp.text[:200]!r}"
             ) from exc
         tar = self.checkpoints_dir / reported.name if self.checkpoints_dir else reported
         if not tar.is_file():
             log.error("kubelet reported %s, but %s is not readable here", reported, tar)
-            raise RuntimeError_("the kubelet's checkpoint archive is not readable by the agent")
+            raise ContainerRuntimeError(
+                "the kubelet's checkpoint archive is not readable by the agent"
+            )
         return DumpedContainer(
             container=container,
             source_tar=tar,

@@ -14,11 +14,11 @@ from ckpt.agent.runtimes.base import (
     ContainerNotFound,
     ContainerNotRunning,
     ContainerRef,
+    ContainerRuntimeError,
     DumpedContainer,
     NotThePodsContainer,
     ResolvedContainer,
     Runtime,
-    RuntimeError_,
 )
 
 log = logging.getLogger(__name__)
@@ -85,15 +85,16 @@ def check_pod_ownership(ref: ContainerRef, annotations: Mapping[str, str]) -> No
 def failed(
     action: str, container_id: str, out: proc.Completed, log_file: Path,
     host_paths: tuple[Path, ...] = (), *, subject: str = "container",
-) -> RuntimeError_:
+) -> ContainerRuntimeError:
     """A short error for the job, and so for the Checkpoint's condition and Event, which the
     namespace can read: CRIU's own first error line (the cause a user can act on, such as an
     external unix socket or a device) with the node's paths hidden; runc's whole output and
     CRIU's log tail go to the agent's log only."""
     log.error("%s of %s failed: %s\n%s", action, container_id, out.describe(),
               criu_log_tail(log_file))
-    return RuntimeError_(failure_message(action, f"{subject} {container_id}", out.returncode,
-                                         log_file, host_paths))
+    return ContainerRuntimeError(failure_message(
+        action, f"{subject} {container_id}", out.returncode, log_file, host_paths
+    ))
 
 
 def failure_message(
@@ -204,7 +205,7 @@ class RuncRuntime(Runtime):
         out = await self._run("pause", container.ref.container_id)
         if out.returncode != 0:
             log.error("runc pause failed: %s", out.describe())
-            raise RuntimeError_(
+            raise ContainerRuntimeError(
                 f"pausing container {container.ref.container_id} failed (exit {out.returncode})"
             )
         container.extra["paused_by_ckpt"] = True
@@ -218,7 +219,7 @@ class RuncRuntime(Runtime):
         out = await self._run("resume", container.ref.container_id)
         if out.returncode != 0:
             log.error("runc resume failed: %s", out.describe())
-            raise RuntimeError_(
+            raise ContainerRuntimeError(
                 f"resuming container {container.ref.container_id} failed "
                 f"(exit {out.returncode})"
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agent_core_support import Progress
+from pipeline_support import Progress
 
 from ckpt.agent.criu import CriuInfo, criu_version
 from ckpt.agent.gpu import GpuDriver

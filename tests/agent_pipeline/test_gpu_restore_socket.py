@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from agent_core_support import FakeCuda
+from pipeline_support import FakeCuda
 
 from ckpt.agent.gpu import GpuDriver, ProcessState
 from ckpt.agent.gpu_restore import GpuRestoreServer

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt.agent.runtimes.base import ContainerRef, RuntimeError_
+from ckpt.agent.runtimes.base import ContainerRef, ContainerRuntimeError
 from ckpt.agent.runtimes.process import ProcessRuntime
 from harness.containers import pid_alive
 from harness.controlplane import free_port
@@ -127,7 +127,7 @@ async def test_a_dump_refused_by_criu_says_why_without_node_paths(
         runtime = ProcessRuntime(criu_bin)
         ref = ContainerRef("client", str(client.pid), "default", "client", "")
         work = tmp_path / "work"
-        with pytest.raises(RuntimeError_) as failure:
+        with pytest.raises(ContainerRuntimeError) as failure:
             await runtime.dump(await runtime.resolve(ref), work, leave_running=True)
     finally:
         peer.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from agent_core_support import Progress, staged_images
+from pipeline_support import Progress, staged_images
 
 from ckpt.agent.pipeline import PipelineContext, archive_name, run_checkpoint
 from ckpt.agent.runtimes.base import DumpedContainer, ResolvedContainer

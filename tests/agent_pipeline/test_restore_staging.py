@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_core_support import Progress
+from pipeline_support import Progress
 
 from ckpt.agent import capture
 from ckpt.agent.pipeline import PipelineContext, container_entry, run_checkpoint

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_core_support import FakeCuda, Progress
+from pipeline_support import FakeCuda, Progress
 
 from ckpt.agent import gpu as gpu_mod
 from ckpt.agent.gpu import GpuDriver, GpuError, ProcessState

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_core_support import Progress, staged_images
+from pipeline_support import Progress, staged_images
 
 from ckpt.agent.pipeline import PipelineContext, run_checkpoint
 from ckpt.agent.runtimes.process import DEFAULT_ARGS
