@@ -36,13 +36,13 @@ deps:
 
 # Everything the suite runs, built (or found cached under .cache/) before pytest starts, so
 # that no fixture builds under a test timeout: the control plane and node binaries from
-# pinned Go modules, CRIU 4.2, SeaweedFS (the tests' S3 server), the ckpt images and the
-# images of the applications tests/apps checkpoints.
+# pinned Go modules, CRIU 4.2, SeaweedFS (the tests' S3 server), Prometheus and promtool (the
+# monitoring tests), the ckpt images and the images of the applications tests/apps checkpoints.
 tools: deps
 	tools/criu/install.sh >/dev/null
 	tools/controlplane/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler \
 		kube-proxy kubelet >/dev/null
-	for tool in containerd cri-tools cni coredns pause seaweedfs; do \
+	for tool in containerd cri-tools cni coredns pause seaweedfs prometheus; do \
 		tools/$$tool/build.sh >/dev/null || exit 1; done
 	tools/images/build.sh >/dev/null
 	tools/apps/build.sh >/dev/null
@@ -95,11 +95,21 @@ crd: setup
 demo: setup tools
 	$(BIN)/python -m harness.demo
 
-# The harness (harness/, not part of the wheel) is imported from the repository root.
+# The harness (harness/, not part of the wheel) is imported from the repository root. Each
+# bench prints its table, saves bench/results/<bench>.json and draws bench/plots/<bench>.svg
+# with matplotlib (the `bench` extra). The cluster's benches run only while `make cluster` is
+# up; the last line redraws every saved record, so their figures stay those of their last run.
 bench: setup tools
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[test,bench]'
 	PYTHONPATH=. $(BIN)/python bench/api.py
 	PYTHONPATH=. $(BIN)/python bench/agent.py
+	PYTHONPATH=. $(BIN)/python bench/storage.py
 	PYTHONPATH=. $(BIN)/python bench/operator_load.py
+	if PYTHONPATH=. $(BIN)/python -c 'from harness.cluster.cluster import LocalKubeCluster as C; \
+			raise SystemExit(not C().running())'; then \
+		PYTHONPATH=. $(BIN)/python bench/restore.py && PYTHONPATH=. $(BIN)/python bench/apps.py; \
+	else echo "no local cluster (make cluster): bench/restore.py and bench/apps.py not run"; fi
+	PYTHONPATH=. $(BIN)/python -m bench.plots
 
 # The Dockerfile's targets built with buildah on mmdebstrap'd Debian bases (no Docker engine);
 # prints the folder holding ckpt.tar and ckpt-agent.tar (cached by a hash of the inputs).

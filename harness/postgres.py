@@ -38,7 +38,8 @@ class ApiServer(ManagedProcess):
                 "--database",
                 database_url,
             ],
-            env=env or {},
+            # No apiserver to review scrapers' tokens: /metrics open, as outside a cluster.
+            env={"CKPT_API_METRICS_AUTH": "none", **(env or {})},
             url=f"http://{LOOPBACK}:{self.port}",
             log_path=log_path,
         )

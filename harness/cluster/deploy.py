@@ -10,6 +10,7 @@ and a restore on another node works out of the box, and `node-local` (type file)
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import subprocess
@@ -28,8 +29,17 @@ NAMESPACE = "ckpt-system"
 OVERLAY = REPO_ROOT / "deploy" / "local"
 IMAGE_ARCHIVES = ("ckpt.tar", "ckpt-agent.tar")
 AGENT_TLS_SECRET = "ckpt-agent-tls"  # noqa: S105 - the name of a Secret, not a secret
-# The Secret holding the operator's API token, as deploy/README.md names it.
+# The serving certificates README's install steps make, by hand: Secret -> the name (CN) its
+# self-signed certificate is for, as <name>.<namespace>.svc, the name its clients check.
+SERVING_CERTIFICATES = {
+    AGENT_TLS_SECRET: "ckpt-agent",
+    "ckpt-api-tls": "ckpt-api",
+    "ckpt-operator-tls": "ckpt-operator",
+}
+# The Secret holding the operator's API token, as deploy/README.md names it, and the
+# annotation saying the harness made it an operator token (older Secrets hold a tenant token).
 OPERATOR_API_SECRET = "ckpt-api-token"  # noqa: S105 - the name of a Secret, not a secret
+OPERATOR_TOKEN_ROLE = "ckpt.dev/api-token-role"  # noqa: S105 - an annotation
 # On the ckpt-system namespace: the image set (tools/images/build.sh's cache key) running now.
 IMAGES_ANNOTATION = "ckpt.dev/local-images"
 _KEY_PATH = IMAGES_ANNOTATION.replace(".", "\\.")
@@ -61,7 +71,7 @@ def deploy_ckpt(
     for archive in archives:
         log(f"loading {archive.name} into {', '.join(cluster.load_image(archive))}")
     kube = cluster.cluster()
-    ensure_agent_tls(kube, log)
+    ensure_serving_certificates(kube, log)
     log("applying deploy/local")
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY))
     images_key = archives[0].parent.name
@@ -81,15 +91,41 @@ def deploy_ckpt(
                      f"{IMAGES_ANNOTATION}={images_key}")
     kube.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/ckpt-api",
                  f"--timeout={int(timeout)}s")
-    secret = kube.kubectl("-n", NAMESPACE, "get", "secret", OPERATOR_API_SECRET, check=False)
-    if secret.returncode != 0:
-        log("creating the operator's API token (deploy/README.md)")
-        token = kube.kubectl("-n", NAMESPACE, "exec", "deployment/ckpt-api", "--",
-                             "ckpt", "api", "token", "create", "--tenant", "local").stdout
-        kube.kubectl("-n", NAMESPACE, "create", "secret", "generic", OPERATOR_API_SECRET,
-                     f"--from-literal=token={token.strip()}")
+    ensure_operator_token(kube, log, timeout)
     wait_pods_ready(cluster, NAMESPACE, timeout)
     ensure_storage_locations(cluster, log, timeout)
+
+
+def ensure_operator_token(kube: Cluster, log: Callable[[str], None], timeout: float) -> None:
+    """The operator's token of the checkpoints API, made as deploy/README.md makes it: an
+    operator token of the tenant `local`. A Secret from before token roles holds a tenant
+    token, which the operator can no longer use: it is replaced by an operator token of the
+    same tenant (whose records the operator then moves to their namespaces), and the operator
+    restarted onto it. The old token is revoked: users read their namespace's own now."""
+    found = kube.kubectl("-n", NAMESPACE, "get", "secret", OPERATOR_API_SECRET, "-o", "json",
+                         check=False)
+    if found.returncode == 0:
+        annotations = json.loads(found.stdout)["metadata"].get("annotations") or {}
+        if annotations.get(OPERATOR_TOKEN_ROLE) == "operator":
+            return
+    log("creating the operator's API token (deploy/README.md)")
+    token = kube.kubectl("-n", NAMESPACE, "exec", "deployment/ckpt-api", "--", "ckpt", "api",
+                         "token", "create", "--tenant", "local", "--role", "operator").stdout
+    secret = json.loads(kube.kubectl(
+        "-n", NAMESPACE, "create", "secret", "generic", OPERATOR_API_SECRET,
+        f"--from-literal=token={token.strip()}", "--dry-run=client", "-o", "json",
+    ).stdout)
+    secret["metadata"]["annotations"] = {OPERATOR_TOKEN_ROLE: "operator"}
+    # Server-side: a client-side apply would copy the token into its last-applied annotation.
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                 input=json.dumps(secret))
+    if found.returncode == 0:
+        old = base64.b64decode(json.loads(found.stdout)["data"]["token"]).decode().strip()
+        kube.kubectl("-n", NAMESPACE, "exec", "deployment/ckpt-api", "--", "ckpt", "api",
+                     "token", "revoke", old, check=False)
+        kube.kubectl("-n", NAMESPACE, "rollout", "restart", "deployment/ckpt-operator")
+        kube.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/ckpt-operator",
+                     f"--timeout={int(timeout)}s")
 
 
 def ensure_storage_locations(cluster: LocalKubeCluster, log: Callable[[str], None],
@@ -135,25 +171,34 @@ def wait_location_available(kube: Cluster, location: str, timeout: float = 120.0
                        f"{status}")
 
 
-def ensure_agent_tls(kube: Cluster, log: Callable[[str], None]) -> None:
-    """The agents' serving certificate, made as README's install steps make it: one
-    self-signed certificate for the name the operator checks, in the Secret ckpt-agent-tls."""
+def ensure_serving_certificates(kube: Cluster, log: Callable[[str], None]) -> None:
+    """The agents', the API's and the operator's metrics serving certificates, made as
+    README's install steps make them: each one self-signed certificate for the name its
+    clients check, in its Secret (SERVING_CERTIFICATES). An existing Secret is kept."""
     kube.ensure_namespace(NAMESPACE)
-    if kube.kubectl("-n", NAMESPACE, "get", "secret", AGENT_TLS_SECRET,
-                    check=False).returncode == 0:
-        return
-    log("creating the agents' serving certificate (README: Install on a cluster)")
-    with tempfile.TemporaryDirectory(prefix="ckpt-agent-tls-") as folder:
-        key, cert = Path(folder) / "tls.key", Path(folder) / "tls.crt"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-             "ec_paramgen_curve:P-256", "-nodes", "-days", "825", "-subj", "/CN=ckpt-agent",
-             "-addext", f"subjectAltName=DNS:ckpt-agent.{NAMESPACE}.svc",
-             "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True,
-        )
-        kube.kubectl("-n", NAMESPACE, "create", "secret", "tls", AGENT_TLS_SECRET,
-                     f"--cert={cert}", f"--key={key}")
+    for secret, name in SERVING_CERTIFICATES.items():
+        if kube.kubectl("-n", NAMESPACE, "get", "secret", secret, check=False).returncode == 0:
+            continue
+        log(f"creating the serving certificate {secret} (README: Install on a cluster)")
+        with tempfile.TemporaryDirectory(prefix=f"{secret}-") as folder:
+            key, cert = Path(folder) / "tls.key", Path(folder) / "tls.crt"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:P-256", "-nodes", "-days", "825", "-subj", f"/CN={name}",
+                 "-addext", f"subjectAltName=DNS:{name}.{NAMESPACE}.svc",
+                 "-keyout", str(key), "-out", str(cert)],
+                check=True, capture_output=True,
+            )
+            kube.kubectl("-n", NAMESPACE, "create", "secret", "tls", secret,
+                         f"--cert={cert}", f"--key={key}")
+
+
+def serving_certificate(kube: Cluster, secret: str) -> str:
+    """The PEM certificate (never the key) of one of SERVING_CERTIFICATES' Secrets: what a
+    client of that server trusts."""
+    encoded = kube.kubectl("-n", NAMESPACE, "get", "secret", secret, "-o",
+                           "jsonpath={.data.tls\\.crt}").stdout
+    return base64.b64decode(encoded).decode()
 
 
 def wait_pods_ready(cluster: LocalKubeCluster, namespace: str, timeout: float) -> None:

@@ -12,26 +12,35 @@ import base64
 import json
 import re
 import secrets
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ckpt.contract.checkpoints_client import Checkpoint, SyncCheckpointsClient
-from harness.cluster.deploy import NAMESPACE, OPERATOR_API_SECRET
+from harness.cluster.deploy import NAMESPACE, OPERATOR_API_SECRET, serving_certificate
 from harness.cluster.object_store import FILE_LOCATION
 from harness.controlplane import Cluster, kubectl_binary
 
 GROUP_VERSION = "ckpt.dev/v1alpha1"
 AGENT_SELECTOR = "app.kubernetes.io/name=ckpt-agent"
-# Ports as deploy/base names them: the ckpt-api Service, the operator's metrics.
-API_PORT = 8080
+# Ports as deploy/base names them: the ckpt-api Service, the operator's metrics; both https,
+# for the names their certificates carry (harness.cluster.deploy.SERVING_CERTIFICATES).
+API_PORT = 8443
 OPERATOR_METRICS_PORT = 9090
+API_SERVER_NAME = f"ckpt-api.{NAMESPACE}.svc"
+OPERATOR_SERVER_NAME = f"ckpt-operator.{NAMESPACE}.svc"
+# The scraper an admin binds ClusterRole ckpt-metrics-reader to (deploy/README.md): a
+# Prometheus ServiceAccount of a monitoring namespace.
+SCRAPER_NAMESPACE, SCRAPER = "ckpt-e2e-monitoring", "prometheus"
 
 # A counter kept in a shell variable only: a restored Pod that goes on from the checkpointed
 # value proves the memory came back (no file holds it). /tmp/marker lands in the container's
@@ -270,26 +279,90 @@ def api_token(kube: Cluster) -> str:
     return base64.b64decode(encoded).decode().strip()
 
 
+@dataclass(frozen=True)
+class ApiEndpoint:
+    """The checkpoints API through a port-forward: its https URL on 127.0.0.1, the
+    certificate to trust (ckpt-api-tls's), and the name that certificate carries."""
+
+    url: str
+    ca_file: Path
+    server_name: str = API_SERVER_NAME
+
+    def cli_env(self, token: str | None = None) -> dict[str, str]:
+        """What `ckpt list` / `kubectl ckpt ls` read to join with the API, verified; without
+        `token` they use each namespace's own, from its Secret, as a namespace's users do."""
+        env = {"CKPT_API_URL": self.url, "CKPT_API_CA": str(self.ca_file),
+               "CKPT_API_SERVER_NAME": self.server_name}
+        return env | ({"CKPT_API_TOKEN": token} if token else {})
+
+
 @contextmanager
-def checkpoints_api(kube: Cluster) -> Iterator[SyncCheckpointsClient]:
-    """The checkpoints API as the operator reaches it (its tenant, its token), through a
-    port-forward to the ckpt-api Service."""
-    with port_forward(kube, NAMESPACE, "svc/ckpt-api", API_PORT) as url, \
-            SyncCheckpointsClient(url, api_token(kube)) as api:
-        yield api
+def api_endpoint(kube: Cluster) -> Iterator[ApiEndpoint]:
+    with tempfile.TemporaryDirectory(prefix="ckpt-api-ca-") as folder, \
+            port_forward(kube, NAMESPACE, "svc/ckpt-api", API_PORT) as url:
+        ca_file = Path(folder) / "tls.crt"
+        ca_file.write_text(serving_certificate(kube, "ckpt-api-tls"))
+        yield ApiEndpoint(url.replace("http://", "https://", 1), ca_file)
+
+
+@contextmanager
+def checkpoints_api(kube: Cluster, namespace: str) -> Iterator[SyncCheckpointsClient]:
+    """The checkpoints API as the operator reaches it for `namespace` (its token, acting for
+    that namespace's tenant; the API's certificate verified), through a port-forward to the
+    ckpt-api Service."""
+    with api_endpoint(kube) as endpoint, SyncCheckpointsClient(
+        endpoint.url, api_token(kube), ca_file=endpoint.ca_file,
+        server_name=endpoint.server_name,
+    ) as api:
+        yield api.for_tenant(namespace)
 
 
 def api_records(kube: Cluster, namespace: str, name: str) -> list[Checkpoint]:
     """The checkpoints API's records of the Checkpoint `namespace/name` (the operator names
     each record so)."""
-    with checkpoints_api(kube) as api:
+    with checkpoints_api(kube, namespace) as api:
         return [record for record in api.list() if record.name == f"{namespace}/{name}"]
+
+
+def scraper_token(kube: Cluster) -> str:
+    """A short-lived token of the monitoring ServiceAccount bound to ckpt-metrics-reader as
+    deploy/README.md tells admins to (made on first use): what Prometheus presents."""
+    kube.ensure_namespace(SCRAPER_NAMESPACE)
+    apply(kube, SCRAPER_NAMESPACE, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                    "metadata": {"name": SCRAPER}})
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{SCRAPER_NAMESPACE}-ckpt-metrics"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "ckpt-metrics-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": SCRAPER,
+                      "namespace": SCRAPER_NAMESPACE}],
+    }))
+    return kube.kubectl("-n", SCRAPER_NAMESPACE, "create", "token", SCRAPER,
+                        "--duration=10m").stdout.strip()
+
+
+def operator_metrics(kube: Cluster, token: str | None = None) -> httpx.Response:
+    """GET /metrics of the operator as Prometheus scrapes it: https, its certificate
+    (ckpt-operator-tls) verified, a bearer token: the scraper's, or `token` ("" for none)."""
+    token = scraper_token(kube) if token is None else token
+    with tempfile.TemporaryDirectory(prefix="ckpt-operator-ca-") as folder, \
+            port_forward(kube, NAMESPACE, "deployment/ckpt-operator",
+                         OPERATOR_METRICS_PORT) as url:
+        ca_file = Path(folder) / "tls.crt"
+        ca_file.write_text(serving_certificate(kube, "ckpt-operator-tls"))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        verify = ssl.create_default_context(cafile=str(ca_file))
+        with httpx.Client(verify=verify, timeout=10) as http:
+            return http.get(f"{url.replace('http://', 'https://', 1)}/metrics",
+                            headers=headers, extensions={"sni_hostname": OPERATOR_SERVER_NAME})
 
 
 def operator_metric(kube: Cluster, sample: str) -> float | None:
     """A sample's value on the operator's /metrics (Prometheus text), None when absent."""
-    with port_forward(kube, NAMESPACE, "deployment/ckpt-operator", OPERATOR_METRICS_PORT) as url:
-        text = httpx.get(f"{url}/metrics", timeout=10).text
+    response = operator_metrics(kube)
+    response.raise_for_status()
+    text = response.text
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
         if name == sample:

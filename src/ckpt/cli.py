@@ -8,6 +8,7 @@ from ckpt.agent.cli import app as agent_app
 from ckpt.api.cli import app as api_app
 from ckpt.operator.cli import app as operator_app
 from ckpt.user import cli as user_cli
+from ckpt.user.failures import user_errors
 
 app = typer.Typer(
     name="ckpt",
@@ -22,4 +23,9 @@ app.add_typer(operator_app, name="operator", help="The kopf operator that reconc
 
 
 def main() -> None:
-    app()
+    # The user verbs' connection failures end in one line, as the kubectl plugin's do.
+    try:
+        with user_errors():
+            app()
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None

@@ -7,6 +7,7 @@ import asyncio
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,26 @@ def test_valid_token_of_another_identity_is_403(agent: ManagedProcess, other_tok
         )
         message = _error(response, 403, "forbidden")
         assert "system:serviceaccount:default:not-the-operator" in message
+
+
+def test_a_metrics_identity_reads_metrics_and_nothing_else(
+    make_agent: Callable[..., ManagedProcess], other_token: str, operator_token: str
+) -> None:
+    # A scraper (Prometheus's ServiceAccount) is let in for /metrics only: an identity of the
+    # allowed list could dump any pod of the node.
+    agent = make_agent(metrics_identities="system:serviceaccount:default:not-the-operator")
+    scraper = {"Authorization": f"Bearer {other_token}"}
+    metrics = httpx.get(f"{agent.url}/metrics", headers=scraper)
+    assert metrics.status_code == 200, metrics.text
+    assert "ckpt_agent_jobs_finished_total" in metrics.text
+    for method, path in PROTECTED:
+        if path == "/metrics":
+            continue
+        response = httpx.request(method, f"{agent.url}{path}", json={}, headers=scraper)
+        _error(response, 403, "forbidden")
+    operator = httpx.get(f"{agent.url}/metrics",
+                         headers={"Authorization": f"Bearer {operator_token}"})
+    assert operator.status_code == 200
 
 
 def test_cluster_admin_is_not_the_operator(agent: ManagedProcess, kube: Cluster) -> None:

@@ -39,7 +39,11 @@ class InProcessApiServer:
         overrides = {
             key.removeprefix(ENV_PREFIX).lower(): value for key, value in (env or {}).items()
         }
-        settings = ApiSettings.model_validate({**overrides, "database_url": database_url})
+        # No apiserver here to review scrapers' tokens (tests/api/test_api_tls.py has the
+        # guarded /metrics).
+        settings = ApiSettings.model_validate(
+            {"metrics_auth": "none", **overrides, "database_url": database_url}
+        )
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
@@ -103,8 +107,11 @@ class Running:
         )
 
 
-def make_backend(name: str, tmp: Path, request: pytest.FixtureRequest) -> Backend:
-    """A fresh, migrated database: a SQLite file, or a new database on the test PostgreSQL."""
+def make_backend(
+    name: str, tmp: Path, request: pytest.FixtureRequest, revision: str = "head"
+) -> Backend:
+    """A fresh database migrated to `revision`: a SQLite file, or a new database on the test
+    PostgreSQL."""
     if name == "sqlite":
         url = f"sqlite:///{tmp / 'api.db'}"
     else:
@@ -116,5 +123,5 @@ def make_backend(name: str, tmp: Path, request: pytest.FixtureRequest) -> Backen
         admin.dispose()
         url = pg.url.rsplit("/", 1)[0] + f"/{database}"
     db = Database(url)
-    migrate.upgrade(db.engine)
+    migrate.upgrade(db.engine, revision)
     return Backend(name, url, db)

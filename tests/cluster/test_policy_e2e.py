@@ -1,15 +1,21 @@
 """A CheckpointPolicy on a real cluster, through ckpt as deployed: a counter Pod selected by
 `every: 20s, keepLast: 2` gets a leave-running Checkpoint each period, they go Ready, and those
 beyond keepLast are deleted with their archives (node-local, checked on the node), while the
-Pod runs on untouched. Deleting the policy deletes its Checkpoints and their archives."""
+Pod runs on untouched. Deleting the policy deletes its Checkpoints and their archives. Then
+`kubectl ckpt policy status` (the plugin, through the real kubectl binary) tells what a policy
+made."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +23,8 @@ import pytest
 from harness.cluster import e2e
 from harness.cluster.deploy import NAMESPACE
 from harness.cluster.fixtures import ClusterUnderTest
-from harness.controlplane import Cluster
+from harness.controlplane import Cluster, kubectl_binary
+from harness.describe_text import sections
 
 # The module's first test may start the cluster and install ckpt from its images: minutes.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -177,3 +184,94 @@ def test_a_policy_without_the_pod_list_grant_says_how_to_give_it(
     message = e2e.conditions(status)["Ready"]["message"]
     assert (f"kubectl -n {cluster_namespace} create rolebinding {LIST_PODS} "
             f"--clusterrole={LIST_PODS} --serviceaccount={NAMESPACE}:ckpt-operator") in message
+
+
+STATUS_POLICY = "counter-status"
+
+
+def _plugin(kube: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl ckpt ...` through the real kubectl binary, which finds kubectl-ckpt (and
+    kubectl_complete-ckpt) beside this Python, as after `pip install ckpt`. kubectl takes no
+    flags of its own before a plugin's name, so the kubeconfig goes by KUBECONFIG."""
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([kubectl_binary(), *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_kubectl_ckpt_policy_status_tells_what_the_policy_made(
+    kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str, node_local: str,
+    pods_listable: None,
+) -> None:
+    namespace = cluster_namespace
+    e2e.counter_pod(kube, namespace, "counter", cluster_nodes.busybox_image)
+    e2e.apply(kube, namespace, {
+        "apiVersion": e2e.GROUP_VERSION, "kind": "CheckpointPolicy",
+        "metadata": {"name": STATUS_POLICY},
+        "spec": {"selector": {"matchLabels": {"app": "counter"}}, "every": "20s",
+                 "keepLast": 2, "storage": node_local},
+    })
+
+    def made_two_ready() -> bool:
+        made = e2e.items(kube, namespace, "checkpoints", "-l",
+                         f"ckpt.dev/policy={STATUS_POLICY}")
+        phases = [(i.get("status") or {}).get("phase") for i in made]
+        assert "Failed" not in phases, f"a periodic checkpoint failed: {made}"
+        status = (e2e.get(kube, namespace, "checkpointpolicy", STATUS_POLICY) or {}).get(
+            "status") or {}
+        return phases.count("Ready") >= 2 and bool(status.get("lastCheckpoint"))
+
+    e2e.wait_until(made_two_ready, 240, "the policy never made two Ready checkpoints",
+                   interval=1)
+
+    # The story, as a user reads it.
+    told = _plugin(kube, "ckpt", "policy", "status", STATUS_POLICY, "-n", namespace)
+    assert told.returncode == 0, told.stderr
+    story = sections(told.stdout)
+    assert (story[""]["Name"], story[""]["Namespace"]) == (STATUS_POLICY, namespace)
+    assert story["Spec"]["Selector"] == "app=counter"
+    assert story["Spec"]["Every"] == "20s" and story["Spec"]["Storage"] == node_local
+    assert story["Status"]["Pods Covered"] == "1"
+    assert story["Status"]["Last Checkpoint"].startswith("counter-")
+    # The next slot is at most a period away (or just passing, when a dump is about to start).
+    assert story["Status"]["Next Checkpoint"].endswith(", pod counter)")
+    assert story["Status"]["Next Checkpoint"].startswith(("in ", "due ")), story["Status"]
+    lineage_rows = told.stdout.split("\nLineages:\n")[1].split("\nFailed Checkpoints:")[0]
+    header, row = (line.split() for line in lineage_rows.splitlines()[:2])
+    assert header[:3] == ["Workload", "Pods", "Latest-Ready"]
+    assert row[:3] == ["Pod/counter", "counter", story["Status"]["Last Checkpoint"].split()[0]]
+    assert "Conditions:" in told.stdout and "Reconciled" in told.stdout
+
+    # The same as data: consistent with itself whatever the policy did in between.
+    as_json = _plugin(kube, "ckpt", "policy", "status", STATUS_POLICY, "-n", namespace,
+                      "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["kind"] == "CheckpointPolicyReport" and report["podsCovered"] == 1
+    [lineage] = report["lineages"]
+    assert (lineage["workload"], lineage["pods"], lineage["keep"]) == (
+        "Pod/counter", ["counter"], 2)
+    assert lineage["ready"] >= 1 and lineage["failed"] == 0
+    latest = lineage["latestReady"]
+    assert latest["phase"] == "Ready" and latest["sizeBytes"] > 0 and latest["size"]
+    newest = max(_created({"metadata": {"creationTimestamp": c["createdAt"]}})
+                 for c in lineage["checkpoints"])
+    due = dt.datetime.fromisoformat(report["nextDue"]["at"].replace("Z", "+00:00"))
+    assert due - newest == dt.timedelta(seconds=20), report["nextDue"]
+    assert report["nextDue"]["pod"] == "counter"
+
+    # Every policy of the namespace; a missing one; completion of the names.
+    listed = _plugin(kube, "ckpt", "policy", "status", "-n", namespace, "-o", "name")
+    assert listed.stdout.splitlines() == [f"checkpointpolicy.ckpt.dev/{STATUS_POLICY}"]
+    missing = _plugin(kube, "ckpt", "policy", "status", "nope", "-n", namespace)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"error: could not read checkpointpolicy {namespace}/nope")
+    assert "not found" in missing.stderr and "Traceback" not in missing.stderr
+    completed = _plugin(kube, "__complete", "ckpt", "policy", "status", "-n", namespace, "")
+    assert completed.stdout.splitlines() == [STATUS_POLICY, ":4"], completed.stdout
+
+    kube.kubectl("-n", namespace, "delete", "checkpointpolicy", STATUS_POLICY, "--timeout=120s")
+    e2e.wait_until(
+        lambda: not e2e.items(kube, namespace, "checkpoints", "-l",
+                              f"ckpt.dev/policy={STATUS_POLICY}"),
+        180, "the policy's Checkpoints outlived it")

@@ -41,7 +41,15 @@ OPERATOR_RULES = {
     *{("ckpt.dev", "checkpointpolicies", v) for v in ("get", "list", "watch", "patch")},
     *{("ckpt.dev", "checkpointpolicies/status", v) for v in ("get", "patch")},
     *{("ckpt.dev", "checkpoints", v) for v in ("create", "delete")},
+    # Each namespace's read-only API token, in its Secret ckpt-api-read-token: RBAC cannot
+    # name the object of a create (admission holds the operator to that name); the update is
+    # by name (OPERATOR_NAMED_RULES).
+    ("", "secrets", "create"),
 }
+# Rules limited to named objects, as (apiGroup, resource, verb, name): the only ones deploy/
+# has. The operator renews each namespace's token Secret; its users read it (ckpt-user).
+OPERATOR_NAMED_RULES = {("", "secrets", "update", "ckpt-api-read-token")}
+USER_NAMED_RULES = {("", "secrets", "get", "ckpt-api-read-token")}
 # ClusterRole ckpt-operator-list-pods, bound by namespace admins where they enable
 # CheckpointPolicies (deploy/ binds it nowhere): the pods a policy's selector picks.
 OPERATOR_LIST_PODS_RULES = {("", "pods", "list")}
@@ -53,6 +61,14 @@ AGENT_RULES = {
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("", "nodes/checkpoint", "create"),
 }
+# ClusterRole ckpt-metrics-auth, bound to the API and the operator: who a scraper of /metrics
+# is, and whether RBAC lets it get that URL.
+METRICS_AUTH_RULES = {
+    ("authentication.k8s.io", "tokenreviews", "create"),
+    ("authorization.k8s.io", "subjectaccessreviews", "create"),
+}
+# ClusterRole ckpt-metrics-reader (non-resource URLs), bound by admins to their Prometheus.
+METRICS_READER_URLS = {("/metrics", "get")}
 
 
 def render(directory: Path) -> list[Manifest]:

@@ -15,7 +15,9 @@ import yaml
 from deploy_render import (
     AGENT_RULES,
     DEPLOY,
+    METRICS_AUTH_RULES,
     NAMESPACE,
+    OPERATOR_NAMED_RULES,
     OPERATOR_NAMESPACE_RULES,
     OPERATOR_RULES,
     OPERATOR_STORAGE_RULES,
@@ -131,6 +133,13 @@ OPERATOR_MAY = [
     ("patch", "checkpointpolicies.ckpt.dev", "--subresource=status", "-n", "team-a"),
     ("create", "checkpoints.ckpt.dev", "-n", "default"),
     ("delete", "checkpoints.ckpt.dev", "-n", "default"),
+    # Each namespace's read-only API token: its Secret written, by name where RBAC can name it
+    # (deploy/admission holds the create to that name).
+    ("create", "secrets", "-n", "team-a"),
+    ("update", "secrets/ckpt-api-read-token", "-n", "team-a"),
+    # Who scrapes its /metrics, and whether RBAC lets them (ClusterRole ckpt-metrics-auth).
+    ("create", "tokenreviews.authentication.k8s.io"),
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
 ]
 OPERATOR_MAY_NOT = [
     # Before: list and watch of every pod in the cluster, and Events patched anywhere.
@@ -140,6 +149,10 @@ OPERATOR_MAY_NOT = [
     ("watch", "pods", "-n", "team-a"),
     ("patch", "events", "-n", "team-a"),
     ("get", "secrets", "-n", "default"),
+    ("get", "secrets/ckpt-api-read-token", "-n", "default"),
+    ("update", "secrets", "-n", "default"),
+    ("patch", "secrets/ckpt-api-read-token", "-n", "default"),
+    ("delete", "secrets/ckpt-api-read-token", "-n", "default"),
     ("list", "secrets", "-n", NAMESPACE),
     ("list", "secrets", "-A"),
     ("watch", "secrets", "-A"),
@@ -150,7 +163,6 @@ OPERATOR_MAY_NOT = [
     ("delete", "checkpointpolicies.ckpt.dev", "-n", "default"),
     ("get", "configmaps", "-n", NAMESPACE),
     ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE),
-    ("create", "tokenreviews.authentication.k8s.io"),
     ("create", "nodes", "--subresource=checkpoint"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
     ("create", "namespaces"),
@@ -180,12 +192,19 @@ AGENT_MAY_NOT = [
     ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE),
     ("*", "*", "-A"),
 ]
-# The API service never calls Kubernetes and has no binding.
+# The API service calls Kubernetes only to review the scrapers of its /metrics.
+API_MAY = [
+    ("create", "tokenreviews.authentication.k8s.io"),
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
+]
 API_MAY_NOT = [
     ("get", "secrets", "-n", NAMESPACE),
     ("list", "pods", "-A"),
+    ("get", "pods", "-n", NAMESPACE),
     ("list", "checkpoints.ckpt.dev", "-A"),
-    ("create", "tokenreviews.authentication.k8s.io"),
+    ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE),
+    ("get", "/metrics"),
+    ("*", "*", "-A"),
 ]
 
 
@@ -213,9 +232,33 @@ def test_agent_may_not(rbac: Cluster, case: tuple[str, ...]) -> None:
     assert not can_i(rbac, AGENT, *case)
 
 
+@pytest.mark.parametrize("case", API_MAY, ids=_ids(API_MAY))
+def test_api_may(rbac: Cluster, case: tuple[str, ...]) -> None:
+    assert can_i(rbac, API, *case)
+
+
 @pytest.mark.parametrize("case", API_MAY_NOT, ids=_ids(API_MAY_NOT))
 def test_api_may_not(rbac: Cluster, case: tuple[str, ...]) -> None:
     assert not can_i(rbac, API, *case)
+
+
+def test_only_a_scraper_bound_to_the_reader_role_may_get_metrics(rbac: Cluster) -> None:
+    """What the API and the operator ask (SubjectAccessReview of get /metrics): yes for a
+    ServiceAccount bound to ckpt-metrics-reader as deploy/README.md says, no for ckpt's own
+    ServiceAccounts and an unbound one."""
+    scraper = "ckpt-deploy-test-scraper"
+    rbac.service_account_token(NAMESPACE, scraper, expiration_seconds=600)
+    binding = f"{scraper}-metrics"
+    rbac.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found")
+    try:
+        assert not can_i(rbac, f"system:serviceaccount:{NAMESPACE}:{scraper}", "get", "/metrics")
+        rbac.kubectl("create", "clusterrolebinding", binding, "--clusterrole=ckpt-metrics-reader",
+                     f"--serviceaccount={NAMESPACE}:{scraper}")
+        assert can_i(rbac, f"system:serviceaccount:{NAMESPACE}:{scraper}", "get", "/metrics")
+        for who in (OPERATOR, AGENT, API):
+            assert not can_i(rbac, who, "get", "/metrics"), who
+    finally:
+        rbac.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found")
 
 
 def rules_of(kube: Cluster, service_account: str, namespace: str) -> tuple[set, set]:
@@ -248,7 +291,8 @@ def rules_of(kube: Cluster, service_account: str, namespace: str) -> tuple[set, 
 
 @pytest.mark.parametrize(
     ("service_account", "expected"),
-    [("ckpt-operator", OPERATOR_RULES), ("ckpt-agent", AGENT_RULES), ("ckpt-api", set())],
+    [("ckpt-operator", OPERATOR_RULES | METRICS_AUTH_RULES), ("ckpt-agent", AGENT_RULES),
+     ("ckpt-api", METRICS_AUTH_RULES)],
 )
 @pytest.mark.parametrize("namespace", [NAMESPACE, "default"])
 def test_service_account_can_do_nothing_beyond_its_role(
@@ -263,5 +307,6 @@ def test_service_account_can_do_nothing_beyond_its_role(
         # Its Roles: the agent pod watch and the storage credentials, here only.
         expected = expected | OPERATOR_NAMESPACE_RULES | OPERATOR_STORAGE_RULES
     assert granted == expected
-    assert {rule for rule in resources - baseline_resources if rule[3] != "*"} == set()
+    named = OPERATOR_NAMED_RULES if service_account == "ckpt-operator" else set()
+    assert {rule for rule in resources - baseline_resources if rule[3] != "*"} == named
     assert urls == baseline_urls

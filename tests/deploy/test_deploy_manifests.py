@@ -11,15 +11,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from deploy_render import (
     AGENT_RULES,
+    METRICS_AUTH_RULES,
+    METRICS_READER_URLS,
     NAMESPACE,
     OPERATOR_LIST_PODS_RULES,
+    OPERATOR_NAMED_RULES,
     OPERATOR_NAMESPACE_RULES,
     OPERATOR_RULES,
     OPERATOR_STORAGE_RULES,
     REPO_ROOT,
+    USER_NAMED_RULES,
     Manifest,
 )
 
@@ -40,6 +45,8 @@ EXPECTED_OBJECTS = {
     ("ValidatingAdmissionPolicyBinding", "ckpt-operator-creates-only-restored-pods"),
     ("ValidatingAdmissionPolicy", "ckpt-restore-annotation-is-the-operators"),
     ("ValidatingAdmissionPolicyBinding", "ckpt-restore-annotation-is-the-operators"),
+    ("ValidatingAdmissionPolicy", "ckpt-operator-writes-only-read-token-secrets"),
+    ("ValidatingAdmissionPolicyBinding", "ckpt-operator-writes-only-read-token-secrets"),
     ("ServiceAccount", "ckpt-api"),
     ("PersistentVolumeClaim", "ckpt-api-data"),
     ("Deployment", "ckpt-api"),
@@ -61,6 +68,9 @@ EXPECTED_OBJECTS = {
     ("DaemonSet", "ckpt-agent-gpu"),
     ("NetworkPolicy", "ckpt-agent"),
     ("NetworkPolicy", "ckpt-operator"),
+    ("ClusterRole", "ckpt-metrics-reader"),
+    ("ClusterRole", "ckpt-metrics-auth"),
+    ("ClusterRoleBinding", "ckpt-metrics-auth"),
 }
 CLUSTER_SCOPED = {
     "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "RuntimeClass",
@@ -114,10 +124,21 @@ def expand(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     }
 
 
+def expand_named(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    return {
+        (group, resource, verb, name)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+        for name in rule.get("resourceNames", [])
+    }
+
+
 def test_exactly_the_expected_objects(manifests: list[Manifest]) -> None:
     found = [(m["kind"], m["metadata"]["name"]) for m in manifests]
     assert len(found) == len(set(found)), "an object is rendered twice"
-    # No Secret (the API token and the agents' TLS Secret are created by hand, see README.md
+    # No Secret (the API token and the TLS Secrets are created by hand, see README.md
     # and deploy/README.md); one Role, for the agent pod watch: the operator runs
     # --standalone and needs no peering objects.
     assert set(found) == EXPECTED_OBJECTS
@@ -192,14 +213,15 @@ def test_api_deployment(find: Find) -> None:
     deployment = find("Deployment", "ckpt-api")
     pod = deployment["spec"]["template"]["spec"]
     (api,) = pod["containers"]
-    assert api["command"] == ["ckpt", "api", "serve", "--host", "0.0.0.0", "--port", "8080"]
-    assert api["ports"] == [{"name": "http", "containerPort": 8080}]
-    assert api["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert api["command"] == ["ckpt", "api", "serve", "--host", "0.0.0.0", "--port", "8443"]
+    # One port, TLS only: a plain-HTTP probe would never pass.
+    assert api["ports"] == [{"name": "https", "containerPort": 8443}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert api[probe]["httpGet"] == {"scheme": "HTTPS", "path": "/healthz", "port": "https"}
 
-    # The API never calls Kubernetes: no token, neither by the ServiceAccount nor the pod.
+    # The API's token is mounted in its own pod only, for the metrics reviews.
     assert pod["serviceAccountName"] == "ckpt-api"
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is True
     assert find("ServiceAccount", "ckpt-api")["automountServiceAccountToken"] is False
 
     # SQLite lives on the claim: the URL's absolute path is under the claim's mount.
@@ -215,8 +237,27 @@ def test_api_deployment(find: Find) -> None:
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
 
     service = find("Service", "ckpt-api")
-    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http"}]
+    assert service["spec"]["ports"] == [{"name": "https", "port": 8443, "targetPort": "https"}]
     assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
+
+
+def test_api_serves_tls_from_its_secret_and_metrics_to_authorized_scrapers(
+    find: Find, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = find("Deployment", "ckpt-api")["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    env = env_of(api)
+    secret = next(v for v in pod["volumes"] if v["name"] == "api-tls")["secret"]
+    assert secret == {"secretName": "ckpt-api-tls"}  # required: no plain fallback
+    mount = next(m for m in api["volumeMounts"] if m["name"] == "api-tls")
+    assert mount["readOnly"] is True
+    assert env["CKPT_API_TLS_CERT_FILE"]["value"] == f"{mount['mountPath']}/tls.crt"
+    assert env["CKPT_API_TLS_KEY_FILE"]["value"] == f"{mount['mountPath']}/tls.key"
+    assert env["CKPT_API_METRICS_AUTH"]["value"] == "kubernetes"
+    for name, entry in env.items():
+        monkeypatch.setenv(name, entry.get("value", "x"))
+    settings = ApiSettings()
+    assert settings.tls_cert_file is not None and settings.metrics_auth == "kubernetes"
 
 
 def pod_labels(workload: Manifest) -> dict[str, str]:
@@ -250,7 +291,7 @@ def test_operator_deployment(find: Find) -> None:
     assert ports["metrics"] == defaults.metrics_port
 
     env = env_of(operator)
-    assert env["CKPT_OPERATOR_API_URL"]["value"] == "http://ckpt-api.ckpt-system.svc:8080"
+    assert env["CKPT_OPERATOR_API_URL"]["value"] == "https://ckpt-api.ckpt-system.svc:8443"
     # The token comes from the Secret through the kubelet: the operator needs no RBAC on it.
     assert env["CKPT_OPERATOR_API_TOKEN"]["valueFrom"] == {
         "secretKeyRef": {"name": "ckpt-api-token", "key": "token"}
@@ -408,7 +449,10 @@ def test_gpu_agent_runs_only_on_gpu_nodes_with_the_nvidia_runtime(find: Find) ->
 
 
 def test_rbac_rules_are_exactly_what_each_part_needs(manifests: list[Manifest], find: Find) -> None:
-    assert expand(find("ClusterRole", "ckpt-operator")["rules"]) == OPERATOR_RULES
+    operator = find("ClusterRole", "ckpt-operator")["rules"]
+    assert expand([r for r in operator if "resourceNames" not in r]) == OPERATOR_RULES
+    assert expand_named(operator) == OPERATOR_NAMED_RULES
+    assert expand_named(find("ClusterRole", "ckpt-user")["rules"]) == USER_NAMED_RULES
     role = find("Role", "ckpt-operator-agents")
     assert role["metadata"]["namespace"] == NAMESPACE
     assert expand(role["rules"]) == OPERATOR_NAMESPACE_RULES
@@ -428,19 +472,37 @@ def test_rbac_rules_are_exactly_what_each_part_needs(manifests: list[Manifest], 
     for m in manifests:
         if m["kind"] in {"ClusterRole", "Role"}:
             for rule in m["rules"]:
-                assert "resourceNames" not in rule
-                for key in ("apiGroups", "resources", "verbs"):
+                # Rules limited to named objects: only those checked above.
+                if "resourceNames" in rule:
+                    assert m["metadata"]["name"] in {"ckpt-operator", "ckpt-user"}, rule
+                keys = ("nonResourceURLs", "verbs") if "nonResourceURLs" in rule else (
+                    "apiGroups", "resources", "verbs")
+                for key in keys:
                     assert "*" not in rule[key], f"{m['metadata']['name']}: wildcard {key}"
-    for name in ("ckpt-operator", "ckpt-agent"):
+    # The API's and the operator's metrics reviews; the scrapers' role, bound by admins.
+    assert expand(find("ClusterRole", "ckpt-metrics-auth")["rules"]) == METRICS_AUTH_RULES
+    assert find("ClusterRoleBinding", "ckpt-metrics-auth")["subjects"] == [
+        {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}
+        for name in ("ckpt-api", "ckpt-operator")
+    ]
+    [reader] = find("ClusterRole", "ckpt-metrics-reader")["rules"]
+    assert set(reader) == {"nonResourceURLs", "verbs"}
+    assert {(u, v) for u in reader["nonResourceURLs"] for v in reader["verbs"]} == (
+        METRICS_READER_URLS
+    )
+    assert not [m for m in manifests if m["kind"] in {"ClusterRoleBinding", "RoleBinding"}
+                and m["roleRef"]["name"] == "ckpt-metrics-reader"]
+    for name in ("ckpt-operator", "ckpt-agent", "ckpt-metrics-auth"):
         binding = find("ClusterRoleBinding", name)
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "ClusterRole",
             "name": name,
         }
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}
-        ]
+        if name != "ckpt-metrics-auth":
+            assert binding["subjects"] == [
+                {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}
+            ]
 
 
 def test_postgresql_overlay_takes_the_url_from_the_secret(
@@ -551,6 +613,38 @@ def test_operator_calls_agents_with_a_projected_agent_token_over_verified_tls(
     settings = OperatorSettings()
     assert settings.agent_scheme == "https"
     assert settings.agent_token_file == Path(env["CKPT_OPERATOR_AGENT_TOKEN_FILE"]["value"])
+
+
+def test_operator_verifies_the_api_and_serves_metrics_over_tls(
+    find: Find, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = find("Deployment", "ckpt-operator")["spec"]["template"]["spec"]
+    (operator,) = pod["containers"]
+    env = env_of(operator)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in operator["volumeMounts"]}
+    # The API's certificate, never its key; the URL's host is the Service's name, which is
+    # the name that certificate carries, so no other name is configured.
+    assert volumes["api-tls"]["secret"] == {
+        "secretName": "ckpt-api-tls", "items": [{"key": "tls.crt", "path": "tls.crt"}]
+    }
+    assert env["CKPT_OPERATOR_API_CA_FILE"]["value"] == f"{mounts['api-tls']['mountPath']}/tls.crt"
+    url = httpx.URL(env["CKPT_OPERATOR_API_URL"]["value"])
+    (port,) = find("Service", "ckpt-api")["spec"]["ports"]
+    assert (url.scheme, url.host, url.port) == ("https", f"ckpt-api.{NAMESPACE}.svc", port["port"])
+    assert "CKPT_OPERATOR_API_SERVER_NAME" not in env
+    # Its metrics port: https with its own certificate and key, authorized scrapers only.
+    assert volumes["operator-tls"]["secret"] == {"secretName": "ckpt-operator-tls"}
+    assert mounts["operator-tls"]["readOnly"] is True
+    folder = mounts["operator-tls"]["mountPath"]
+    assert env["CKPT_OPERATOR_METRICS_TLS_CERT_FILE"]["value"] == f"{folder}/tls.crt"
+    assert env["CKPT_OPERATOR_METRICS_TLS_KEY_FILE"]["value"] == f"{folder}/tls.key"
+    assert env["CKPT_OPERATOR_METRICS_AUTH"]["value"] == "kubernetes"
+    for name, entry in env.items():
+        monkeypatch.setenv(name, entry.get("value", NAMESPACE))
+    settings = OperatorSettings()
+    assert settings.api_ca_file == Path(env["CKPT_OPERATOR_API_CA_FILE"]["value"])
+    assert settings.metrics_auth == "kubernetes"
 
 
 def test_operator_admits_traffic_only_to_its_metrics_port(find: Find) -> None:

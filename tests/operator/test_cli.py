@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from harness.cluster import e2e
-from harness.cluster.deploy import NAMESPACE
 from harness.cluster.fixtures import ClusterUnderTest
 from harness.controlplane import Cluster, kubectl_binary
 from harness.describe_text import sections
@@ -49,14 +48,17 @@ def namespace(kube: Cluster) -> Iterator[str]:
         yield name
 
 
+API_ENV = ("CKPT_API_URL", "CKPT_API_TOKEN", "CKPT_API_CA", "CKPT_API_SERVER_NAME")
+
+
 def _ckpt(
-    kube: Cluster, *args: str, api_url: str | None = None
+    kube: Cluster, *args: str, api: e2e.ApiEndpoint | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "COLUMNS": "200"}
-    for key in ("CKPT_API_URL", "CKPT_API_TOKEN"):
+    for key in API_ENV:
         env.pop(key, None)
-    if api_url:
-        env |= {"CKPT_API_URL": api_url, "CKPT_API_TOKEN": e2e.api_token(kube)}
+    if api:
+        env |= api.cli_env()
     return subprocess.run(
         [sys.executable, "-m", "ckpt", *args],
         env=env, capture_output=True, text=True, timeout=300, check=False,
@@ -81,8 +83,8 @@ def test_checkpoint_list_and_restore_from_memory_on_the_command_line(
     assert (e2e.operator_metric(kube, READY_TOTAL) or 0) >= ready_before + 1
     assert (e2e.operator_metric(kube, DURATION_COUNT) or 0) >= durations_before + 1
 
-    with e2e.port_forward(kube, NAMESPACE, "svc/ckpt-api", e2e.API_PORT) as api_url:
-        listed = _ckpt(kube, "list", "-n", namespace, api_url=api_url)
+    with e2e.api_endpoint(kube) as api:
+        listed = _ckpt(kube, "list", "-n", namespace, api=api)
     assert listed.returncode == 0, listed.stderr
     assert "not joined" not in listed.stderr
     row = next(line for line in listed.stdout.splitlines() if "from-cli" in line).split()
@@ -141,16 +143,17 @@ def _namespaced_kubeconfig(kube: Cluster, namespace: str, path: Path) -> Path:
 
 
 def _kubectl_ckpt(
-    kubeconfig: Path, *args: str, api_url: str | None = None, kube: Cluster | None = None
+    kubeconfig: Path, *args: str, api: e2e.ApiEndpoint | None = None,
+    kube: Cluster | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`kubectl ckpt ARGS` through the real kubectl, which finds kubectl-ckpt on PATH."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "COLUMNS": "200",
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for key in ("CKPT_API_URL", "CKPT_API_TOKEN"):
+    for key in API_ENV:
         env.pop(key, None)
-    if api_url and kube:
-        env |= {"CKPT_API_URL": api_url, "CKPT_API_TOKEN": e2e.api_token(kube)}
+    if api and kube:
+        env |= api.cli_env()
     return subprocess.run(
         [kubectl_binary(), "ckpt", *args],
         env=env, capture_output=True, text=True, timeout=300, check=False,
@@ -173,8 +176,8 @@ def test_kubectl_ckpt_checkpoint_ls_describe_and_restore(
     assert "checkpoint.ckpt.dev/from-plugin created" in made.stdout
     assert "Ready" in made.stdout and "sha256:" in made.stdout
 
-    with e2e.port_forward(kube, NAMESPACE, "svc/ckpt-api", e2e.API_PORT) as api_url:
-        listed = _kubectl_ckpt(kubeconfig, "ls", "-o", "json", api_url=api_url, kube=kube)
+    with e2e.api_endpoint(kube) as api:
+        listed = _kubectl_ckpt(kubeconfig, "ls", "-o", "json", api=api, kube=kube)
     assert listed.returncode == 0, listed.stderr
     assert "not joined" not in listed.stderr
     document = json.loads(listed.stdout)

@@ -101,7 +101,7 @@ def test_checkpoint_goes_ready_with_one_ready_api_record(
     assert record.info["node"] == web and record.info["containers"] == ["counter"]
     # The list does not show the restore path; a ready record accepts only an exact repeat
     # of its upload, so the repeat passes and any other path is refused.
-    with e2e.checkpoints_api(kube) as api:
+    with e2e.checkpoints_api(kube, namespace) as api:
         api.uploaded(record.id, status["restorePath"], checksum=status["checksum"])
         with pytest.raises(Conflict):
             api.uploaded(record.id, status["restorePath"] + ".other",

@@ -108,3 +108,44 @@ def test_the_operator_still_creates_a_restored_pod(
     body = _pod("restored", cluster_nodes.busybox_image,
                 annotations={RESTORE: "7d9f0c1e-aaaa-bbbb-cccc-000011112222"})
     assert _create(kube, tenant, body, OPERATOR) == ""
+
+
+def _read_token_secret(**changes: Any) -> dict[str, Any]:
+    """The Secret the operator writes into each namespace (ckpt.operator.read_tokens), with
+    `changes` to its top-level fields, its `name` or its `annotations`."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Secret", "type": "ckpt.dev/api-read-token",
+        "metadata": {"name": changes.pop("name", "ckpt-api-read-token"),
+                     "annotations": changes.pop("annotations", {})},
+        "data": {"token": "Y2twdF94"},
+    }
+    return body | changes
+
+
+@pytest.mark.parametrize(("case", "changes", "refusal"), [
+    ("another name", {"name": "db-password"}, "only Secrets named ckpt-api-read-token"),
+    # A token of the namespace's default ServiceAccount, minted by the token controller.
+    ("a ServiceAccount token", {"type": "kubernetes.io/service-account-token",
+                                "annotations": {"kubernetes.io/service-account.name": "default"}},
+     "only Secrets of type ckpt.dev/api-read-token"),
+    ("an opaque one", {"type": "Opaque"}, "only Secrets of type ckpt.dev/api-read-token"),
+    ("another key", {"data": {"token": "Y2twdF94", "extra": "eA=="}}, "the one key token"),
+    ("in ckpt-system", {"namespace": e2e.NAMESPACE}, "no Secrets in ckpt-system"),
+])
+def test_the_operators_identity_writes_no_secret_but_the_namespace_read_token(
+    kube: Cluster, tenant: str, case: str, changes: dict[str, Any], refusal: str
+) -> None:
+    """RBAC grants the operator `create` on Secrets in every namespace (a create cannot be
+    limited to a name): a stolen operator identity would write any Secret anywhere, a
+    ServiceAccount token Secret included. ValidatingAdmissionPolicy
+    ckpt-operator-writes-only-read-token-secrets holds it to the namespace's read token."""
+    changes = dict(changes)
+    namespace = changes.pop("namespace", tenant)
+    assert refusal in _create(kube, namespace, _read_token_secret(**changes), OPERATOR), case
+
+
+def test_the_operator_still_writes_the_namespace_read_token(kube: Cluster, tenant: str) -> None:
+    assert _create(kube, tenant, _read_token_secret(), OPERATOR) == ""
+    # Nobody else is bound by the policy: the namespace's own users manage their Secrets.
+    assert _create(kube, tenant, _read_token_secret(name="db-password", type="Opaque"),
+                   USER) == ""

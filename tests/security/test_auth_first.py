@@ -25,7 +25,7 @@ class FakeAuthenticator(Authenticator):
     def __init__(self) -> None:
         self.calls = 0
 
-    async def authenticate(self, authorization: str | None) -> str:
+    async def authenticate(self, authorization: str | None, path: str = "") -> str:
         self.calls += 1
         if authorization == "Bearer good":
             return "system:serviceaccount:ckpt-system:ckpt-operator"

@@ -17,10 +17,15 @@ attack. The policies themselves are checked for what they select, not for enforc
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
+import ssl
+import subprocess
+import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 from ckpt.operator.settings import OperatorSettings
@@ -413,10 +418,19 @@ def test_rbac_of_the_deployed_service_accounts_on_the_cluster(
             (False, ("list", "secrets", "-A")),
             (False, ("get", "secrets", "-n", "kube-system")),
             (False, ("get", "secrets", "-n", tenant)),
+            # Each namespace's read-only API token: written, by name where RBAC can name it,
+            # never read (admission holds the create to that name).
+            (True, ("create", "secrets", "-n", tenant)),
+            (True, ("update", "secrets/ckpt-api-read-token", "-n", tenant)),
+            (False, ("get", "secrets/ckpt-api-read-token", "-n", tenant)),
+            (False, ("update", "secrets", "-n", tenant)),
             (False, ("create", "pods", "--subresource=exec", "-n", tenant)),
             (False, ("delete", "pods", "-n", tenant)),
             (False, ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE)),
-            (False, ("create", "tokenreviews.authentication.k8s.io")),
+            # Who scrapes its /metrics, and whether RBAC allows it (ckpt-metrics-auth).
+            (True, ("create", "tokenreviews.authentication.k8s.io")),
+            (True, ("create", "subjectaccessreviews.authorization.k8s.io")),
+            (False, ("get", "/metrics")),
             (False, ("create", "nodes", "--subresource=checkpoint")),
         ],
         AGENT: [
@@ -434,7 +448,10 @@ def test_rbac_of_the_deployed_service_accounts_on_the_cluster(
             (False, ("get", "secrets", "-n", NAMESPACE)),
             (False, ("list", "pods", "-A")),
             (False, ("list", "checkpoints.ckpt.dev", "-A")),
-            (False, ("create", "tokenreviews.authentication.k8s.io")),
+            # Its one use of the apiserver: the reviews of its /metrics scrapers.
+            (True, ("create", "tokenreviews.authentication.k8s.io")),
+            (True, ("create", "subjectaccessreviews.authorization.k8s.io")),
+            (False, ("get", "/metrics")),
         ],
         # A tenant's pods run as this: it cannot forge what `ckpt restore` and the operator
         # read from a Checkpoint's status, nor reach ckpt's own secrets or pods.
@@ -447,6 +464,7 @@ def test_rbac_of_the_deployed_service_accounts_on_the_cluster(
             (False, ("create", "pods", "--subresource=exec", "-n", NAMESPACE)),
             (False, ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE)),
             (False, ("create", "tokenreviews.authentication.k8s.io")),
+            (False, ("get", "/metrics")),
         ],
     }
     wrong = [f"{who} {' '.join(case)}: expected {'yes' if may else 'no'}"
@@ -473,6 +491,9 @@ def test_rbac_of_the_deployed_service_accounts_on_the_cluster(
     )
     assert ours == [
         ("ClusterRoleBinding", "", "ckpt-agent", "ckpt-agent"),
+        # Its two subjects, the API and the operator.
+        ("ClusterRoleBinding", "", "ckpt-metrics-auth", "ckpt-metrics-auth"),
+        ("ClusterRoleBinding", "", "ckpt-metrics-auth", "ckpt-metrics-auth"),
         ("ClusterRoleBinding", "", "ckpt-operator", "ckpt-operator"),
         ("RoleBinding", NAMESPACE, "ckpt-operator-agents", "ckpt-operator-agents"),
         ("RoleBinding", NAMESPACE, "ckpt-operator-storage", "ckpt-operator-storage"),
@@ -683,9 +704,196 @@ def test_a_forged_checkpoint_status_restores_and_deletes_nothing_of_another_name
         assert "BindingMismatch" in reasons and "Released" not in reasons, reasons
         assert e2e.archive_on_node(kube, node, victim["restorePath"])
         e2e.verified_archive(kube, node, victim)
-        with e2e.checkpoints_api(kube) as api:
+        with e2e.checkpoints_api(kube, victims) as api:
             [record] = api.list([victim["checkpointId"]])
         assert record.status.value == "ready", record
         # The victim's Checkpoint still says what it did.
         still = (e2e.get(kube, victims, "checkpoint", "db-1") or {}).get("status") or {}
         assert (still.get("phase"), still.get("restorePath")) == ("Ready", victim["restorePath"])
+
+
+def _as_user(kube: Cluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return kube.kubectl("-n", namespace, *args, check=False, impersonate=USER)
+
+
+def test_a_namespace_token_reads_only_its_namespaces_records_and_changes_none(
+    kube: Cluster, cluster_nodes: ClusterUnderTest, cluster_namespace: str
+) -> None:
+    """Security finding: one API tenant for the whole cluster. A namespace user with only
+    ckpt's `ckpt-user` role takes the checkpoints API token their namespace holds for them
+    and goes after another namespace's records.
+
+    Before: the operator recorded every namespace under one tenant, and `ckpt list` needed
+    that tenant's token, so whoever was given it listed, deprecated and forged the records of
+    every namespace. Now each namespace is a tenant of its own and its users get a read-only
+    token of it (the Secret ckpt-api-read-token, the one Secret `ckpt-user` may read): the
+    other namespace's records are absent to it, every write is refused, naming the other
+    namespace's tenant is refused, and the operator's own token is out of reach."""
+    tenant = cluster_namespace
+    node = e2e.nodes(kube)[0]
+    busybox = cluster_nodes.busybox_image
+    kube.kubectl("-n", tenant, "create", "rolebinding", f"{USER}-ckpt-user-only",
+                 "--clusterrole=ckpt-user", f"--user={USER}")
+
+    with e2e.fresh_namespace(kube, "victims") as victims:
+        e2e.counter_pod(kube, victims, "db", busybox, node)
+        victim = e2e.checkpoint_ready(kube, victims, "db-1", "db")
+        e2e.counter_pod(kube, tenant, "mine", busybox, node)
+        own = e2e.checkpoint_ready(kube, tenant, "mine-1", "mine")
+
+        # The user's Kubernetes rights: their namespace's token Secret, and no other Secret.
+        found: list[dict[str, Any]] = []
+
+        def written() -> bool:
+            got = _as_user(kube, tenant, "get", "secret", "ckpt-api-read-token", "-o", "json")
+            if got.returncode == 0:
+                found.append(json.loads(got.stdout))
+            return bool(found)
+
+        e2e.wait_until(written, 60, "the operator wrote no ckpt-api-read-token for the user")
+        assert found[0]["type"] == "ckpt.dev/api-read-token", found[0]
+        token = base64.b64decode(found[0]["data"]["token"]).decode()
+        for namespace, name in [(victims, "ckpt-api-read-token"),
+                                (NAMESPACE, "ckpt-api-token"), (tenant, "default-token")]:
+            refused = _as_user(kube, namespace, "get", "secret", name)
+            assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), (
+                namespace, name, refused.stderr)
+        assert "forbidden" in _as_user(kube, tenant, "get", "secrets").stderr.lower()
+
+        mine, theirs = own["checkpointId"], victim["checkpointId"]
+        with e2e.api_endpoint(kube) as endpoint, httpx.Client(
+            base_url=endpoint.url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+            verify=ssl.create_default_context(cafile=str(endpoint.ca_file)),
+        ) as http:
+
+            def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+                return http.request(method, path, **kwargs,
+                                    extensions={"sni_hostname": endpoint.server_name})
+
+            listed = call("GET", "/v2/checkpoints").json()
+            assert [r["id"] for r in listed] == [mine], listed
+            assert call("GET", "/v2/checkpoints", params={"ids": theirs}).json() == []
+            # Writes are refused alike for the victim's record, the user's own and one that
+            # does not exist: the answer tells nothing of the victim's.
+            for checkpoint_id in (theirs, mine, str(uuid.uuid4())):
+                for method, path, body in [
+                    ("PATCH", "/v2/checkpoints/deprecate/{}", None),
+                    ("PUT", "/v2/checkpoints/info/{}", {"gpu": "none", "platform": "x"}),
+                    ("POST", "/v2/checkpoints/uploaded/{}", {"restore_path": "/evil"}),
+                ]:
+                    answer = call(method, path.format(checkpoint_id), json=body)
+                    assert (answer.status_code, answer.json()["code"]) == (403, "read_only")
+            forged = call("POST", "/v2/checkpoints", params={"name": f"{victims}/forged"})
+            assert forged.status_code == 403, forged.text
+            # Naming the victim's tenant, as the operator's token does, is refused.
+            named = call("GET", "/v2/checkpoints", headers={"X-Ckpt-Tenant": victims})
+            assert (named.status_code, named.json()["code"]) == (403, "forbidden")
+            minted = call("POST", f"/ckpt/v1/namespaces/{victims}/reader-tokens")
+            assert minted.status_code == 403, minted.text
+
+        # The victim's record is as it was, in the victim's tenant alone.
+        with e2e.checkpoints_api(kube, victims) as api:
+            [record] = api.list()
+        assert (str(record.id), record.status.value) == (theirs, "ready"), record
+
+
+# Run by the attacker pod's python3: one GET of PATH at HOST:PORT, in plain text ("plain")
+# or over TLS without checking the certificate ("tls": the attacker does not care who
+# answers), with a bearer token ("@FILE": the token in FILE) or none; prints whether it
+# connected, the HTTP status (0: no HTTP answer), the body and the error, as JSON.
+PROBE = """
+import json, socket, ssl, sys
+mode, host, port, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+token = sys.argv[5] if len(sys.argv) > 5 else ""
+if token.startswith("@"):
+    token = open(token[1:]).read().strip()
+head = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+if token:
+    head.append(f"Authorization: Bearer {token}")
+result = {"connected": False, "error": ""}
+answer = b""
+try:
+    s = socket.create_connection((host, port), timeout=10)
+    result["connected"] = True
+    if mode == "tls":
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s)
+    with s:
+        s.settimeout(10)
+        s.sendall(("\\r\\n".join(head) + "\\r\\n\\r\\n").encode())
+        while (d := s.recv(65536)):
+            answer += d
+except (OSError, ssl.SSLError) as exc:
+    result["error"] = f"{type(exc).__name__}: {exc}"
+result["status"] = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
+result["body"] = answer.partition(b"\\r\\n\\r\\n")[2][:1000000].decode(errors="replace")
+print(json.dumps(result))
+"""
+
+
+def _probe(kube: Cluster, namespace: str, *args: str) -> dict[str, Any]:
+    out = kube.kubectl("-n", namespace, "exec", "attacker", "--", "python3", "-c", PROBE,
+                       *args).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_the_api_speaks_only_tls_and_metrics_answer_only_scrapers_rbac_allows(
+    kube: Cluster, cluster_namespace: str, attacker: str
+) -> None:
+    """Security finding: plain HTTP and open metrics. From an ordinary pod of a tenant
+    namespace (its own ServiceAccount token at hand, nothing else).
+
+    Before: the checkpoints API answered plain HTTP on 8080 (tenant tokens crossed the pod
+    network in clear text, readable by anyone on the path), and the API's /metrics and the
+    operator's metrics port answered every pod. Now the API's only port speaks TLS (a
+    plain-text request gets no HTTP answer; nothing listens on 8080), and both /metrics
+    answer 401 without a token, 401 with a token the apiserver does not know, 403 with a
+    token RBAC grants no `get` on /metrics (the pod's own), and only the identity bound to
+    ckpt-metrics-reader gets them. The agents' /metrics (their own authentication) are
+    attacked in test_agent_refuses_every_token_but_the_operators_agent_token_...)."""
+    tenant = cluster_namespace
+    service = e2e.get(kube, NAMESPACE, "service", "ckpt-api")
+    assert service, "ckpt-api Service not deployed"
+    [api_port] = service["spec"]["ports"]
+    assert api_port["name"] == "https", api_port
+    api = (service["spec"]["clusterIP"], str(api_port["port"]))
+    [api_pod] = [p for p in e2e.items(kube, NAMESPACE, "pods", "-l",
+                                      "app.kubernetes.io/name=ckpt-api")
+                 if p["metadata"].get("deletionTimestamp") is None]
+    [operator_pod] = [p for p in e2e.items(kube, NAMESPACE, "pods", "-l",
+                                           "app.kubernetes.io/name=ckpt-operator")
+                      if p["metadata"].get("deletionTimestamp") is None]
+    operator = (operator_pod["status"]["podIP"], str(_named_ports(operator_pod)["metrics"]))
+
+    # The API is reachable from the tenant pod, over TLS: what follows is its own answer.
+    health = _probe(kube, tenant, "tls", *api, "/healthz")
+    assert health["status"] == 200, health
+
+    # Plain HTTP, with a token as a careless client would send it: no HTTP answer at all.
+    plain = _probe(kube, tenant, "plain", *api, "/v2/checkpoints", "@" + TENANT_TOKEN)
+    assert plain["connected"] and plain["status"] == 0, plain
+    # The old plain-HTTP port is closed on the API's pod.
+    old = _probe(kube, tenant, "plain", api_pod["status"]["podIP"], "8080", "/v2/checkpoints")
+    assert not old["connected"] and "ConnectionRefused" in old["error"], old
+
+    scraper = e2e.scraper_token(kube)
+    for what, (ip, port), series in (("API", api, "ckpt_api_requests"),
+                                     ("operator", operator, "ckpt_operator_")):
+        # The metrics port of each speaks TLS only, too.
+        plain = _probe(kube, tenant, "plain", ip, port, "/metrics")
+        assert plain["connected"] and plain["status"] == 0, (what, plain)
+        for token, status in (("", 401), ("not-a-token", 401), ("@" + TENANT_TOKEN, 403)):
+            answer = _probe(kube, tenant, "tls", ip, port, "/metrics", token)
+            assert answer["status"] == status, (what, token, answer)
+            assert series not in answer["body"], (what, token)
+        # The identity an admin bound to ckpt-metrics-reader (deploy/README.md) reads them,
+        # from wherever it scrapes.
+        allowed = _probe(kube, tenant, "tls", ip, port, "/metrics", scraper)
+        assert allowed["status"] == 200 and series in allowed["body"], (what, allowed)
+
+    # As Prometheus does it: the certificate verified against ckpt-operator-tls for the
+    # name it carries (not the pod IP), with the scraper's token; without one, refused.
+    assert e2e.operator_metrics(kube).status_code == 200
+    assert e2e.operator_metrics(kube, token="").status_code == 401

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from ckpt.user import completion, resources, restore
@@ -314,9 +315,14 @@ def test_the_readme_uses_verbs_and_options_that_exist(cluster: FakeCluster) -> N
     readme = (ROOT / "README.md").read_text()
     lines = re.findall(r"^kubectl ckpt (.*)$", readme, re.MULTILINE)
     assert len(lines) >= 5
+    groups = get_command(app).commands
     for line in lines:
         verb, *words = shlex.split(line.split("#")[0])
-        helped = run(verb, "--help")
+        # A group's verb (policy status) has the options.
+        command = [verb]
+        if hasattr(groups[verb], "commands") and words:
+            command.append(words.pop(0))
+        helped = run(*command, "--help")
         assert helped.exit_code == 0, line
         for option in (word.split("=")[0] for word in words if word.startswith("-")):
             assert re.search(rf"(^|[ ,]){re.escape(option)}\b", helped.stdout, re.MULTILINE), (
@@ -403,7 +409,7 @@ def test_ls_joins_the_checkpoints_api_where_a_token_is_given(
     asked: list[tuple[str, str, list[str]]] = []
 
     class FakeApi:
-        def __init__(self, url: str, token: str) -> None:
+        def __init__(self, url: str, token: str, **tls: object) -> None:
             self.url, self.token = url, token
 
         def __enter__(self) -> FakeApi:
@@ -651,7 +657,7 @@ def test_completion_answers_as_cobra(kubeconfig: Path) -> None:
     verbs = _complete("")
     assert verbs[-1] == ":4"  # no file names
     assert [line.split("\t")[0] for line in verbs[:-1]] == [
-        "checkpoint", "restore", "migrate", "ls", "describe", "completion"
+        "checkpoint", "restore", "migrate", "ls", "describe", "completion", "policy"
     ]
     assert all("\t" in line for line in verbs[:-1])  # each with its description
     assert _complete("ls", "-o", "") == ["json", "yaml", "wide", "name", ":4"]

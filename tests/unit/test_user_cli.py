@@ -4,10 +4,15 @@ status models, so what the commands print and decide comes from typed fields."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from ckpt.apis.restore import RestoreSpec, RestoreStatus
@@ -168,3 +173,23 @@ def test_restore_and_migrate_decide_on_the_restore_status(fakes: dict[str, Any])
     assert result.exit_code == 1
     assert "restore did not reach Running: no such node" in result.stderr
     assert "describe restore" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_unreachable_cluster_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # A port nothing listens on: every user verb ends with what to check, exit status 1.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+    }))
+    for verb in (["list"], ["policy", "status"], ["checkpoint", "web"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ckpt", *verb], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)}, check=False,
+        )
+        assert proc.returncode == 1, (verb, proc.stderr)
+        assert proc.stderr.startswith("error: cannot reach the cluster"), (verb, proc.stderr)
+        assert "Traceback" not in proc.stderr

@@ -279,10 +279,11 @@ def create_app(
             TokenReviewer(kube, settings.token_audiences),
             settings.allowed_identities,
             settings.auth_cache_seconds,
+            metrics_only=settings.metrics_identities,
         )
         app.state.agent = Agent(settings, ctx, jobs, auth, metrics)
         app.state.stagings = Stagings(
-            settings.restores_dir, jobs.slots, archive_root=ctx.store.root
+            settings.restores_dir, jobs.slots, archive_root=ctx.store.root, metrics=metrics
         )
         gpu_restores = None
         if settings.gpu_restore_socket is not None:

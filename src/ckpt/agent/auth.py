@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from ckpt.agent.errors import AgentError
 
 log = logging.getLogger(__name__)
+METRICS_PATH = "/metrics"
 
 # An apiserver that does not answer within this is treated as unavailable (503), so a
 # request never hangs on authentication.
@@ -86,17 +87,25 @@ class Authenticator:
     """Turns an `Authorization` header into an allowed identity, or an error to answer with."""
 
     def __init__(
-        self, reviewer: TokenReviewer, allowed: list[str], cache_seconds: float
+        self,
+        reviewer: TokenReviewer,
+        allowed: list[str],
+        cache_seconds: float,
+        metrics_only: list[str] | None = None,
     ) -> None:
         self._reviewer = reviewer
         self._allowed = frozenset(allowed)
+        # Scrapers: /metrics and nothing else (an allowed identity could dump any pod here).
+        self._metrics_only = frozenset(metrics_only or ()) - self._allowed
         self._cache_seconds = cache_seconds
         # sha256(token) -> (username, expiry on the monotonic clock); authenticated only.
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
-    async def authenticate(self, authorization: str | None) -> str:
+    async def authenticate(self, authorization: str | None, path: str = "") -> str:
         token = _bearer_token(authorization)
         username = await self._username(token)
+        if username in self._metrics_only and path == METRICS_PATH:
+            return username
         if username not in self._allowed:
             log.warning("refused caller %s: not an allowed identity", username)
             raise AgentError(
@@ -186,7 +195,7 @@ class AuthFirst:
         authorization = headers.get("authorization")
         try:
             caller = await self._authenticator().authenticate(
-                authorization.decode("latin-1") if authorization else None
+                authorization.decode("latin-1") if authorization else None, scope["path"]
             )
         except AgentError as exc:
             await _answer(send, exc.status, exc.code, exc.message, close=True)

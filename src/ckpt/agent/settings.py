@@ -112,6 +112,11 @@ class AgentSettings(BaseSettings):
         default=[DEFAULT_OPERATOR_IDENTITY],
         description="Comma-separated TokenReview usernames allowed to call the agent.",
     )
+    metrics_identities: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Comma-separated TokenReview usernames that may read /metrics and call "
+        "nothing else (a Prometheus ServiceAccount).",
+    )
     token_audiences: Annotated[list[str], NoDecode] = Field(
         default=[AGENT_AUDIENCE],
         min_length=1,
@@ -139,7 +144,9 @@ class AgentSettings(BaseSettings):
         default="info", description="debug, info, warning or error."
     )
 
-    @field_validator("allowed_identities", "token_audiences", mode="before")
+    @field_validator(
+        "allowed_identities", "metrics_identities", "token_audiences", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         # A comma-separated env value is friendlier in a DaemonSet manifest than JSON.

@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from ckpt.api import errors, migrate, openapi
+from ckpt.api.admin import admin
 from ckpt.api.auth import BearerAuthMiddleware
 from ckpt.api.body import BodyDecodingMiddleware, BodyGateMiddleware
 from ckpt.api.cleanup import run_periodically, run_wal_checkpoints
@@ -18,9 +19,12 @@ from ckpt.api.db import Database, is_sqlite
 from ckpt.api.metrics import ApiMetrics, MetricsMiddleware
 from ckpt.api.ratelimit import RateLimiter
 from ckpt.api.routes import ops, router
+from ckpt.api.scrape import MetricsGuardMiddleware
 from ckpt.api.service import CheckpointService
 from ckpt.api.settings import ApiSettings
+from ckpt.api.tenants import NamespaceTenants
 from ckpt.api.tokens import TokenResolver
+from ckpt.contract.scrape_auth import KubeReviewer, ScrapeGuard, kube_api_client
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +33,15 @@ log = logging.getLogger(__name__)
 WAL_CHECKPOINT_INTERVAL_SECONDS = 1.0
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings | None = None, scrape_guard: ScrapeGuard | None = None
+) -> FastAPI:
+    """`scrape_guard` decides who reads /metrics; by default the apiserver's reviews when
+    `metrics_auth` is kubernetes (failing here, at start, without credentials for them)."""
     settings = settings or ApiSettings()
     metrics = ApiMetrics()
+    if scrape_guard is None and settings.metrics_auth == "kubernetes":
+        scrape_guard = ScrapeGuard(KubeReviewer(kube_api_client()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,6 +51,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             app.state.db = db
             app.state.service = CheckpointService(db)
             app.state.resolver = TokenResolver(db, settings.token_cache_seconds)
+            app.state.namespaces = NamespaceTenants(db)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(
                     run_periodically,
@@ -66,9 +77,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(router)
     app.include_router(ops)
+    app.include_router(admin)
     # Starlette wraps in reverse order, so requests pass: metrics (sees every response) ->
-    # body gate (headers only: declared size, coding) -> auth and rate limits -> body decoding
-    # (reads the body, decoded and bounded) -> routes. No body byte is read before auth.
+    # the scrapers' guard (/metrics only) -> body gate (headers only: declared size, coding)
+    # -> auth and rate limits -> body decoding (reads the body, decoded and bounded) ->
+    # routes. No body byte is read before auth.
     app.add_middleware(
         BodyDecodingMiddleware,
         max_bytes=settings.max_body_bytes,
@@ -82,7 +95,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ),
     )
     app.add_middleware(BodyGateMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=[*router.routes, *ops.routes])
+    # Inside the metrics middleware, so refused scrapes are counted too.
+    app.add_middleware(MetricsGuardMiddleware, guard=scrape_guard)
+    app.add_middleware(
+        MetricsMiddleware, metrics=metrics, routes=[*router.routes, *ops.routes, *admin.routes]
+    )
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     return app
 

@@ -6,7 +6,8 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of tenants.")
 app.add_typer(token_app, name="token")
+
+class TokenRole(StrEnum):
+    # The choices of `--role`, spelled as ckpt.api.tables.Role, which this module does not
+    # import at start-up (it loads SQLAlchemy).
+    tenant = "tenant"
+    reader = "reader"
+    operator = "operator"
+
 
 DatabaseOption = Annotated[
     str | None,
@@ -50,15 +59,23 @@ def serve(
     from ckpt.api.app import create_app
 
     settings = _settings(database, host=host, port=port)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
+    uvicorn.run(create_app(settings), **server_options(settings))
+
+
+def server_options(settings: ApiSettings) -> dict[str, Any]:
+    """uvicorn's options for `serve` (tests serve the app with the same ones)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        # uvicorn's TLS context: TLS 1.2 or later, the certificate loaded once at start (a
+        # rotated Secret takes effect when the pod restarts).
+        "ssl_certfile": str(settings.tls_cert_file) if settings.tls_cert_file else None,
+        "ssl_keyfile": str(settings.tls_key_file) if settings.tls_key_file else None,
         # Request lines carry no secrets (tokens travel in headers, which are never logged),
         # but per-request logging costs more than the request on a busy node.
-        access_log=False,
-        log_level="info",
-    )
+        "access_log": False,
+        "log_level": "info",
+    }
 
 
 _DURATION = re.compile(r"(\d+)([smhdw]?)")
@@ -102,16 +119,31 @@ def token_create(
             show_default=False,
         ),
     ] = None,
+    role: Annotated[
+        TokenRole,
+        typer.Option(
+            "--role",
+            help="tenant: the whole checkpoints contract on TENANT (Cedana's clients); "
+            "reader: only its reads; operator: ckpt's operator, acting for the namespace "
+            "each request names (TENANT's records move to their namespaces when it starts).",
+        ),
+    ] = TokenRole.tenant,
     database: DatabaseOption = None,
 ) -> None:
     """Create a token for TENANT (and the tenant if new); print only the token."""
+    from ckpt.api.tables import NAMESPACE_PREFIX, Role
     from ckpt.api.tokens import create_token
 
     if not tenant.strip() or len(tenant) > 253:
         raise typer.BadParameter("must be 1 to 253 characters", param_hint="--tenant")
+    if tenant.startswith(NAMESPACE_PREFIX):
+        raise typer.BadParameter(
+            f"names starting with {NAMESPACE_PREFIX!r} are the namespaces' own tenants",
+            param_hint="--tenant",
+        )
     lifetime = parse_duration(expires_in) if expires_in is not None else None
     with _database(database) as db:
-        typer.echo(create_token(db, tenant, lifetime))
+        typer.echo(create_token(db, tenant, lifetime, Role(role.value)))
 
 
 def _when(value: object) -> str:
@@ -125,17 +157,18 @@ def token_list(
     ] = None,
     database: DatabaseOption = None,
 ) -> None:
-    """List tokens (never their values, which are not stored): id, tenant, state, times (UTC)."""
+    """List tokens (never their values, which are not stored): id, tenant (a namespace's:
+    namespace:NAME), state, role, times (UTC)."""
     from ckpt.api.tables import utcnow
     from ckpt.api.tokens import list_tokens
 
     with _database(database) as db:
         records = list_tokens(db, tenant)
     now = utcnow()
-    typer.echo("ID\tTENANT\tSTATE\tCREATED\tEXPIRES\tREVOKED")
+    typer.echo("ID\tTENANT\tSTATE\tROLE\tCREATED\tEXPIRES\tREVOKED")
     for r in records:
         typer.echo(
-            f"{r.id}\t{r.tenant}\t{r.state(now)}\t{_when(r.created_at)}\t"
+            f"{r.id}\t{r.tenant}\t{r.state(now)}\t{r.role}\t{_when(r.created_at)}\t"
             f"{_when(r.expires_at)}\t{_when(r.revoked_at)}"
         )
 

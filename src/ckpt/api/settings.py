@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Self
+from pathlib import Path
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,20 @@ class ApiSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Listen address.")
     port: int = Field(default=8080, ge=0, le=65535, description="Listen port.")
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="Serve https with this certificate (PEM; deploy/: Secret ckpt-api-tls); "
+        "unset: plain http.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="Key of tls_cert_file.")
+    # Secure by default: a deployment that forgets the setting keeps its metrics closed, and a
+    # server run outside a cluster says at start that it needs `none`.
+    metrics_auth: Literal["kubernetes", "none"] = Field(
+        default="kubernetes",
+        description="Who may read /metrics: kubernetes (a bearer token that the apiserver "
+        "authenticates and authorizes for get on the non-resource URL /metrics) or none "
+        "(anyone; development only).",
+    )
     # Deprecated checkpoints stay visible this long before cleanup removes them, so that a
     # reader that raced the deprecation still sees a consistent state.
     deprecated_grace_seconds: float = Field(
@@ -92,6 +107,12 @@ class ApiSettings(BaseSettings):
     unknown_token_lookups_burst: int = Field(
         default=20, ge=1, description="Failed token lookups one client address may cause at once."
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        return self
 
     @model_validator(mode="after")
     def _default_page_within_maximum(self) -> Self:

@@ -4,6 +4,7 @@ only describes them to the ORM and must stay in step with `migrations/versions`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -32,11 +33,36 @@ class Base(DeclarativeBase):
     pass
 
 
+NAMESPACE_PREFIX = "namespace:"
+
+
+class TenantKind(StrEnum):
+    # Made by an admin (`ckpt api token create`): an organisation, a Cedana client.
+    tenant = "tenant"
+    # Made by the API for the operator: one per Kubernetes namespace (NAMESPACE_PREFIX + it).
+    namespace = "namespace"
+
+
+class Role(StrEnum):
+    """What a token may do (revision 0003)."""
+
+    # The whole contract on its own tenant: what every token could do before roles.
+    tenant = "tenant"
+    # Only reads of its own tenant: what a namespace's users get.
+    reader = "reader"
+    # The contract on any namespace tenant named per request (X-Ckpt-Tenant), and minting
+    # readers for them: the operator's.
+    operator = "operator"
+
+
 class Tenant(Base):
     __tablename__ = "tenants"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # A namespace tenant's name is NAMESPACE_PREFIX + the namespace, a prefix admin tenants
+    # may not take: both kinds share this unique column without colliding.
     name: Mapped[str] = mapped_column(String(253), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default=TenantKind.tenant.value)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
 
 
@@ -52,6 +78,7 @@ class Token(Base):
     # shows what existed and when it stopped working.
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    role: Mapped[str] = mapped_column(String(16), default=Role.tenant.value)
 
 
 class CheckpointRow(Base):

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from ckpt.api.db import Database
-from ckpt.api.tables import Tenant, Token, utcnow
+from ckpt.api.tables import NAMESPACE_PREFIX, Role, Tenant, TenantKind, Token, utcnow
 
 TOKEN_PREFIX = "ckpt_"  # noqa: S105 - a public marker that makes leaked tokens greppable
 
@@ -28,21 +28,46 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def create_token(db: Database, tenant_name: str, expires_in: timedelta | None = None) -> str:
-    """Create the tenant if needed and a new token for it; return the clear token.
+def create_token(
+    db: Database,
+    tenant_name: str,
+    expires_in: timedelta | None = None,
+    role: Role = Role.tenant,
+) -> str:
+    """Create the admin tenant if needed and a new token for it; return the clear token.
 
     `expires_in`: the token stops working that long from now; None: it never expires.
+    `role`: what the token may do (`Role`); an `operator` token acts for namespace tenants
+    only, and its own tenant is the one whose records it adopts
+    (`ckpt.api.tenants.adopt_namespace_records`).
     """
+    if tenant_name.startswith(NAMESPACE_PREFIX):
+        raise ValueError(f"tenant names starting with {NAMESPACE_PREFIX!r} are namespaces'")
     token = new_token()
     expires_at = utcnow() + expires_in if expires_in is not None else None
     with db.transaction() as session:
         tenant = session.scalars(select(Tenant).where(Tenant.name == tenant_name)).first()
         if tenant is None:
-            tenant = Tenant(name=tenant_name)
+            tenant = Tenant(name=tenant_name, kind=TenantKind.tenant.value)
             session.add(tenant)
             session.flush()
-        session.add(Token(tenant_id=tenant.id, token_hash=hash_token(token), expires_at=expires_at))
+        session.add(
+            Token(
+                tenant_id=tenant.id,
+                token_hash=hash_token(token),
+                expires_at=expires_at,
+                role=role.value,
+            )
+        )
     return token
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a token speaks for: its tenant and what it may do there (`Role`)."""
+
+    tenant_id: int
+    role: Role
 
 
 @dataclass(frozen=True)
@@ -54,6 +79,7 @@ class TokenRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    role: str
 
     def state(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -65,7 +91,9 @@ class TokenRecord:
 
 def list_tokens(db: Database, tenant_name: str | None = None) -> list[TokenRecord]:
     query = (
-        select(Token.id, Tenant.name, Token.created_at, Token.expires_at, Token.revoked_at)
+        select(
+            Token.id, Tenant.name, Token.created_at, Token.expires_at, Token.revoked_at, Token.role
+        )
         .join(Tenant, Tenant.id == Token.tenant_id)
         .order_by(Token.id)
     )
@@ -93,7 +121,7 @@ def revoke_token(db: Database, *, token_id: int | None = None, token: str | None
 
 
 class TokenResolver:
-    """Maps a presented token to its tenant id, with a short positive cache.
+    """Maps a presented token to its `Caller`, with a short positive cache.
 
     A cached entry lives at most `cache_seconds` and never past the token's expiry, so a
     revocation takes effect within `cache_seconds` and an expiry exactly on time.
@@ -102,10 +130,10 @@ class TokenResolver:
     def __init__(self, db: Database, cache_seconds: float) -> None:
         self._db = db
         self._ttl = cache_seconds
-        self._cache: dict[str, tuple[int, float]] = {}
+        self._cache: dict[str, tuple[Caller, float]] = {}
         self._lock = threading.Lock()
 
-    def cached(self, token: str) -> int | None:
+    def cached(self, token: str) -> Caller | None:
         digest = hash_token(token)
         with self._lock:
             hit = self._cache.get(digest)
@@ -113,27 +141,32 @@ class TokenResolver:
             return hit[0]
         return None
 
-    def resolve(self, token: str) -> int | None:
-        """Blocking: may query the database. Returns the tenant id or None."""
+    def resolve(self, token: str) -> Caller | None:
+        """Blocking: may query the database. Returns the caller or None."""
         cached = self.cached(token)
         if cached is not None:
             return cached
         digest = hash_token(token)
         with self._db.reader() as session:
             row = session.execute(
-                select(Token.token_hash, Token.tenant_id, Token.expires_at, Token.revoked_at).where(
-                    Token.token_hash == digest
-                )
+                select(
+                    Token.token_hash,
+                    Token.tenant_id,
+                    Token.expires_at,
+                    Token.revoked_at,
+                    Token.role,
+                ).where(Token.token_hash == digest)
             ).first()
         if row is None:
             return None
-        token_hash, tenant_id, expires_at, revoked_at = row
+        token_hash, tenant_id, expires_at, revoked_at, role = row
         # The index lookup already matched; the constant-time compare keeps the final
         # decision free of data-dependent timing whatever the database's compare does.
         if not hmac.compare_digest(token_hash, digest):
             return None
         if revoked_at is not None:
             return None
+        caller = Caller(tenant_id, Role(role))
         ttl = self._ttl
         if expires_at is not None:
             left = (expires_at - utcnow()).total_seconds()
@@ -144,5 +177,5 @@ class TokenResolver:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[digest] = (tenant_id, time.monotonic() + ttl)
-        return tenant_id
+                self._cache[digest] = (caller, time.monotonic() + ttl)
+        return caller

@@ -5,11 +5,21 @@ clients stay light."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# ckpt's extensions, outside Cedana's contract: an operator token names the namespace it acts
+# for in this header; the operator keeps a read-only token of each namespace's tenant in a
+# Secret of that namespace, which `ckpt list` reads when it is given no token.
+TENANT_HEADER = "X-Ckpt-Tenant"
+READ_TOKEN_SECRET = "ckpt-api-read-token"  # noqa: S105 - the name of a Secret, not a secret
+READ_TOKEN_SECRET_TYPE = "ckpt.dev/api-read-token"  # noqa: S105 - a Secret type
+READ_TOKEN_KEY = "token"  # noqa: S105 - a key of that Secret
+READ_TOKEN_EXPIRES_ANNOTATION = "ckpt.dev/expires-at"  # noqa: S105 - an annotation
 
 
 class CheckpointStatus(StrEnum):
@@ -93,10 +103,33 @@ class ApiError(BaseModel):
     details: Any = None
 
 
+class ReaderToken(BaseModel):
+    """Answer of `POST /ckpt/v1/namespaces/{namespace}/reader-tokens` (operator tokens only):
+    a new read-only token of that namespace's tenant, shown once."""
+
+    token: str
+    expires_at: datetime = Field(description="UTC")
+
+
+class Adoption(BaseModel):
+    """Answer of `POST /ckpt/v1/namespaces/adopt` (operator tokens only): how many records
+    of the operator's own tenant moved to their namespace's tenant, and how many stay."""
+
+    moved: int
+    kept: int
+
+
 __all__ = [
+    "READ_TOKEN_EXPIRES_ANNOTATION",
+    "READ_TOKEN_KEY",
+    "READ_TOKEN_SECRET",
+    "READ_TOKEN_SECRET_TYPE",
+    "TENANT_HEADER",
+    "Adoption",
     "ApiError",
     "Checkpoint",
     "CheckpointInfo",
     "CheckpointStatus",
+    "ReaderToken",
     "UploadedBody",
 ]

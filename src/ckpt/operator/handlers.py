@@ -11,11 +11,13 @@ import kopf
 from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
 from ckpt.apis.policy import POLICY_PLURAL
 from ckpt.apis.restore import RESTORE_PLURAL
+from ckpt.errors import ServiceError
 from ckpt.operator import binding, locations, reconcile, retention
 from ckpt.operator.agents import AgentIndex, AgentPod
 from ckpt.operator.kube import load_api_client
 from ckpt.operator.policy import PolicyRunner
 from ckpt.operator.policy_kube import PolicyKube
+from ckpt.operator.read_tokens import KubeSecrets, ReadTokens
 from ckpt.operator.restore import TERMINAL as RESTORE_TERMINAL
 from ckpt.operator.restore_clients import restorer
 from ckpt.operator.runtime import (
@@ -46,9 +48,33 @@ def _ready(status: kopf.Status, **_: Any) -> bool:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings, CONFIG)
     memo.clients = build_clients(CONFIG)
+    memo.read_tokens = ReadTokens(
+        memo.clients.api, KubeSecrets(load_api_client()),
+        skip=frozenset({CONFIG.agent_namespace}),
+    )
     memo.agent_index = start_agent_index(CONFIG)
     memo.policies = PolicyKube(load_api_client())
     serve_metrics(CONFIG)
+
+
+@kopf.on.startup()
+async def adopt_namespace_records(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Moves the records that operators before namespace tenants kept in this token's tenant
+    to their namespaces' tenants, before any Checkpoint is handled (idempotent)."""
+    clients: Clients | None = getattr(memo, "clients", None)
+    if clients is None:
+        raise kopf.TemporaryError("the clients are not built yet", delay=1)
+    try:
+        adopted = await clients.api.adopt_namespace_records()
+    except ServiceError as exc:
+        raise kopf.TemporaryError(
+            f"the checkpoints API refused or missed the move of old records ({exc}); is "
+            "CKPT_OPERATOR_API_TOKEN an operator token (ckpt api token create --role "
+            "operator)?",
+            delay=30,
+        ) from exc
+    if adopted.moved:
+        logger.info("moved %d API record(s) to their namespaces' tenants", adopted.moved)
 
 
 @kopf.on.cleanup()
@@ -56,6 +82,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.clients.aclose()
     index: AgentIndex = memo.agent_index
     index.stop()
+
+
+def _read_tokens(memo: kopf.Memo) -> ReadTokens:
+    tokens: ReadTokens = memo.read_tokens
+    return tokens
 
 
 def checkpoint_resource(body: kopf.Body) -> reconcile.Resource:
@@ -77,8 +108,10 @@ async def checkpoint(
 ) -> None:
     clients: Clients = memo.clients
     index: AgentIndex = memo.agent_index
+    namespace = body.meta.namespace or ""
+    await _read_tokens(memo).ensure_quietly(namespace)
     deps = reconcile.Dependencies(
-        api=clients.api,
+        api=clients.api.for_tenant(namespace),
         agents=clients.agents,
         get_pod=clients.kube.get_pod,
         agent_pods=index.agents,
@@ -96,8 +129,10 @@ async def sync(
     body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any
 ) -> None:
     clients: Clients = memo.clients
+    namespace = body.meta.namespace or ""
+    await _read_tokens(memo).ensure_quietly(namespace)
     current = CheckpointStatus.model_validate(dict(status))
-    api_status = await reconcile.sync_api_status(clients.api, current)
+    api_status = await reconcile.sync_api_status(clients.api.for_tenant(namespace), current)
     if api_status and api_status != current.api_status:
         current.api_status = api_status
         await KopfReporter(clients.kube, body, PLURAL).save(current)
@@ -117,11 +152,12 @@ async def release(
 async def _release(
     clients: Clients, body: kopf.Body, status: kopf.Status, agents: Iterable[AgentPod]
 ) -> list[str]:
+    resource = checkpoint_resource(body)
     try:
         return await retention.release(
-            checkpoint_resource(body),
+            resource,
             CheckpointStatus.model_validate(dict(status)),
-            clients.api, clients.agents, agents,
+            clients.api.for_tenant(resource.namespace), clients.agents, agents,
             locations=clients.locations,
         )
     except retention.RetentionError as exc:

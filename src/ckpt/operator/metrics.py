@@ -50,6 +50,11 @@ RESTORE_PHASE_DURATION = Histogram(
     buckets=_STEP_BUCKETS,
 )
 RESTORE_PHASES = ("fetch", "verify", "extract", "restore")
+# Series that exist before the first restore: dashboards show 0 rather than nothing, and
+# increase() sees the first one.
+RESTORES.labels("Running", "Running")
+for _phase in RESTORE_PHASES:
+    RESTORE_PHASE_DURATION.labels(_phase)
 
 # Restore uid -> its creationTimestamp (Unix seconds). The flow's deadline runs from the
 # creation, so the age from it is what says a Restore outlived every timeout it has.
@@ -91,16 +96,18 @@ def restore_in_progress(uid: str, created: dt.datetime) -> Iterator[None]:
 def restore_finished(
     phase: str,
     reason: str,
-    seconds: float,
+    seconds: float | None = None,
     phases_ms: Mapping[str, int | None] | None = None,
 ) -> None:
-    """A Restore reached `phase` (Running or Failed, with the condition's reason) after
-    `seconds` from its start; for a Running one, `phases_ms` holds its timings in
-    milliseconds by RESTORE_PHASES name (those missing or None are left out)."""
+    """A Restore reached `phase` (Running or Failed, with its condition's reason). A Running
+    one also gives `seconds` from its start to Running and `phases_ms`, its timings in
+    milliseconds by RESTORE_PHASES name (others, and None, are left out); durations describe
+    restores that worked only, so a Failed one's are not recorded."""
     RESTORES.labels(phase, reason).inc()
     if phase != "Running":
         return
-    RESTORE_DURATION.observe(seconds)
+    if seconds is not None:
+        RESTORE_DURATION.observe(seconds)
     for name, ms in (phases_ms or {}).items():
         if name in RESTORE_PHASES and ms is not None:
             RESTORE_PHASE_DURATION.labels(name).observe(ms / 1000)

@@ -41,7 +41,7 @@ from ckpt.apis.storagelocation import Destination, LocationType
 from ckpt.contract.agent import RESTORE_ANNOTATION, JobState, StageJob, StageRequest
 from ckpt.contract.checkpoints_api import CheckpointStatus as ApiStatus
 from ckpt.errors import NotFound, ServiceError
-from ckpt.operator import binding, placement
+from ckpt.operator import binding, metrics, placement
 from ckpt.operator.agents import AgentPod
 from ckpt.operator.conditions import set_condition
 from ckpt.operator.flow import (
@@ -452,9 +452,10 @@ class Restorer(Flow[RestoreStatus]):
         if self.status.phase in TERMINAL:
             await self.cleanup()
             return self.status
-        await self.drive(
-            self._flow, self.deadline, f"not Running within {self.deps.timeout_seconds:g}s"
-        )
+        with metrics.restore_in_progress(self.res.uid, self.res.created):
+            await self.drive(
+                self._flow, self.deadline, f"not Running within {self.deps.timeout_seconds:g}s"
+            )
         if self.status.phase in TERMINAL:
             await self.cleanup()
         return self.status
@@ -682,6 +683,12 @@ class Restorer(Flow[RestoreStatus]):
             f"(fetch {timings.fetch}, verify {timings.verify}, extract {timings.extract}, "
             f"restore {timings.restore})",
         )
+        # Metrics before the save: once status says Running, kopf stops this daemon.
+        metrics.restore_finished(
+            "Running", "Running", timings.total / 1000,
+            {"fetch": timings.fetch, "verify": timings.verify, "extract": timings.extract,
+             "restore": timings.restore},
+        )
         await self.report.save(self.status)
 
     async def fail(self, reason: str, message: str) -> None:
@@ -690,6 +697,7 @@ class Restorer(Flow[RestoreStatus]):
         self.status.completed_at = self.clock.stamp()
         set_condition(self.status, RUNNING, False, reason, message)
         self.report.event("Warning", reason, message)
+        metrics.restore_finished("Failed", reason)
         await self.report.save(self.status)
 
     # -- cleanup ------------------------------------------------------------------------------

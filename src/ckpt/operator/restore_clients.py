@@ -44,11 +44,13 @@ def restorer(
 ) -> Restorer:
     """The flow for one Restore, as kopf hands it over (body, spec, status)."""
     meta = body.metadata
+    # The Restore's namespace's tenant alone: a record of any other namespace is absent.
+    api = clients.api.for_tenant(meta.namespace or "")
 
     async def verify(
         facts: CheckpointFacts, namespace: str, location: Destination | None
     ) -> None:
-        await verify_with_api(clients.api.list, facts, namespace, location)
+        await verify_with_api(api.list, facts, namespace, location)
 
     deps = RestoreDeps(
         kube=clients.kube, stager=clients.agents, agent_pods=agent_pods,

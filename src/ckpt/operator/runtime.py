@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 
 import kopf
-from prometheus_client import start_http_server
 from pydantic import BaseModel
 
 from ckpt.contract.agent_client import AgentClient
@@ -60,7 +59,10 @@ class Clients:
 def build_clients(config: OperatorSettings) -> Clients:
     kube = Kube(load_api_client())
     return Clients(
-        api=CheckpointsClient(config.api_url, config.api_token.get_secret_value()),
+        api=CheckpointsClient(
+            config.api_url, config.api_token.get_secret_value(), ca_file=config.api_ca_file,
+            server_name=config.api_server_name,
+        ),
         agents=AgentClient(
             config.agent_token_file, scheme=config.agent_scheme, ca_file=config.agent_ca_file,
             server_name=config.agent_server_name,
@@ -89,7 +91,14 @@ def start_agent_index(config: OperatorSettings) -> AgentIndex:
 
 
 def serve_metrics(config: OperatorSettings) -> None:
-    start_http_server(config.metrics_port, addr=config.listen_host)
+    from ckpt.contract.scrape_auth import KubeReviewer, ScrapeGuard
+    from ckpt.operator.metrics_server import start_metrics_server, tls_context
+
+    guard = (ScrapeGuard(KubeReviewer(load_api_client()))
+             if config.metrics_auth == "kubernetes" else None)
+    tls = (tls_context(config.metrics_tls_cert_file, config.metrics_tls_key_file)
+           if config.metrics_tls_cert_file and config.metrics_tls_key_file else None)
+    start_metrics_server(config.listen_host, config.metrics_port, guard=guard, tls=tls)
 
 
 class KopfReporter:

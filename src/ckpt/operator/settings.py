@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ckpt.contract.checkpoints_client import plain_http_refusal
 
 # The projected token of deploy/base/operator.yaml: audience `ckpt-agent`, short-lived and
 # rotated by the kubelet. It is worthless against the apiserver (wrong audience), unlike the
@@ -19,11 +22,22 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CKPT_OPERATOR_", extra="ignore")
 
     api_url: str = Field(
-        default="http://ckpt-api.ckpt-system.svc:8080",
-        description="Base URL of the checkpoints API.",
+        default="https://ckpt-api.ckpt-system.svc:8443",
+        description="Base URL of the checkpoints API: https (verified); http only on loopback.",
     )
     api_token: SecretStr = Field(
-        default=SecretStr(""), description="Bearer token of the checkpoints API (a tenant's)."
+        default=SecretStr(""),
+        description="Bearer token of the checkpoints API, of role operator (ckpt api token "
+        "create --role operator).",
+    )
+    api_ca_file: Path | None = Field(
+        default=None,
+        description="Certificate (or CA) the API's serving certificate must chain to (deploy/: "
+        "Secret ckpt-api-tls); unset: the system CAs.",
+    )
+    api_server_name: str | None = Field(
+        default=None,
+        description="Name the API's certificate must carry when it is not api_url's host.",
     )
     agent_namespace: str = Field(
         default="ckpt-system",
@@ -79,3 +93,31 @@ class OperatorSettings(BaseSettings):
     listen_host: str = Field(default="0.0.0.0", description="Address of /healthz and /metrics.")
     liveness_port: int = Field(default=8080, description="Port of /healthz (kopf liveness).")
     metrics_port: int = Field(default=9090, description="Port of /metrics (Prometheus).")
+    metrics_auth: Literal["kubernetes", "none"] = Field(
+        default="kubernetes",
+        description="Who may read /metrics: kubernetes (a bearer token that the apiserver "
+        "authenticates and authorizes for get on the non-resource URL /metrics) or none "
+        "(anyone; development only).",
+    )
+    metrics_tls_cert_file: Path | None = Field(
+        default=None,
+        description="Serve /metrics over https with this certificate (deploy/: Secret "
+        "ckpt-operator-tls); unset: plain http.",
+    )
+    metrics_tls_key_file: Path | None = Field(
+        default=None, description="Key of metrics_tls_cert_file."
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url_keeps_the_token_off_plain_networks(cls, url: str) -> str:
+        refusal = plain_http_refusal(url)
+        if refusal is not None:
+            raise ValueError(refusal)
+        return url
+
+    @model_validator(mode="after")
+    def _metrics_tls_pair(self) -> Self:
+        if (self.metrics_tls_cert_file is None) != (self.metrics_tls_key_file is None):
+            raise ValueError("metrics_tls_cert_file and metrics_tls_key_file must be set together")
+        return self

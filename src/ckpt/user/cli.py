@@ -1,7 +1,7 @@
-"""The user verbs of `ckpt`: checkpoint, list, restore, migrate, prune. Parsing and printing
-only; the work is in the other modules of `ckpt.user` (`ckpt.user.verbs` for what `kubectl ckpt`
-does too). Statuses are read through the operator's status models (the operator writes them
-from the same models)."""
+"""The user verbs of `ckpt`: checkpoint, list, restore, migrate, prune, policy status. Parsing
+and printing only; the work is in the other modules of `ckpt.user` (`ckpt.user.verbs` and
+`ckpt.user.policies` for what `kubectl ckpt` does too). Statuses are read through the
+operator's status models (the operator writes them from the same models)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ckpt.apis.checkpoint import CheckpointSpec, Phase, RetainPolicy
 from ckpt.apis.restore import RestorePhase, RestoreSpec
 from ckpt.contract.agent import GpuMode
 from ckpt.user import options, verbs
+from ckpt.user.printing import GetOutput
 
 # The commands import ckpt.user.resources and ckpt.user.restore themselves: they bring the
 # Kubernetes client (about 0.7 s to import), which `ckpt --help` and the service subcommands
@@ -78,6 +79,8 @@ def list_(
     ] = False,
     api_url: options.ApiUrl = None,
     api_token: options.ApiToken = None,
+    api_ca: options.ApiCa = None,
+    api_server_name: options.ApiServerName = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
@@ -88,6 +91,7 @@ def list_(
         listed = verbs.list_checkpoints(
             Checkpoints(api_client(kubeconfig, context)),
             None if all_namespaces else namespace, api_url, api_token, console,
+            api_ca=api_ca, api_server_name=api_server_name,
         )
     except UserError as exc:
         raise _fail(str(exc)) from None
@@ -222,9 +226,48 @@ def prune(
         console.print("nothing to prune")
 
 
+def policy_status(
+    name: Annotated[
+        str | None, typer.Argument(metavar="NAME", show_default=False,
+                                   help="A CheckpointPolicy (default: every one).")
+    ] = None,
+    namespace: Namespace = "default",
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")
+    ] = False,
+    output: Annotated[
+        GetOutput | None,
+        typer.Option("--output", "-o", show_default=False,
+                     help="json or yaml (the report), wide (every checkpoint too) or name."),
+    ] = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """How a CheckpointPolicy is doing: its spec, the pods it covers, per lineage its latest
+    Ready checkpoint, those kept, in flight and failed, the next one due, its conditions."""
+    from ckpt.user import policies
+    from ckpt.user.resources import UserError, api_client
+
+    if name and all_namespaces:
+        raise _fail("a policy cannot be named across all namespaces (-A): drop NAME or -A")
+    ns = None if all_namespaces else namespace
+    try:
+        reports = policies.gather(api_client(kubeconfig, context), ns, name)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    if not reports and output not in (GetOutput.json, GetOutput.yaml):
+        console.print(policies.nothing_found(ns), markup=False)
+        return
+    # Plain: rich would take brackets in names and messages for markup, and re-wrap tables.
+    typer.echo(policies.render(reports, output, one=name is not None), nl=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("checkpoint")(checkpoint)
     app.command("list")(list_)
     app.command("restore")(restore)
     app.command("migrate")(migrate)
     app.command("prune")(prune)
+    policy = typer.Typer(no_args_is_help=True, help="CheckpointPolicies: how they are doing.")
+    policy.command("status")(policy_status)
+    app.add_typer(policy, name="policy", help="CheckpointPolicies: how they are doing.")

@@ -9,8 +9,8 @@ Cobra's answer: one candidate a line (a tab, then its description), and a last l
 
 The candidates come from the command's own definition through click's completion engine (the
 one typer vendors, since typer's commands are built on it): verbs, options, option values
-(the -o formats, the GPU modes), names of pods, checkpoints and restores from the cluster,
-and file names for --kubeconfig.
+(the -o formats, the GPU modes), names of pods, checkpoints, restores and checkpoint
+policies from the cluster, and file names for --kubeconfig.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import typer
 from typer._click.core import Command
 from typer._click.shell_completion import CompletionItem, ShellComplete
 
+from ckpt.apis.policy import POLICY_PLURAL
 from ckpt.user.kinds import Kind, kind_of
 
 PROG = "kubectl ckpt"
@@ -81,6 +82,10 @@ def checkpoint_names(ctx: typer.Context, incomplete: str) -> list[str]:
     return _names(ctx, "checkpoints", incomplete)
 
 
+def policy_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _names(ctx, POLICY_PLURAL, incomplete)
+
+
 def describe_targets(ctx: typer.Context, incomplete: str) -> list[str]:
     """`describe`'s first word: a kind, or KIND/NAME once a slash is typed."""
     kind_name, slash, prefix = incomplete.partition("/")
@@ -97,9 +102,9 @@ def describe_names(ctx: typer.Context, incomplete: str) -> list[str]:
 
 
 def _names(ctx: typer.Context, plural: str, incomplete: str) -> list[str]:
-    """Names of pods, checkpoints or restores in the namespace the command line names (or
-    the context's), starting with `incomplete`; none when the cluster does not answer at
-    once, as a completion must not hang the shell."""
+    """Names of pods, checkpoints, restores or checkpoint policies in the namespace the
+    command line names (or the context's), starting with `incomplete`; none when the cluster
+    does not answer at once, as a completion must not hang the shell."""
     import urllib3
     from kubernetes import client
 

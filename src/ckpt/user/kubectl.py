@@ -13,8 +13,7 @@ parses the command line and prints what kubectl users expect.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -28,6 +27,7 @@ from ckpt.apis.checkpoint import GROUP, KIND, VERSION, CheckpointSpec, Phase, Re
 from ckpt.apis.restore import RestorePhase, RestoreSpec
 from ckpt.contract.agent import GpuMode
 from ckpt.user import completion, options, verbs
+from ckpt.user.failures import fail, user_errors
 from ckpt.user.kinds import Kind, kind_of
 from ckpt.user.printing import (
     GetOutput,
@@ -99,13 +99,15 @@ app = typer.Typer(
         ("Checkpoint pod web in the current namespace and follow it to Ready",
          "kubectl ckpt checkpoint web --wait"),
         ("List the checkpoints of every namespace, with their record in the checkpoints API",
-         "CKPT_API_URL=https://ckpt-api.example CKPT_API_TOKEN=... kubectl ckpt ls -A"),
+         "CKPT_API_URL=https://ckpt-api.example kubectl ckpt ls -A"),
         ("Restore a checkpoint as a new pod, on another node",
          "kubectl ckpt restore web-1a2b3c --node node-2 --wait"),
         ("Move pod web to node-2 (checkpoint, restore there, delete the original)",
          "kubectl ckpt migrate web --to node-2"),
         ("Tell the story of a checkpoint: phase, conditions, timings, archive, events",
          "kubectl ckpt describe checkpoint web-1a2b3c"),
+        ("How CheckpointPolicy train is doing: each lineage's checkpoints, the next one due",
+         "kubectl ckpt policy status train"),
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -143,33 +145,6 @@ ResourceFormat = Annotated[
 
 def plugin_describe(namespace: str, kind: str, name: str) -> str:
     return f"kubectl ckpt describe {kind} {name} -n {namespace}"
-
-
-def _fail(message: str) -> typer.Exit:
-    # Plain text: a message may hold brackets that rich would take for markup.
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Errors the user can act on end the command with exit status 1 and a message, never
-    a traceback."""
-    import urllib3
-
-    from ckpt.user.resources import UserError
-
-    try:
-        yield
-    except UserError as exc:
-        raise _fail(str(exc)) from None
-    except urllib3.exceptions.HTTPError as exc:
-        # The client's retries gave up: no apiserver answers at the kubeconfig's address.
-        reason = getattr(exc, "reason", None) or exc
-        raise _fail(
-            f"cannot reach the cluster ({reason}); check --context and --kubeconfig "
-            "(`kubectl cluster-info` shows where they point)"
-        ) from None
 
 
 def _connect(
@@ -228,7 +203,7 @@ def checkpoint(
         pod_name=pod, containers=container or [], gpu=gpu, leave_running=not stop,
         timeout_seconds=timeout, retain_policy=retain,
     )
-    with _user_errors():
+    with user_errors():
         api, ns = _connect(kubeconfig, context, namespace)
         checkpoints = Checkpoints(api)
         resource = name or verbs.generated_name(pod)
@@ -289,7 +264,7 @@ def restore(
     from ckpt.user.restore import Restores
 
     spec = RestoreSpec(checkpoint_name=checkpoint_name, pod_name=pod_name, node_name=node)
-    with _user_errors():
+    with user_errors():
         api, ns = _connect(kubeconfig, context, namespace)
         # Read first: a typo is reported now rather than as a Restore waiting for it.
         Checkpoints(api).get(ns, checkpoint_name)
@@ -333,7 +308,7 @@ def migrate(
 
     If anything fails the original Pod is kept (its kubelet restarts the stopped containers)
     and the command exits 1."""
-    with _user_errors():
+    with user_errors():
         api, ns = _connect(kubeconfig, context, namespace)
         restored = verbs.migrate(
             api, ns, pod, to=to, pod_name=pod_name, timeout=timeout,
@@ -346,7 +321,7 @@ def migrate(
     ("Checkpoints of the current namespace", "kubectl ckpt ls"),
     ("Of every namespace, with more columns", "kubectl ckpt ls -A -o wide"),
     ("As JSON, each joined with its record in the checkpoints API",
-     "CKPT_API_URL=https://ckpt-api.example CKPT_API_TOKEN=... kubectl ckpt ls -o json"),
+     "CKPT_API_URL=https://ckpt-api.example kubectl ckpt ls -o json"),
     ("Names only, to feed other commands", "kubectl ckpt ls -o name"),
 ))
 def ls(
@@ -365,17 +340,21 @@ def ls(
     ] = None,
     api_url: options.ApiUrl = None,
     api_token: options.ApiToken = None,
+    api_ca: options.ApiCa = None,
+    api_server_name: options.ApiServerName = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
-    """List Checkpoints, joined with their records in the checkpoints API when its URL and a
-    token are given (the API column: its status there)."""
+    """List Checkpoints, joined with their records in the checkpoints API when its URL is
+    given (the API column: its status there), read with --api-token or else each namespace's
+    own read-only token, from its Secret ckpt-api-read-token."""
     from ckpt.user.resources import Checkpoints
 
-    with _user_errors():
+    with user_errors():
         api, namespace_ = _connect(kubeconfig, context, namespace)
         ns = None if all_namespaces else namespace_
-        listed = verbs.list_checkpoints(Checkpoints(api), ns, api_url, api_token, console)
+        listed = verbs.list_checkpoints(Checkpoints(api), ns, api_url, api_token, console,
+                                        api_ca=api_ca, api_server_name=api_server_name)
     if output in (GetOutput.json, GetOutput.yaml):
         _print_list(listed, output)
     elif output is GetOutput.name:
@@ -452,14 +431,14 @@ def describe(
     kind_name, _, ref_name = kind_or_ref.partition("/")
     kind = kind_of(kind_name)
     if kind is None:
-        raise _fail(
+        raise fail(
             f"unknown type {kind_name!r}: describe checkpoint NAME or restore NAME "
             "(or ckpt/NAME, rst/NAME)"
         )
     resource_name = ref_name or name
     if not resource_name or (ref_name and name):
-        raise _fail(f"name one {kind.value}: describe {kind.value} NAME, or {kind.value}/NAME")
-    with _user_errors():
+        raise fail(f"name one {kind.value}: describe {kind.value} NAME, or {kind.value}/NAME")
+    with user_errors():
         api, ns = _connect(kubeconfig, context, namespace)
         checkpoints, restores = Checkpoints(api), Restores(api)
         if kind is Kind.checkpoint:
@@ -493,6 +472,66 @@ def _events_about(
         return Events(api).about(resource), ""
     except UserError as exc:
         return [], str(exc)
+
+
+policy_app = typer.Typer(
+    name="policy",
+    help="CheckpointPolicies: the pods they checkpoint periodically, and what they keep.",
+    epilog=_examples(
+        ("How policy train is doing", "kubectl ckpt policy status train"),
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(policy_app, short_help="How CheckpointPolicies are doing (policy status)")
+
+
+@policy_app.command("status", short_help="Tell how a CheckpointPolicy is doing", epilog=_examples(
+    ("How policy train is doing: pods covered, each lineage's checkpoints, the next one due",
+     "kubectl ckpt policy status train"),
+    ("Every policy of every namespace, with each of their checkpoints",
+     "kubectl ckpt policy status -A -o wide"),
+    ("As JSON, for scripts", "kubectl ckpt policy status train -o json"),
+))
+def policy_status(
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", show_default=False, autocompletion=completion.policy_names,
+        help="A CheckpointPolicy (default: every one in the namespace).",
+    )] = None,
+    namespace: Namespace = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Every policy of every namespace.")
+    ] = False,
+    output: Annotated[
+        GetOutput | None,
+        typer.Option(
+            "--output", "-o", show_default=False,
+            help="json or yaml (the report; a List of them without NAME), wide (each "
+            "lineage's label and every checkpoint of the policy too) or name.",
+        ),
+    ] = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Tell how a CheckpointPolicy is doing: its spec, the pods it covers, and per lineage
+    (Job, ReplicaSet, StatefulSet and ordinal, bare pod) its latest Ready checkpoint with
+    its age and size, how many Ready ones are kept, those in flight and failed, and when
+    the next periodic checkpoint is due; then the policy's conditions.
+
+    Exits 1 when the policy does not exist or cannot be read."""
+    from ckpt.user import policies
+
+    if name and all_namespaces:
+        # As kubectl get: a name is unique only within its namespace.
+        raise fail("a policy cannot be named across all namespaces (-A): drop NAME or -A")
+    with user_errors():
+        api, namespace_ = _connect(kubeconfig, context, namespace)
+        ns = None if all_namespaces else namespace_
+        reports = policies.gather(api, ns, name)
+    if not reports and output not in (GetOutput.json, GetOutput.yaml):
+        typer.echo(policies.nothing_found(ns), err=True)
+        return
+    typer.echo(policies.render(reports, output, one=name is not None), nl=False)
 
 
 class Shell(StrEnum):

@@ -3,6 +3,7 @@ help and defaults never drift."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,5 +28,27 @@ ApiUrl = Annotated[
     str | None, typer.Option(envvar="CKPT_API_URL", help="Checkpoints API to join with.")
 ]
 ApiToken = Annotated[
-    str | None, typer.Option(envvar="CKPT_API_TOKEN", help="Token of that API.")
+    str | None,
+    typer.Option(
+        envvar="CKPT_API_TOKEN",
+        help="Token of that API (default: each namespace's read-only one, from its Secret "
+        "ckpt-api-read-token).",
+    ),
+]
+# Always verified: there is no option to skip it, since the token goes to whoever answers.
+ApiCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-ca", envvar="CKPT_API_CA", dir_okay=False,
+        help="Certificate (or CA) that the API's https certificate must chain to, e.g. "
+        "tls.crt of Secret ckpt-system/ckpt-api-tls (default: the system CAs).",
+    ),
+]
+ApiServerName = Annotated[
+    str | None,
+    typer.Option(
+        "--api-server-name", envvar="CKPT_API_SERVER_NAME",
+        help="Name the API's certificate carries when the URL names another host (a "
+        "port-forward to 127.0.0.1: ckpt-api.ckpt-system.svc).",
+    ),
 ]

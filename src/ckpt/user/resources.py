@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from collections.abc import Mapping
@@ -14,6 +16,7 @@ from kubernetes.config.kube_config import KubeConfigMerger
 from pydantic import BaseModel, ValidationError
 
 from ckpt.apis.checkpoint import GROUP, KIND, PLURAL, VERSION, CheckpointSpec, CheckpointStatus
+from ckpt.contract.checkpoints_api import READ_TOKEN_KEY, READ_TOKEN_SECRET, READ_TOKEN_SECRET_TYPE
 from ckpt.kubejson import json_object, response_json
 
 S = TypeVar("S", bound=BaseModel)
@@ -132,6 +135,30 @@ class Checkpoints:
         except client.ApiException as exc:
             raise UserError(explain(exc, f"read pod {namespace}/{name}")) from exc
         return response_json(response)
+
+    def api_token(self, namespace: str) -> str | None:
+        """The namespace's read-only token of the checkpoints API, from the Secret the
+        operator keeps there; None while there is none (the operator writes it once it
+        handles a Checkpoint of the namespace)."""
+        where = f"{namespace}/{READ_TOKEN_SECRET}"
+        try:
+            response = self.core.read_namespaced_secret(
+                READ_TOKEN_SECRET, namespace, _preload_content=False
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise UserError(explain(exc, f"read secret {where}")) from exc
+        secret = response_json(response)
+        # Anyone who may create Secrets in the namespace may make one of this name; only the
+        # operator's type is taken (admission holds the operator to it).
+        if secret.get("type") != READ_TOKEN_SECRET_TYPE:
+            raise UserError(f"secret {where} is not of type {READ_TOKEN_SECRET_TYPE}: not ckpt's")
+        try:
+            token = base64.b64decode((secret.get("data") or {}).get(READ_TOKEN_KEY, "")).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise UserError(f"secret {where} holds no readable token") from exc
+        return token.strip() or None
 
 
 class Events:

@@ -10,6 +10,7 @@ import datetime as dt
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -204,31 +205,81 @@ def list_checkpoints(
     api_url: str | None,
     api_token: str | None,
     console: Console,
+    *,
+    api_ca: Path | None = None,
+    api_server_name: str | None = None,
 ) -> list[Listed]:
     """The Checkpoints of `namespace` (None: all), joined with the checkpoints API when its
-    URL and a token are given (a warning on `console` when it cannot be reached)."""
+    URL is given: with `api_token`, else each namespace's read-only token from the Secret the
+    operator keeps there (a warning on `console` when there is none, the API cannot be
+    reached, its certificate is not trusted, or the URL is plain http off this host)."""
     from ckpt.user.resources import checkpoint_status
 
     items = checkpoints.list(namespace)
     statuses = [checkpoint_status(item) for item in items]
-    records = _api_records(statuses, api_url, api_token, console)
+    records: dict[str, ApiRecord] = {}
+    for token, group in _tokens(checkpoints, items, statuses, api_url, api_token, console):
+        records |= _api_records(group, api_url, token, console, api_ca, api_server_name)
     return [
         Listed(item, status, records.get(status.checkpoint_id or ""))
         for item, status in zip(items, statuses, strict=True)
     ]
 
 
+def _tokens(
+    checkpoints: Checkpoints,
+    items: list[dict[str, Any]],
+    statuses: list[CheckpointStatus],
+    url: str | None,
+    token: str | None,
+    console: Console,
+) -> list[tuple[str | None, list[CheckpointStatus]]]:
+    """Which token joins which statuses: the one given joins all; without one, each
+    namespace's records are readable only with that namespace's own token (README, Security
+    model), read from its Secret with the user's Kubernetes credentials."""
+    if token or not url:
+        return [(token, statuses)]
+    from ckpt.contract.checkpoints_api import READ_TOKEN_SECRET
+    from ckpt.user.resources import UserError
+
+    by_namespace: dict[str, list[CheckpointStatus]] = {}
+    for item, status in zip(items, statuses, strict=True):
+        if status.checkpoint_id:
+            by_namespace.setdefault(item["metadata"]["namespace"], []).append(status)
+    joined: list[tuple[str | None, list[CheckpointStatus]]] = []
+    for namespace, group in sorted(by_namespace.items()):
+        try:
+            found = checkpoints.api_token(namespace)
+        except UserError as exc:
+            console.print(f"[yellow]warning:[/yellow] checkpoints API not joined: {exc}")
+            continue
+        if found is None:
+            console.print(
+                f"[yellow]warning:[/yellow] checkpoints API not joined in {namespace}: no "
+                f"secret {READ_TOKEN_SECRET} there yet (the operator writes it); or pass "
+                "--api-token"
+            )
+            continue
+        joined.append((found, group))
+    return joined
+
+
 def _api_records(
-    statuses: list[CheckpointStatus], url: str | None, token: str | None, console: Console
+    statuses: list[CheckpointStatus], url: str | None, token: str | None, console: Console,
+    ca_file: Path | None = None, server_name: str | None = None,
 ) -> dict[str, ApiRecord]:
     ids = [s.checkpoint_id for s in statuses if s.checkpoint_id]
     if not (url and token and ids):
         return {}
-    from ckpt.contract.checkpoints_client import SyncCheckpointsClient
+    from ckpt.contract.checkpoints_client import SyncCheckpointsClient, plain_http_refusal
     from ckpt.errors import ServiceError
 
+    refusal = plain_http_refusal(url)
+    if refusal is not None:
+        console.print(f"[yellow]warning:[/yellow] checkpoints API not joined: {refusal}")
+        return {}
     try:
-        with SyncCheckpointsClient(url, token) as api:
+        with SyncCheckpointsClient(url, token, ca_file=ca_file, server_name=server_name) as api:
             return {str(r.id): r for r in api.list(ids)}
     except (ServiceError, OSError) as exc:
         console.print(f"[yellow]warning:[/yellow] checkpoints API not joined: {exc}")
