@@ -14,8 +14,9 @@ repetition measures, in the same run and on the same container:
   and extraction into the layout the ckpt-runc wrapper reads) + `runc restore` of the staged
   images, as the wrapper runs it, each into a fresh container.
 
-It prints medians and the pipeline/baseline ratio as a Markdown table. Needs root, runc and
-CRIU >= 4 (tools/criu/install.sh).
+It prints medians and the pipeline/baseline ratio as a Markdown table, saves
+bench/results/agent.json and draws bench/plots/agent.svg (throughput against the baseline;
+bench/plots.py). Needs root, runc and CRIU >= 4 (tools/criu/install.sh).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from bench.results import Recorder, samples_json
 from bench.stats import median, ratio
 from ckpt.agent import pipeline
 from ckpt.agent.context import build_context
@@ -72,6 +75,13 @@ class Row:
 
     def median(self, attr: str) -> float:
         return median(float(getattr(s, attr)) for s in self.samples)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mib": self.mib, **samples_json(self.samples, ["base_total"])}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Row:
+        return cls(data["mib"], [Sample(**s) for s in data["samples"]])
 
 
 def _criu() -> str:
@@ -223,6 +233,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    recorder = Recorder("agent", {"sizes": args.sizes, "reps": args.reps})
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so containers and files are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ckpt-bench-agent-"))
@@ -233,6 +244,8 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"{args.reps} repetitions, medians; {os.cpu_count()} CPUs")
     print(table(rows))
+    print("\n" + recorder.footer())
+    recorder.save([r.to_json() for r in rows])
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ Each server (a bare ASGI baseline, the API on SQLite, the API on PostgreSQL) run
 process under identical uvicorn settings on loopback; the load generator is this process.
 Besides throughput and latency, each cell reports the server process's CPU time per request,
 which depends far less than the others on what else runs on a shared machine.
+
+Besides the table it saves bench/results/api.json and draws bench/plots/api.svg (the latency
+percentiles; bench/plots.py).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from bench.results import Recorder
 from bench.stats import percentile, ratio
 from ckpt.api import migrate
 from ckpt.api.db import Database
@@ -63,7 +68,7 @@ def _serve(kind: str, port: int, database_url: str) -> None:
     app = bare_app if kind == "bare-asgi" else create_app(
         # The bench drives one tenant far above the per-tenant limit on purpose: it measures
         # the service, not the limiter.
-        ApiSettings(database_url=database_url, rate_limit_per_second=0)
+        ApiSettings(database_url=database_url, rate_limit_per_second=0, metrics_auth="none")
     )
     uvicorn.run(app, host=LOOPBACK, port=port, **UVICORN)  # type: ignore[arg-type]
 
@@ -147,8 +152,16 @@ class Row:
     concurrency: int
     rps: int
     p50_ms: float
+    p90_ms: float
     p99_ms: float
     cpu_us: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Row:
+        return cls(**data)
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -182,8 +195,8 @@ def _measure(name: str, url: str, token: str, levels: list[int], seconds: float)
             cpu_us = None
             if cpu_before is not None and cpu_after is not None:
                 cpu_us = (cpu_after - cpu_before) / sent * 1e6
-            p50_ms, p99_ms = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
-            rows.append(Row(name, c, rps, p50_ms, p99_ms, cpu_us))
+            p50_ms, p90_ms, p99_ms = (percentile(lat, p) * 1000 for p in (50, 90, 99))
+            rows.append(Row(name, c, rps, p50_ms, p90_ms, p99_ms, cpu_us))
             print(f"  {name} c={c}: {rps} req/s", file=sys.stderr)
         return rows
     finally:
@@ -199,11 +212,29 @@ def _api_database(url: str) -> str:
     return token
 
 
+def table(rows: list[Row]) -> str:
+    bare = {r.concurrency: r for r in rows if r.server == "bare-asgi"}
+    lines = [
+        "| server | concurrency | requests/s | p50 ms | p90 ms | p99 ms "
+        "| requests/s vs bare ASGI | server CPU µs/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cpu = f"{r.cpu_us:.0f}" if r.cpu_us is not None else "n/a"
+        vs = ratio(r.rps, bare[r.concurrency].rps) if r.concurrency in bare else "n/a"
+        lines.append(
+            f"| {r.server} | {r.concurrency} | {r.rps} | {r.p50_ms:.2f} | {r.p90_ms:.2f} "
+            f"| {r.p99_ms:.2f} | {vs} | {cpu} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     args = parser.parse_args()
+    recorder = Recorder("api", {"seconds": args.seconds, "concurrency": args.concurrency})
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ckpt-bench-") as tmp:
@@ -217,18 +248,9 @@ def main() -> None:
                 "postgresql", pg.url, _api_database(pg.url), args.concurrency, args.seconds
             )
 
-    bare = {r.concurrency: r for r in rows if r.server == "bare-asgi"}
-    print(
-        "| server | concurrency | requests/s | p50 ms | p99 ms | requests/s vs bare ASGI "
-        "| server CPU µs/request |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        cpu = f"{r.cpu_us:.0f}" if r.cpu_us is not None else "n/a"
-        print(
-            f"| {r.server} | {r.concurrency} | {r.rps} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {ratio(r.rps, bare[r.concurrency].rps)} | {cpu} |"
-        )
+    print(table(rows))
+    print("\n" + recorder.footer())
+    recorder.save([r.to_json() for r in rows])
 
 
 if __name__ == "__main__":

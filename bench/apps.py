@@ -18,7 +18,8 @@ Each repetition on node ckpt-node-1, in a fresh namespace:
 * restore: a Restore on the same node, from `kubectl apply` to the restored Pod Ready seen by
   a watch, and its state read back (the same check as the tests) before it counts.
 
-It prints medians and ratios (Restore → Ready / cold start) as a Markdown table.
+It prints medians and ratios (Restore → Ready / cold start) as a Markdown table, saves
+bench/results/apps.json and draws bench/plots/apps.svg (bench/plots.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.restore import NODE, watch_ready
+from bench.results import Recorder, samples_json
 from bench.stats import median, ratio, run_footer
 from harness.cluster import apps, e2e
 from harness.cluster.cluster import LocalKubeCluster
@@ -56,6 +58,13 @@ class Row:
 
     def median(self, attr: str) -> float:
         return median(float(getattr(s, attr)) for s in self.samples)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"app": self.app, **samples_json(self.samples)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Row:
+        return cls(data["app"], [Sample(**s) for s in data["samples"]])
 
 
 def _one(kube: Cluster, namespace: str, app: apps.App, client: str, rep: int) -> Sample:
@@ -138,9 +147,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     started = time.monotonic()
+    recorder = Recorder("apps", {"apps": args.apps, "reps": args.reps})
     rows = run(args.apps, args.reps)
     print(table(rows))
     print("\n" + run_footer(len(rows), "applications", args.reps, started))
+    recorder.save([r.to_json() for r in rows])
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ the time the operator is on the batch's critical path, with the agent's queueing
 drain of its last jobs left out.
 
 Needs root, runc and CRIU >= 4 (tools/criu/install.sh). Other processes on the machine skew
-the numbers; the load average is printed with them.
+the numbers; the load average is printed with them. Besides the tables it saves
+bench/results/operator_load.json (per size, the medians and each run's summary) and draws
+bench/plots/operator_load.svg (bench/plots.py).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ from urllib.parse import urlparse
 
 from kubernetes import client, watch
 
+from bench.results import Recorder
 from bench.simulated_stack import LocalStack
 from bench.stats import median, median_and_max, percentile
 from ckpt.apis.checkpoint import GROUP, PLURAL, VERSION
@@ -367,12 +370,14 @@ class Bench:
 
         def register(item: tuple[str, BusyboxContainer]) -> None:
             name, box = item
-            self.core.create_namespaced_pod(namespace, {
+            pod = self.core.create_namespaced_pod(namespace, {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": {"nodeName": self.stack.node,
                          "containers": [{"name": "app", "image": "busybox"}]},
             })
+            # The agent dumps only a container whose runtime records name the requested pod.
+            box.record_pod(namespace, name, pod.metadata.uid, "app")
             self.core.patch_namespaced_pod_status(name, namespace, {"status": {
                 "phase": "Running",
                 "containerStatuses": [{
@@ -698,6 +703,29 @@ class Report:
             out += [f"- {failure}" for failure in failures]
         return "\n".join(out)
 
+    def rows(self) -> list[dict[str, Any]]:
+        """Per size, the table's medians and each run's summary (no per-checkpoint samples:
+        `--json` writes those)."""
+        out = []
+        for size, runs in sorted(self.runs.items()):
+            parts = [r.breakdown() for r in runs]
+            out.append({
+                "size": size,
+                "wall": median([r.wall for r in runs]),
+                "bound": median([r.bound for r in runs]),
+                "overhead": median([r.overhead for r in runs]),
+                "operator_share": median([r.operator_share for r in runs]),
+                "operator_pct": median([100 * r.operator_share / r.wall for r in runs]),
+                "breakdown": {k: median([p[k] for p in parts]) for k in parts[0]},
+                "e2e_median": median([s.e2e for r in runs for s in r.samples]),
+                "runs": [{"wall": r.wall, "bound": r.bound, "breakdown": part,
+                          "operator_share": r.operator_share, "load": list(r.load),
+                          "cpu": r.cpu, "events": r.events, "checkpoints": len(r.samples),
+                          "failures": len(r.failures), "archives_left": r.archives_left}
+                         for r, part in zip(runs, parts, strict=True)],
+            })
+        return out
+
     def raw(self) -> dict[str, Any]:
         return {
             str(size): [
@@ -746,6 +774,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     own_workdir = args.workdir is None
     workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="ckpt-bench-operator-"))
     reps = list(args.reps) + [args.reps[-1]] * max(0, len(args.sizes) - len(args.reps))
+    recorder = Recorder("operator_load", {
+        "sizes": args.sizes, "reps": reps, "budget": args.budget,
+        "agent_jobs": concurrency, "poll_interval": args.poll_interval})
     began = time.monotonic()
     report = Report()
 
@@ -799,6 +830,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         args.json.write_text(json.dumps(report.raw(), indent=1))
+    recorder.save(report.rows())
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ For each size, each repetition on node ckpt-node-1:
 
 The page cache is dropped for the archive and the tar before each timed read
 (posix_fadvise DONTNEED), so neither side reads from memory the other warmed.
-It prints medians and ratios as a Markdown table.
+It prints medians and ratios as a Markdown table, saves bench/results/restore.json and draws
+bench/plots/restore.svg (the phases against the baseline; bench/plots.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.results import Recorder, samples_json
 from bench.stats import median, ratio, run_footer
 from ckpt.storage import archive
 from harness.cluster import e2e
@@ -84,6 +86,13 @@ class Row:
 
     def median(self, attr: str) -> float:
         return median(float(getattr(s, attr)) for s in self.samples)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mib": self.mib, **samples_json(self.samples, ["base", "staging"])}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Row:
+        return cls(data["mib"], [Sample(**s) for s in data["samples"]])
 
 
 def watch_ready(kube: Cluster, namespace: str, target: list[str], timeout: float) -> float:
@@ -305,9 +314,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     started = time.monotonic()
+    recorder = Recorder("restore", {"sizes": args.sizes, "reps": args.reps})
     rows = run(args.sizes, args.reps)
     print(table(rows))
     print("\n" + run_footer(len(rows), "sizes", args.reps, started))
+    recorder.save([r.to_json() for r in rows])
 
 
 if __name__ == "__main__":

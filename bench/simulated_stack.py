@@ -118,12 +118,14 @@ class LocalStack:
             "api",
             ["api", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--database", self.api_database],
-            env={}, url=self.api_url, log_path=self.workdir / "api.log",
+            # No scraper identity here either; `kubernetes` would need in-cluster credentials.
+            env={"CKPT_API_METRICS_AUTH": "none"}, url=self.api_url,
+            log_path=self.workdir / "api.log",
         )
         self._launch(self.api)
         self.api_token = subprocess.run(
             [sys.executable, "-m", "ckpt", "api", "token", "create", "--tenant", "local",
-             "--database", self.api_database],
+             "--role", "operator", "--database", self.api_database],
             capture_output=True, text=True, check=True,
         ).stdout.strip()
         return self.api
@@ -245,6 +247,8 @@ class LocalStack:
                 "CKPT_OPERATOR_LISTEN_HOST": "127.0.0.1",
                 "CKPT_OPERATOR_LIVENESS_PORT": str(liveness),
                 "CKPT_OPERATOR_METRICS_PORT": str(metrics),
+                # The bench reads the operator's counters itself, without a scraper identity.
+                "CKPT_OPERATOR_METRICS_AUTH": "none",
                 "CKPT_OPERATOR_POLL_INTERVAL": str(self.poll_interval),
                 "CKPT_OPERATOR_SYNC_INTERVAL": "5",
             },

@@ -15,7 +15,9 @@ the same library (obstore) and part size:
   decrypt when encrypted, decompress and unpack with caps while hashing, in one pass; refused
   on a mismatch; laid out for the ckpt-runc wrapper).
 
-It prints medians and ratios against the baseline as a Markdown table.
+It prints medians and ratios against the baseline as a Markdown table, saves
+bench/results/storage.json and draws bench/plots/storage.svg (throughput against the plain
+objects; bench/plots.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import obstore
 import pyrage
 from pydantic import SecretStr
 
+from bench.results import Recorder
 from bench.stats import median, ratio
 from ckpt.agent.pipeline import container_entry
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
@@ -119,6 +122,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    recorder = Recorder("storage", {"mib": args.mib, "reps": args.reps})
     work = Path(tempfile.mkdtemp(prefix="ckpt-bench-s3-", dir=args.workdir))
     ident = pyrage.x25519.Identity.generate()
     rows: dict[str, list[float]] = {k: [] for k in (
@@ -161,6 +165,9 @@ def main() -> int:
         f"| {med['down_enc']:.2f} | {ratio(med['down_enc'], med['down_base'], bold=True)} "
         f"| {sizes['base'] // MiB} / {sizes['plain'] // MiB} |"
     )
+    print("\n" + recorder.footer())
+    recorder.save([{"mib": args.mib, "median": med, "samples": rows,
+                    "uploaded_mib": {k: v / MiB for k, v in sizes.items()}}])
     return 0
 
 

@@ -645,9 +645,12 @@ def test_a_forged_checkpoint_status_restores_and_deletes_nothing_of_another_name
     that checksum, so the Restore created a Pod in the tenant's namespace from the victim's
     memory, and the deletion deprecated the victim's record and deleted its archive. Now the
     API record must name the tenant's namespace, Checkpoint uid and pod (written by the
-    operator when it recorded the checkpoint), and the archive key that namespace's prefix:
-    the Restore fails with BindingMismatch and creates no Pod, the deletion touches nothing
-    of the victim's and says why in a Warning Event."""
+    operator when it recorded the checkpoint), and the archive key that namespace's prefix.
+    Since namespaces are API tenants, the operator looks the record up in the tenant's own
+    namespace, where the victim's record does not exist: the Restore fails with
+    CheckpointNotRecorded and creates no Pod, the deletion touches nothing of the victim's and
+    says why in a Warning Event (CheckpointNotBound). The same status naming a record of the
+    tenant's own namespace fails BindingMismatch (tests/unit/test_restore_flow.py)."""
     tenant = cluster_namespace
     node = e2e.nodes(kube)[0]
     busybox = cluster_nodes.busybox_image
@@ -688,8 +691,8 @@ def test_a_forged_checkpoint_status_restores_and_deletes_nothing_of_another_name
         restore = e2e.wait_phase(kube, tenant, "restore", "steal", {"Running", "Failed"})
         assert restore["phase"] == "Failed", restore
         running = e2e.conditions(restore)["Running"]
-        assert running["reason"] == "BindingMismatch", restore
-        assert f"belongs to another namespace than {tenant}" in running["message"], restore
+        assert running["reason"] == "CheckpointNotRecorded", restore
+        assert "is not in the API" in running["message"], restore
         assert victims not in json.dumps(restore), "the refusal names the victim's namespace"
         assert e2e.restored_pods(kube, tenant, "steal") == []
         steal = e2e.get(kube, tenant, "restore", "steal")
@@ -700,8 +703,8 @@ def test_a_forged_checkpoint_status_restores_and_deletes_nothing_of_another_name
         kube.kubectl("-n", tenant, "delete", "checkpoint", "mine-1", "--timeout=120s",
                      impersonate=USER)
         reasons = e2e.event_reasons(kube, tenant, "Checkpoint", "mine-1",
-                                    until="BindingMismatch", timeout=60)
-        assert "BindingMismatch" in reasons and "Released" not in reasons, reasons
+                                    until="CheckpointNotBound", timeout=60)
+        assert "CheckpointNotBound" in reasons and "Released" not in reasons, reasons
         assert e2e.archive_on_node(kube, node, victim["restorePath"])
         e2e.verified_archive(kube, node, victim)
         with e2e.checkpoints_api(kube, victims) as api:
