@@ -107,8 +107,11 @@ fi
 # What this machine's apt says of expired Release files: a mirror serving a frozen copy of the
 # archive is configured with Acquire::Check-Valid-Until "false", and the agent image's apt
 # (which adds the CRIU suite) must accept the same mirror.
+# The dump is read whole before grep: `grep -q` stops at the first match, apt-config may then
+# die of SIGPIPE, and under pipefail the match would read as no match (it did, at random).
 check_valid_until=yes
-if apt-config dump 2>/dev/null | grep -qi '^Acquire::Check-Valid-Until "false"'; then
+apt_config=$(apt-config dump 2>/dev/null || true)
+if grep -qi '^Acquire::Check-Valid-Until "false"' <<<"$apt_config"; then
   check_valid_until=no
 fi
 
