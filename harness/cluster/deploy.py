@@ -26,6 +26,8 @@ from harness.controlplane import Cluster
 from harness.tools import REPO_ROOT, run_tool
 
 NAMESPACE = "ckpt-system"
+# Where StorageLocations' Secrets go (deploy/credentials): the only Secrets the operator reads.
+CREDENTIALS_NAMESPACE = "ckpt-credentials"
 OVERLAY = REPO_ROOT / "deploy" / "local"
 IMAGE_ARCHIVES = ("ckpt.tar", "ckpt-agent.tar")
 AGENT_TLS_SECRET = "ckpt-agent-tls"  # noqa: S105 - the name of a Secret, not a secret
@@ -137,7 +139,7 @@ def ensure_storage_locations(cluster: LocalKubeCluster, log: Callable[[str], Non
     store = cluster.ensure_object_store(log)
     kube = cluster.cluster()
     log(f"storage locations: {S3_LOCATION} (default, {store.endpoint}) and node-local")
-    manifests = storage_manifests(store, NAMESPACE)
+    manifests = storage_manifests(store, CREDENTIALS_NAMESPACE)
     (spec,) = [m["spec"] for m in manifests if m["metadata"]["name"] == S3_LOCATION]
     found = kube.kubectl("get", "storagelocation", S3_LOCATION, "-o", "json", check=False)
     old = (json.loads(found.stdout).get("spec") or {}) if found.returncode == 0 else {}

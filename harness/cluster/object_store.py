@@ -29,7 +29,8 @@ FOLDER = "s3"
 LOG = "seaweedfs.log"
 BUCKET = "ckpt-archives"
 PREFIX = "archives"
-# The StorageLocations deploy_ckpt makes, and the Secret (in ckpt's namespace) with the keys.
+# The StorageLocations deploy_ckpt makes, and the Secret (in the credentials namespace) with
+# the keys.
 S3_LOCATION = "local-s3"
 FILE_LOCATION = "node-local"
 CREDENTIALS_SECRET = f"{S3_LOCATION}-credentials"
@@ -73,8 +74,9 @@ def start_object_store(workdir: Path, log: Path, weed: str,
 
 
 def storage_manifests(store: ObjectStore, namespace: str) -> list[dict[str, Any]]:
-    """The credentials Secret (in ckpt's `namespace`, where the operator reads a location's
-    Secrets), the default S3 location on `store`, and the node-local file location."""
+    """The credentials Secret (in `namespace`, the credentials namespace, where the operator
+    reads a location's Secrets), the default S3 location on `store`, and the node-local file
+    location."""
     return [
         {
             "apiVersion": "v1", "kind": "Secret",

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.cluster.cluster import API_ADDRESS
-from harness.cluster.deploy import NAMESPACE, wait_location_available
+from harness.cluster.deploy import CREDENTIALS_NAMESPACE, wait_location_available
 from harness.controlplane import Cluster
 from harness.s3 import SeaweedS3
 
@@ -50,7 +50,7 @@ def s3_location(kube: Cluster, server: SeaweedS3, bucket: str, *,
     location = f"shared-s3-{secrets.token_hex(3)}"
     secret = f"{location}-credentials"
     kube.kubectl(
-        "-n", NAMESPACE, "create", "secret", "generic", secret,
+        "-n", CREDENTIALS_NAMESPACE, "create", "secret", "generic", secret,
         f"--from-literal=accessKeyId={server.access_key}",
         f"--from-literal=secretAccessKey={secret_key or server.secret_key}",
     )
@@ -73,8 +73,8 @@ def s3_location(kube: Cluster, server: SeaweedS3, bucket: str, *,
             kube.kubectl("delete", "storagelocation", location, "--ignore-not-found",
                          "--timeout=60s", check=False)
     finally:
-        kube.kubectl("-n", NAMESPACE, "delete", "secret", secret, "--ignore-not-found",
-                     check=False)
+        kube.kubectl("-n", CREDENTIALS_NAMESPACE, "delete", "secret", secret,
+                     "--ignore-not-found", check=False)
 
 
 def _delete_checkpoints_in(kube: Cluster, location: str) -> None:

@@ -19,7 +19,14 @@ from ckpt.agent import capture
 from ckpt.agent.pipeline import PipelineContext, container_entry, run_checkpoint
 from ckpt.agent.runtimes.base import ContainerRef, DumpedContainer, ResolvedContainer
 from ckpt.agent.slots import FairSlots
-from ckpt.agent.staging import StagingError, Stagings, read_result, stage_archive
+from ckpt.agent.staging import (
+    StagingCaps,
+    StagingError,
+    Stagings,
+    read_result,
+    stage_archive,
+    staged_bytes,
+)
 from ckpt.contract.agent import CheckpointRequest, ContainerTarget, JobState, StageRequest
 from ckpt.operator.podtemplate import pod_template
 from ckpt.storage import archive
@@ -176,6 +183,30 @@ def test_checksum_mismatch_leaves_nothing(tmp_path: Path) -> None:
         stage_archive(_request(url, wrong), restores, archive_root=store)
     assert failed.value.code == "checksum_mismatch"
     assert list(restores.iterdir()) == []
+
+
+def test_a_restore_past_the_nodes_staging_cap_is_refused_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    url, checksum, store = _archive(tmp_path)
+    restores = tmp_path / "restores"
+    stage_archive(_request(url, checksum), restores, archive_root=store)
+    held = staged_bytes(restores)
+    assert held > 0
+    # Room for one and a half: the node's second restore of the same archive does not fit.
+    caps = StagingCaps(max_bytes=held + held // 2, reserve_bytes=0)
+    second = _request(url, checksum).model_copy(
+        update={"restore_id": "7d9f0c1e-aaaa-bbbb-cccc-000033334444"}
+    )
+    with pytest.raises(StagingError) as refused:
+        stage_archive(second, restores, archive_root=store, caps=caps)
+    assert refused.value.code == "too_large"
+    assert "CKPT_AGENT_STAGING_MAX_BYTES" in str(refused.value)
+    assert [p.name for p in restores.iterdir()] == [RESTORE_ID]
+    # Its own earlier files do not count against a restore: with room for one, it fits.
+    assert staged_bytes(restores, but=RESTORE_ID) == 0
+    again = StagingCaps(max_bytes=held + held // 2, reserve_bytes=0)
+    assert again.limits(restores, RESTORE_ID).max_bytes == held + held // 2
 
 
 def test_tampered_archive_is_refused(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def test_the_record_round_trips_through_json() -> None:
 
 
 def test_locations_are_valid_one_default_s3_on_the_store_and_a_file_one() -> None:
-    secret, *locations = storage_manifests(STORE, "ckpt-system")
+    secret, *locations = storage_manifests(STORE, "ckpt-credentials")
     specs = {m["metadata"]["name"]: sl.StorageLocationSpec.model_validate_json(
         json.dumps(m["spec"])) for m in locations}
     assert [m["kind"] for m in locations] == [sl.KIND, sl.KIND]
@@ -41,7 +41,7 @@ def test_locations_are_valid_one_default_s3_on_the_store_and_a_file_one() -> Non
     # The keys are in the Secret of ckpt's namespace, under the names the operator reads,
     # and nowhere in the cluster-scoped locations.
     assert (secret["kind"], secret["metadata"]) == (
-        "Secret", {"name": CREDENTIALS_SECRET, "namespace": "ckpt-system"})
+        "Secret", {"name": CREDENTIALS_SECRET, "namespace": "ckpt-credentials"})
     assert secret["stringData"] == {sl.ACCESS_KEY_ID: STORE.access_key,
                                     sl.SECRET_ACCESS_KEY: STORE.secret_key}
     assert STORE.secret_key not in json.dumps(locations)
@@ -49,7 +49,7 @@ def test_locations_are_valid_one_default_s3_on_the_store_and_a_file_one() -> Non
 
 async def test_the_operator_resolves_the_default_with_the_secrets_keys() -> None:
     """A Checkpoint naming no storage gets local-s3 with the recorded keys."""
-    secret, *locations = storage_manifests(STORE, "ckpt-system")
+    secret, *locations = storage_manifests(STORE, "ckpt-credentials")
     data = {k: base64.b64encode(v.encode()).decode() for k, v in secret["stringData"].items()}
 
     async def get(name: str) -> dict[str, object] | None:

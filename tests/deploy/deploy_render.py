@@ -13,6 +13,8 @@ from harness.controlplane import kubectl_binary
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 NAMESPACE = "ckpt-system"
+# deploy/credentials: the StorageLocations' Secrets, the only ones the operator reads.
+CREDENTIALS_NAMESPACE = "ckpt-credentials"
 
 Manifest = dict[str, Any]
 
@@ -55,7 +57,7 @@ USER_NAMED_RULES = {("", "secrets", "get", "ckpt-api-read-token")}
 OPERATOR_LIST_PODS_RULES = {("", "pods", "list")}
 # The Role ckpt-operator-agents in the operator's namespace: the agent pod watch.
 OPERATOR_NAMESPACE_RULES = {("", "pods", "list"), ("", "pods", "watch")}
-# The Role ckpt-operator-storage there: the storage locations' credential Secrets, by name.
+# The Role ckpt-operator-storage in the credentials namespace: the locations' Secrets.
 OPERATOR_STORAGE_RULES = {("", "secrets", "get")}
 AGENT_RULES = {
     ("authentication.k8s.io", "tokenreviews", "create"),

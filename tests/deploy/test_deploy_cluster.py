@@ -117,11 +117,11 @@ OPERATOR_MAY = [
     ("list", "pods", "-n", NAMESPACE),
     ("watch", "pods", "-n", NAMESPACE),
     ("create", "events", "-n", "default"),
-    # Restores: the restored Pod, and Nodes to choose where; storage credentials of its own
-    # namespace (Role ckpt-operator-storage).
+    # Restores: the restored Pod, and Nodes to choose where; storage credentials of the
+    # credentials namespace only (Role ckpt-operator-storage).
     ("create", "pods", "-n", "default"),
     ("get", "nodes"),
-    ("get", "secrets", "-n", NAMESPACE),
+    ("get", "secrets", "-n", "ckpt-credentials"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("list", "namespaces"),
     # A namespace's labels, for StorageLocations' spec.allowedNamespaces.
@@ -154,6 +154,9 @@ OPERATOR_MAY_NOT = [
     ("patch", "secrets/ckpt-api-read-token", "-n", "default"),
     ("delete", "secrets/ckpt-api-read-token", "-n", "default"),
     ("list", "secrets", "-n", NAMESPACE),
+    # ckpt-system's own Secrets (servers' TLS keys, the API's database URL) are not its.
+    ("get", "secrets", "-n", NAMESPACE),
+    ("list", "secrets", "-n", "ckpt-credentials"),
     ("list", "secrets", "-A"),
     ("watch", "secrets", "-A"),
     ("delete", "pods", "-n", "default"),

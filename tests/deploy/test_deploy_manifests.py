@@ -15,6 +15,7 @@ import httpx
 import pytest
 from deploy_render import (
     AGENT_RULES,
+    CREDENTIALS_NAMESPACE,
     METRICS_AUTH_RULES,
     METRICS_READER_URLS,
     NAMESPACE,
@@ -36,6 +37,7 @@ Find = Callable[[str, str], Manifest]
 
 EXPECTED_OBJECTS = {
     ("Namespace", "ckpt-system"),
+    ("Namespace", "ckpt-credentials"),
     ("CustomResourceDefinition", "checkpoints.ckpt.dev"),
     ("CustomResourceDefinition", "storagelocations.ckpt.dev"),
     ("CustomResourceDefinition", "restores.ckpt.dev"),
@@ -150,6 +152,8 @@ def test_namespaces_and_labels(manifests: list[Manifest]) -> None:
         where = f"{m['kind']}/{meta['name']}"
         if m["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in meta, where
+        elif m["metadata"]["name"] == "ckpt-operator-storage":
+            assert meta.get("namespace") == CREDENTIALS_NAMESPACE, where
         else:
             assert meta.get("namespace") == NAMESPACE, where
         assert meta["labels"]["app.kubernetes.io/part-of"] == "ckpt", where
@@ -460,8 +464,16 @@ def test_rbac_rules_are_exactly_what_each_part_needs(manifests: list[Manifest], 
         {"kind": "ServiceAccount", "name": "ckpt-operator", "namespace": NAMESPACE}
     ]
     storage = find("Role", "ckpt-operator-storage")
-    assert storage["metadata"]["namespace"] == NAMESPACE
+    assert storage["metadata"]["namespace"] == CREDENTIALS_NAMESPACE
     assert expand(storage["rules"]) == OPERATOR_STORAGE_RULES
+    binding = find("RoleBinding", "ckpt-operator-storage")
+    assert binding["metadata"]["namespace"] == CREDENTIALS_NAMESPACE
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ckpt-operator", "namespace": NAMESPACE}
+    ]
+    # Nothing runs where the credentials are: no other object of deploy/ goes there.
+    assert {m["kind"] for m in manifests
+            if m["metadata"].get("namespace") == CREDENTIALS_NAMESPACE} == {"Role", "RoleBinding"}
     assert expand(find("ClusterRole", "ckpt-agent")["rules"]) == AGENT_RULES
     # Bound by namespace admins where they enable CheckpointPolicies, never by deploy/.
     assert expand(find("ClusterRole", "ckpt-operator-list-pods")["rules"]) == (

@@ -409,7 +409,9 @@ def test_rbac_of_the_deployed_service_accounts_on_the_cluster(
             (True, ("patch", *checkpoint_status)),
             (True, ("create", "pods", "-n", tenant)),
             (True, ("create", "events", "-n", tenant)),
-            (True, ("get", "secrets", "-n", NAMESPACE)),
+            # The StorageLocations' Secrets, in a namespace of their own.
+            (True, ("get", "secrets", "-n", "ckpt-credentials")),
+            (False, ("get", "secrets", "-n", NAMESPACE)),
             # Before: list and watch of every pod, Events patched anywhere.
             (False, ("list", "pods", "-A")),
             (False, ("watch", "pods", "-n", tenant)),
@@ -495,8 +497,8 @@ def test_rbac_of_the_deployed_service_accounts_on_the_cluster(
         ("ClusterRoleBinding", "", "ckpt-metrics-auth", "ckpt-metrics-auth"),
         ("ClusterRoleBinding", "", "ckpt-metrics-auth", "ckpt-metrics-auth"),
         ("ClusterRoleBinding", "", "ckpt-operator", "ckpt-operator"),
+        ("RoleBinding", "ckpt-credentials", "ckpt-operator-storage", "ckpt-operator-storage"),
         ("RoleBinding", NAMESPACE, "ckpt-operator-agents", "ckpt-operator-agents"),
-        ("RoleBinding", NAMESPACE, "ckpt-operator-storage", "ckpt-operator-storage"),
     ]
 
     # With the operator's own token (not impersonation): one pod elsewhere by name, yes; the

@@ -503,6 +503,7 @@ async def test_a_checkpoint_never_ready_fails_at_the_deadline(
          "NoCompatibleNode"),
         ({"nodeName": "node-9"}, "NodeNotFound"),
         ({"stager": Stager(error_code="checksum_mismatch")}, "ChecksumMismatch"),
+        ({"stager": Stager(error_code="too_large")}, "StagingTooLarge"),
     ],
 )
 async def test_refusals_end_failed_with_a_reason_and_no_pod(
@@ -514,7 +515,7 @@ async def test_refusals_end_failed_with_a_reason_and_no_pod(
     assert _condition(status, "Running") == ("False", reason)
     assert reason in world.report.reasons
     assert not world.kube.creates and not world.kube.pods
-    if reason != "ChecksumMismatch":
+    if reason not in ("ChecksumMismatch", "StagingTooLarge"):
         assert not world.stager.posts
 
 

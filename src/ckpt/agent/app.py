@@ -29,7 +29,7 @@ from ckpt.agent.metrics import AgentMetrics
 from ckpt.agent.platform import platform_string
 from ckpt.agent.runtimes.runc import RuncRuntime
 from ckpt.agent.settings import AgentSettings
-from ckpt.agent.staging import Stagings
+from ckpt.agent.staging import StagingCaps, Stagings
 from ckpt.agent.store import store_for_location
 from ckpt.contract.agent import (
     AgentInfo,
@@ -283,7 +283,8 @@ def create_app(
         )
         app.state.agent = Agent(settings, ctx, jobs, auth, metrics)
         app.state.stagings = Stagings(
-            settings.restores_dir, jobs.slots, archive_root=ctx.store.root, metrics=metrics
+            settings.restores_dir, jobs.slots, archive_root=ctx.store.root, metrics=metrics,
+            caps=StagingCaps(settings.staging_max_bytes, settings.staging_reserve_bytes),
         )
         gpu_restores = None
         if settings.gpu_restore_socket is not None:

@@ -96,6 +96,17 @@ class AgentSettings(BaseSettings):
         description="Bytes of writable-layer and emptyDir files one checkpoint may capture.",
     )
 
+    # Staged restores are unpacked archives (whole memories): without a cap the restores of
+    # every namespace could fill the node's disk.
+    staging_max_bytes: int = Field(
+        default=0, ge=0,
+        description="Bytes all staged restores of this node may hold together (0: the disk "
+        "less the reserve); a Restore past it fails StagingTooLarge.",
+    )
+    staging_reserve_bytes: int = Field(
+        default=1 << 30, ge=0, description="Bytes staging always leaves free on its filesystem.",
+    )
+
     # CRIU freezes and dumps are memory- and IO-heavy; more than a couple at once on one
     # node slows every workload on it.
     max_concurrent_jobs: int = Field(

@@ -67,6 +67,40 @@ class StagingError(Exception):
 Progress = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class StagingCaps:
+    """What staging may put on the node's disk: all staged restores together at most
+    `max_bytes` (0: no cap but the disk's), and `reserve_bytes` always left free on the
+    filesystem for the node and its workloads."""
+
+    max_bytes: int = 0
+    reserve_bytes: int = 1 << 30
+
+    def limits(self, root: Path, restore_id: str) -> archive.ExtractLimits:
+        """The most one more restore may unpack: the disk's free space less the reserve and,
+        with a cap, the cap less what the node's other restores hold."""
+        disk = archive.ExtractLimits.for_folder(root, self.reserve_bytes)
+        if not self.max_bytes:
+            return disk
+        budget = min(disk.max_bytes, max(0, self.max_bytes - staged_bytes(root, restore_id)))
+        return archive.ExtractLimits(max_bytes=budget, max_member_bytes=budget)
+
+
+def staged_bytes(root: Path, but: str = "") -> int:
+    """Bytes the staged restores under `root` hold on disk, those of restore `but` left out
+    (a staging started over counts its earlier attempt's files no more)."""
+    total = 0
+    for entry in os.scandir(root):
+        if but and entry.name.lstrip(".").startswith(but):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            for folder, _, files in os.walk(entry.path):
+                for name in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return total
+
+
 def stage_archive(
     request: StageRequest,
     root: Path,
@@ -74,9 +108,11 @@ def stage_archive(
     archive_root: Path,
     progress: Progress = lambda _: None,
     cancel: threading.Event | None = None,
+    caps: StagingCaps | None = None,
 ) -> StageResult:
     """Stages `request` under `root` (blocking: run it in a worker thread). `archive_root` is
     the agent's node-local archive folder (where node-local locations live)."""
+    caps = caps or StagingCaps()
     final = root / request.restore_id
     done = read_result(final)
     if done is not None:
@@ -105,7 +141,7 @@ def stage_archive(
             with store.open_read(key) as src:
                 verified = archive.extract_verified(
                     src, extracted, request.checksum.removeprefix("sha256:"),
-                    identities=identities, limits=archive.ExtractLimits.for_folder(partial),
+                    identities=identities, limits=caps.limits(root, request.restore_id),
                     cancel=cancel,
                 )
         except ObjectNotFound as exc:
@@ -114,6 +150,14 @@ def stage_archive(
             raise StagingError("checksum_mismatch", str(exc)) from exc
         except archive.Cancelled:
             raise  # an ArchiveError, but not a bad archive
+        except archive.LimitExceeded as exc:
+            raise StagingError(
+                "too_large",
+                f"{exc} (staging keeps {caps.reserve_bytes} bytes free on the node"
+                + (f" and holds at most {caps.max_bytes} bytes" if caps.max_bytes else "")
+                + "); restore on another node (spec.nodeName), remove finished Restores, or "
+                "raise CKPT_AGENT_STAGING_MAX_BYTES",
+            ) from exc
         except StorageError as exc:
             raise StagingError("fetch_failed", f"fetching the archive failed: {exc}") from exc
         except (archive.ArchiveError, crypto.CryptoError) as exc:
@@ -313,9 +357,10 @@ class Stagings:
 
     def __init__(
         self, root: Path, slots: FairSlots, *, archive_root: Path,
-        metrics: AgentMetrics | None = None,
+        metrics: AgentMetrics | None = None, caps: StagingCaps | None = None,
     ) -> None:
         self.root = root
+        self.caps = caps or StagingCaps()
         self.slots = slots
         self.archive_root = archive_root
         self.entries: dict[str, _Entry] = {}
@@ -400,7 +445,7 @@ class Stagings:
             async with self.slots.take(entry.request.namespace):
                 worker = asyncio.ensure_future(asyncio.to_thread(
                     stage_archive, entry.request, self.root, archive_root=self.archive_root,
-                    progress=progress, cancel=entry.cancel,
+                    progress=progress, cancel=entry.cancel, caps=self.caps,
                 ))
                 try:
                     result = await asyncio.shield(worker)

@@ -61,8 +61,8 @@ class LocationType(StrEnum):
 
 
 class SecretRef(_CamelModel):
-    """A Secret in the operator's own namespace (ckpt-system). No namespace field on purpose:
-    the operator may read Secrets only there (a namespaced Role), never cluster-wide."""
+    """A Secret in the credentials namespace (ckpt-credentials). No namespace field on
+    purpose: the operator may read Secrets only there (a namespaced Role), nowhere else."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -82,7 +82,7 @@ class EncryptionSpec(_CamelModel):
     )
     identity_secret_ref: SecretRef | None = Field(
         default=None,
-        description="Secret (in the operator's namespace) whose 'identity' key holds the age "
+        description="Secret (in the credentials namespace) whose 'identity' key holds the age "
         "secret key(s), one per line; needed only to restore.",
     )
 
@@ -190,7 +190,7 @@ class StorageLocationSpec(_CamelModel):
     )
     credentials_secret_ref: SecretRef | None = Field(
         default=None,
-        description="Secret in the operator's namespace with keys accessKeyId, "
+        description="Secret in the credentials namespace with keys accessKeyId, "
         "secretAccessKey and optionally sessionToken (type s3).",
     )
     encryption: EncryptionSpec | None = Field(

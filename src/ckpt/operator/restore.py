@@ -575,6 +575,7 @@ class Restorer(Flow[RestoreStatus]):
                 "checksum_mismatch": "ChecksumMismatch",
                 "not_found": "ArchiveNotFound",
                 "bad_archive": "BadArchive",
+                "too_large": "StagingTooLarge",
             }.get(job.error_code or "", "StagingFailed")
             raise Failure(reason, f"agent on node {node}: {job.error or 'no result'}")
         result = job.result

@@ -68,7 +68,7 @@ def build_clients(config: OperatorSettings) -> Clients:
             server_name=config.agent_server_name,
         ),
         kube=kube,
-        locations=locations.from_kube(kube, config.agent_namespace),
+        locations=locations.from_kube(kube, config.credentials_namespace),
     )
 
 

@@ -39,6 +39,11 @@ class OperatorSettings(BaseSettings):
         default=None,
         description="Name the API's certificate must carry when it is not api_url's host.",
     )
+    credentials_namespace: str = Field(
+        default="ckpt-credentials",
+        description="Namespace of the StorageLocations' credential and age identity Secrets, "
+        "the only Secrets the operator reads.",
+    )
     agent_namespace: str = Field(
         default="ckpt-system",
         description="Namespace of the agents, the operator's own (deploy/ sets it from the "
