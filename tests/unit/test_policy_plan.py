@@ -25,7 +25,6 @@ from ckpt.operator.policy import (
     plan,
     protected_names,
     rfc3339,
-    selector_string,
     slot_offset,
 )
 
@@ -380,7 +379,7 @@ def test_only_the_policys_own_checkpoints_are_its_own() -> None:
 )
 def test_selector_query(selector: dict[str, Any], query: str) -> None:
     spec = CheckpointPolicySpec.from_resource({"selector": selector})
-    assert selector_string(spec.selector) == query
+    assert spec.selector.query() == query
 
 
 def test_lineage_of_the_pod_view_is_the_lineage_module() -> None:

@@ -163,6 +163,20 @@ class LabelSelector(_CamelModel):
             r.matches(labels) for r in self.match_expressions
         )
 
+    def query(self) -> str:
+        """The selector in the apiserver's `labelSelector` syntax, which is also how
+        `kubectl describe` prints one: app=train,tier in (a,b),!canary."""
+        parts = [f"{key}={value}" for key, value in sorted(self.match_labels.items())]
+        for requirement in self.match_expressions:
+            values = ",".join(requirement.values)
+            parts.append({
+                SelectorOperator.In: f"{requirement.key} in ({values})",
+                SelectorOperator.NotIn: f"{requirement.key} notin ({values})",
+                SelectorOperator.Exists: requirement.key,
+                SelectorOperator.DoesNotExist: f"!{requirement.key}",
+            }[requirement.operator])
+        return ",".join(parts)
+
 
 class StorageLocationSpec(_CamelModel):
     """Where archives go. Only cluster admins create these; Checkpoints name one."""

@@ -52,7 +52,6 @@ from ckpt.apis.policy import (
     LineageStatus,
 )
 from ckpt.apis.restore import RestorePhase
-from ckpt.apis.storagelocation import LabelSelector, SelectorOperator
 from ckpt.operator.conditions import set_condition
 from ckpt.operator.lineage import Lineage, lineage_of
 
@@ -280,20 +279,6 @@ def checkpoint_body(policy: Policy, new: NewCheckpoint) -> dict[str, Any]:
     }
 
 
-def selector_string(selector: LabelSelector) -> str:
-    """The selector in the apiserver's `labelSelector` query syntax."""
-    parts = [f"{key}={value}" for key, value in sorted(selector.match_labels.items())]
-    for requirement in selector.match_expressions:
-        values = ",".join(requirement.values)
-        parts.append({
-            SelectorOperator.In: f"{requirement.key} in ({values})",
-            SelectorOperator.NotIn: f"{requirement.key} notin ({values})",
-            SelectorOperator.Exists: requirement.key,
-            SelectorOperator.DoesNotExist: f"!{requirement.key}",
-        }[requirement.operator])
-    return ",".join(parts)
-
-
 def protected_names(restores: Iterable[Mapping[str, Any]]) -> set[str]:
     """The Checkpoints that unfinished Restores name: deleting one would fail the Restore."""
     return {
@@ -475,7 +460,7 @@ class PolicyRunner:
                                     "namespace: its pods are never checkpointed by a policy")
         policy = Policy(namespace, name, str(meta.get("uid", "")), spec)
         try:
-            pods = await self._cluster.list_pods(namespace, selector_string(spec.selector))
+            pods = await self._cluster.list_pods(namespace, spec.selector.query())
         except ClusterError as exc:
             if exc.status == 403:
                 return await self._stop(status, "PodsForbidden", self._forbidden(exc))

@@ -35,7 +35,6 @@ from ckpt.apis.policy import (
     CheckpointPolicySpec,
     CheckpointPolicyStatus,
 )
-from ckpt.apis.storagelocation import LabelSelector, SelectorOperator
 from ckpt.user.printing import GetOutput, columns, dump, fields, kubectl_list
 from ckpt.user.verbs import age
 
@@ -380,7 +379,7 @@ def story(report: PolicyReport, now: dt.datetime, *, wide: bool = False) -> str:
             ("Created", _when(report.created_at, now)),
         ]),
         "Spec:\n" + fields([
-            ("Selector", selector_text(spec.selector)),
+            ("Selector", spec.selector.query()),
             ("Every", spec.every or "not set: no periodic checkpoints"),
             ("Keep Last", f"{spec.keep_last} Ready checkpoints per lineage"),
             ("Storage", spec.storage or "the default location"),
@@ -396,20 +395,6 @@ def story(report: PolicyReport, now: dt.datetime, *, wide: bool = False) -> str:
         _conditions(report.conditions, now),
     ]
     return "".join(parts)
-
-
-def selector_text(selector: LabelSelector) -> str:
-    """As `kubectl describe` prints a selector: app=train,tier in (a,b),!canary."""
-    parts = [f"{key}={value}" for key, value in sorted(selector.match_labels.items())]
-    for requirement in selector.match_expressions:
-        values = ",".join(requirement.values)
-        parts.append({
-            SelectorOperator.In: f"{requirement.key} in ({values})",
-            SelectorOperator.NotIn: f"{requirement.key} notin ({values})",
-            SelectorOperator.Exists: requirement.key,
-            SelectorOperator.DoesNotExist: f"!{requirement.key}",
-        }[requirement.operator])
-    return ",".join(parts)
 
 
 def _bool(value: bool) -> str:
