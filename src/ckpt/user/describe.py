@@ -57,7 +57,7 @@ def describe_checkpoint(
         ], now),
         _timings(status.timings),
         "Archive:\n" + (_archive(status) or f"{_INDENT}none yet\n"),
-        _conditions(status.conditions, now),
+        conditions_section(status.conditions, now),
         _restores(restores, now),
         _events(events, now, events_error),
     ]
@@ -97,7 +97,7 @@ def describe_restore(
         ], now),
         _timings(status.timings),
         "Archive:\n" + archive,
-        _conditions(status.conditions, now),
+        conditions_section(status.conditions, now),
         _events(events, now, events_error),
     ]
     return "".join(parts)
@@ -172,7 +172,8 @@ def _archive(status: CheckpointStatus, first: list[tuple[str, object]] | None = 
     ], _INDENT)
 
 
-def _conditions(conditions: list[Condition], now: dt.datetime | None) -> str:
+def conditions_section(conditions: list[Condition], now: dt.datetime | None) -> str:
+    """A resource's conditions as `kubectl describe` prints them."""
     if not conditions:
         return "Conditions:  <none>\n"
     rows = [

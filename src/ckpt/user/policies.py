@@ -35,6 +35,7 @@ from ckpt.apis.policy import (
     CheckpointPolicySpec,
     CheckpointPolicyStatus,
 )
+from ckpt.user.describe import conditions_section
 from ckpt.user.printing import GetOutput, columns, dump, fields, kubectl_list
 from ckpt.user.verbs import age
 
@@ -392,7 +393,7 @@ def story(report: PolicyReport, now: dt.datetime, *, wide: bool = False) -> str:
         _lineages(report, now, wide),
         _failures(report, now),
         _checkpoints(report, now) if wide else "",
-        _conditions(report.conditions, now),
+        conditions_section(report.conditions, now),
     ]
     return "".join(parts)
 
@@ -500,14 +501,3 @@ def _checkpoints(report: PolicyReport, now: dt.datetime) -> str:
     return "Checkpoints:\n" + columns(
         ["Name", "Phase", "Pod", "Workload", "Node", "Size", "Age"], rows, _INDENT
     )
-
-
-def _conditions(conditions: list[Condition], now: dt.datetime) -> str:
-    if not conditions:
-        return "Conditions:  <none>\n"
-    rows = [
-        [c.type, c.status, c.reason,
-         age(c.last_transition_time, now) if c.last_transition_time else "", c.message]
-        for c in conditions
-    ]
-    return "Conditions:\n" + columns(["Type", "Status", "Reason", "Age", "Message"], rows, _INDENT)
