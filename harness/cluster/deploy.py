@@ -76,6 +76,10 @@ def deploy_ckpt(
     ensure_serving_certificates(kube, log)
     log("applying deploy/local")
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY))
+    # `apply` prunes nothing: an install from before the credentials namespace still grants
+    # `get` on ckpt-system's Secrets (deploy/README.md, upgrading).
+    kube.kubectl("-n", NAMESPACE, "delete", "role,rolebinding", "ckpt-operator-storage",
+                 "--ignore-not-found")
     images_key = archives[0].parent.name
     recorded = kube.kubectl(
         "get", "namespace", NAMESPACE, "-o", f"jsonpath={{.metadata.annotations.{_KEY_PATH}}}"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from deploy_render import (
     AGENT_RULES,
+    CREDENTIALS_NAMESPACE,
     DEPLOY,
     METRICS_AUTH_RULES,
     NAMESPACE,
@@ -297,7 +298,7 @@ def rules_of(kube: Cluster, service_account: str, namespace: str) -> tuple[set, 
     [("ckpt-operator", OPERATOR_RULES | METRICS_AUTH_RULES), ("ckpt-agent", AGENT_RULES),
      ("ckpt-api", METRICS_AUTH_RULES)],
 )
-@pytest.mark.parametrize("namespace", [NAMESPACE, "default"])
+@pytest.mark.parametrize("namespace", [NAMESPACE, CREDENTIALS_NAMESPACE, "default"])
 def test_service_account_can_do_nothing_beyond_its_role(
     rbac: Cluster, service_account: str, expected: set, namespace: str
 ) -> None:
@@ -307,8 +308,11 @@ def test_service_account_can_do_nothing_beyond_its_role(
     resources, urls = rules_of(rbac, service_account, namespace)
     granted = {(g, r, v) for g, r, v, name in resources - baseline_resources if name == "*"}
     if service_account == "ckpt-operator" and namespace == NAMESPACE:
-        # Its Roles: the agent pod watch and the storage credentials, here only.
-        expected = expected | OPERATOR_NAMESPACE_RULES | OPERATOR_STORAGE_RULES
+        # Its Role here: the agent pod watch; no Secret of this namespace.
+        expected = expected | OPERATOR_NAMESPACE_RULES
+    if service_account == "ckpt-operator" and namespace == CREDENTIALS_NAMESPACE:
+        # The storage credentials, and nothing else, here only.
+        expected = expected | OPERATOR_STORAGE_RULES
     assert granted == expected
     named = OPERATOR_NAMED_RULES if service_account == "ckpt-operator" else set()
     assert {rule for rule in resources - baseline_resources if rule[3] != "*"} == named
