@@ -10,6 +10,7 @@ test_prometheus_e2e.py scrapes ckpt on the local cluster with the real Prometheu
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -367,6 +368,9 @@ def test_the_dashboard_is_a_grafana_dashboard_of_prometheus_queries() -> None:
 
 
 def test_no_file_names_a_path_of_this_machine() -> None:
+    # The machine's folders, asked for rather than written here: what holds the checkout, the
+    # temporary folder and the home folder.
+    machine = {f"{REPO_ROOT.parent}/", f"{tempfile.gettempdir()}/", f"{Path.home()}/"}
     for path in sorted(Path(MONITORING).iterdir()):
         text = path.read_text()
-        assert "/tmp/" not in text and "/work/" not in text and "/root/" not in text, path
+        assert not [where for where in machine if where in text], path
